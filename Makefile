@@ -1,0 +1,34 @@
+# veil — one-command set-up, run and test.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-slow bench data clean venv
+
+run: $(STAMP)
+	$(BIN)/veil demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+bench: $(STAMP)
+	$(BIN)/veil bench all --json benchmarks/latest.json
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Fashion-MNIST (only for `veil bench utility`): Debian's package, IDX files.
+data:
+	@test -d /usr/share/dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,16 @@
+"""Benchmarks (`veil bench NAME --json PATH`). Performance targets live here, never in unit tests.
+
+Each benchmark is a function ``run(quick: bool = False) -> dict`` in its own module; the
+registry below maps the CLI name to ``"module:function"``. A result dict holds the numbers
+(medians, ratios measured side by side in one run), the machine and the date; the CLI prints
+it as a table and writes it as JSON.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BENCHMARKS"]
+
+# name -> "module:function"; one line per benchmark.
+BENCHMARKS: dict[str, str] = {
+    "simulation": "veil.bench.simulation:run",
+}
