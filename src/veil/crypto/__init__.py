@@ -1,0 +1,34 @@
+"""Thin wrappers on ``cryptography`` and the arithmetic helpers the protocols need.
+
+* :mod:`veil.crypto.prg` — AES-CTR PRG and :class:`SecureRng`.
+* :mod:`veil.crypto.ka` — X25519 key agreement + HKDF.
+* :mod:`veil.crypto.aead` — AES-GCM bound to (purpose, round, sender, receiver).
+* :mod:`veil.crypto.shamir` — t-of-n Shamir sharing over GF(2**256 + 297).
+* :mod:`veil.crypto.ring` — Z_{2^b} vectors, packing and PRG expansion.
+"""
+
+from veil.crypto.aead import bind, open_sealed, seal
+from veil.crypto.ka import KeyPair, agree
+from veil.crypto.prg import SecureRng, derive_key, prg_bytes, prg_uint64
+from veil.crypto.ring import pack, prg_ring, reduce, to_signed, unpack
+from veil.crypto.shamir import PRIME, combine, split
+
+__all__ = [
+    "SecureRng",
+    "prg_bytes",
+    "prg_uint64",
+    "derive_key",
+    "KeyPair",
+    "agree",
+    "seal",
+    "open_sealed",
+    "bind",
+    "PRIME",
+    "split",
+    "combine",
+    "pack",
+    "unpack",
+    "prg_ring",
+    "reduce",
+    "to_signed",
+]

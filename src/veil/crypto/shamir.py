@@ -1,0 +1,110 @@
+"""t-of-n Shamir secret sharing over the prime field GF(p), p = 2**256 + 297.
+
+Secrets are byte strings of at most 32 bytes (seeds, private keys), read as integers
+< 2**256 < p. A share is ``(x, y)`` with ``x`` in ``1..p-1`` (the holder's index) and
+``y`` a field element, serialised on :data:`SHARE_BYTES` bytes. Any ``t`` shares with
+distinct ``x`` rebuild the secret by Lagrange interpolation at 0; fewer reveal nothing.
+Pure functions; the polynomial coefficients come from :mod:`secrets`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+from veil.errors import AbortError, LocalError, MalformedMessageError
+
+__all__ = ["PRIME", "SHARE_BYTES", "split", "combine", "encode_y", "decode_y"]
+
+PRIME = (1 << 256) + 297
+SHARE_BYTES = 33
+
+
+def encode_y(y: int) -> bytes:
+    """A field element as :data:`SHARE_BYTES` little-endian bytes."""
+    return int(y).to_bytes(SHARE_BYTES, "little")
+
+
+def decode_y(raw: bytes, prime: int = PRIME) -> int:
+    """Inverse of :func:`encode_y`.
+
+    Raises:
+        MalformedMessageError: if the length is wrong or the value is not below ``prime``.
+    """
+    if len(raw) != SHARE_BYTES:
+        raise MalformedMessageError(f"a share is {SHARE_BYTES} bytes, got {len(raw)}")
+    y = int.from_bytes(raw, "little")
+    if y >= prime:
+        raise MalformedMessageError("share value outside the field")
+    return y
+
+
+def split(
+    secret: bytes, threshold: int, xs: Sequence[int], prime: int = PRIME
+) -> list[tuple[int, int]]:
+    """Share ``secret`` so that any ``threshold`` of the shares at ``xs`` rebuild it.
+
+    Args:
+        secret: at most 32 bytes (read little endian; keep the length to decode).
+        threshold: t ≥ 1.
+        xs: distinct non-zero evaluation points, one per holder (len(xs) ≥ t).
+        prime: field modulus (must exceed 2**(8·len(secret))).
+
+    Returns:
+        ``[(x, y), ...]`` in the order of ``xs``.
+
+    Raises:
+        LocalError: on an invalid threshold, repeated/zero points or a too-large secret.
+    """
+    s = int.from_bytes(secret, "little")
+    if s >= prime:
+        raise LocalError("secret does not fit in the field")
+    if not 1 <= threshold <= len(xs):
+        raise LocalError(f"threshold must be in 1..{len(xs)}, got {threshold}")
+    if len(set(xs)) != len(xs) or any(not 0 < x < prime for x in xs):
+        raise LocalError("share points must be distinct and in 1..p-1")
+    coeffs = [s] + [secrets.randbelow(prime) for _ in range(threshold - 1)]
+    out = []
+    for x in xs:
+        y = 0
+        for c in reversed(coeffs):
+            y = (y * x + c) % prime
+        out.append((x, y))
+    return out
+
+
+def lagrange_at_zero(xs: Sequence[int], prime: int = PRIME) -> list[int]:
+    """Lagrange coefficients λ_i with f(0) = Σ λ_i f(x_i)."""
+    lam = []
+    for i, xi in enumerate(xs):
+        num, den = 1, 1
+        for j, xj in enumerate(xs):
+            if i != j:
+                num = num * xj % prime
+                den = den * (xj - xi) % prime
+        lam.append(num * pow(den, -1, prime) % prime)
+    return lam
+
+
+def combine(
+    shares: Sequence[tuple[int, int]], threshold: int, length: int = 32, prime: int = PRIME
+) -> bytes:
+    """Rebuild a ``length``-byte secret from at least ``threshold`` shares.
+
+    Only the first ``threshold`` shares are used (any t determine the polynomial).
+
+    Raises:
+        AbortError: if fewer than ``threshold`` shares are given.
+        MalformedMessageError: on repeated points or an out-of-range result.
+    """
+    if len(shares) < threshold:
+        raise AbortError(f"need {threshold} shares to reconstruct, got {len(shares)}")
+    use = list(shares)[:threshold]
+    xs = [x for x, _ in use]
+    if len(set(xs)) != len(xs):
+        raise MalformedMessageError("repeated share points")
+    lam = lagrange_at_zero(xs, prime)
+    s = sum(li * y for li, (_, y) in zip(lam, use)) % prime
+    if s >= 1 << (8 * length):
+        raise MalformedMessageError("shares are inconsistent (secret out of range)")
+    return s.to_bytes(length, "little")
