@@ -7,7 +7,7 @@
 * :mod:`veil.crypto.ring` — Z_{2^b} vectors, packing and PRG expansion.
 """
 
-from veil.crypto.aead import bind, open_sealed, seal
+from veil.crypto.aead import bind, check_mac, mac, open_sealed, seal
 from veil.crypto.ka import KeyPair, agree
 from veil.crypto.prg import SecureRng, derive_key, prg_bytes, prg_uint64
 from veil.crypto.ring import pack, prg_ring, reduce, to_signed, unpack
@@ -23,6 +23,8 @@ __all__ = [
     "seal",
     "open_sealed",
     "bind",
+    "mac",
+    "check_mac",
     "PRIME",
     "split",
     "combine",

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from veil.errors import IntegrityError, LocalError
 
-__all__ = ["seal", "open_sealed", "bind", "NONCE_BYTES", "TAG_BYTES", "overhead"]
+__all__ = ["seal", "open_sealed", "bind", "mac", "check_mac", "NONCE_BYTES", "TAG_BYTES", "overhead"]
 
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -65,3 +65,35 @@ def open_sealed(key: bytes, blob: bytes, associated: bytes) -> bytes:
         raise IntegrityError(
             "authenticated decryption failed: tampered, replayed or misdirected ciphertext"
         ) from exc
+
+
+def mac(key: bytes, data: bytes) -> bytes:
+    """HMAC-SHA256 tag (32 bytes) of ``data`` under a 32-byte key.
+
+    Raises:
+        LocalError: if the key is not 32 bytes.
+    """
+    from cryptography.hazmat.primitives import hashes, hmac
+
+    _check_key(key)
+    h = hmac.HMAC(key, hashes.SHA256())
+    h.update(data)
+    return h.finalize()
+
+
+def check_mac(key: bytes, data: bytes, tag: bytes) -> None:
+    """Verify an HMAC-SHA256 tag in constant time.
+
+    Raises:
+        IntegrityError: if the tag does not match.
+    """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, hmac
+
+    _check_key(key)
+    h = hmac.HMAC(key, hashes.SHA256())
+    h.update(data)
+    try:
+        h.verify(tag)
+    except InvalidSignature as exc:
+        raise IntegrityError("message authentication tag does not match") from exc

@@ -1,0 +1,222 @@
+"""SecAgg+ as a summation protocol: the in-process transport that drives the machines.
+
+:class:`SecAggSum` implements :class:`~veil.aggregation.base.SumProtocol`: it builds one
+:class:`~veil.protocols.secagg.SecAggClient` per site and a
+:class:`~veil.protocols.secagg.SecAggServer`, and moves *bytes only* between them, stage
+by stage. Each stage has a deadline: a site scheduled to drop at that stage, a site whose
+machine failed, or a site slower than ``stage_deadline_s`` is silent, and the server
+closes the stage without it — nothing ever waits forever.
+
+Example:
+    >>> from veil.aggregation.base import Pipeline
+    >>> from veil.aggregation.quantize import Quantize
+    >>> from veil.aggregation.secagg import SecAggSum
+    >>> p = Pipeline([Quantize(clip=1.0, bits=32)], SecAggSum(bits=32))
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from veil.aggregation.base import SumResult
+from veil.crypto.prg import derive_key
+from veil.errors import ConfigError, LocalError, VeilError
+from veil.protocols.secagg import STAGES, SecAggClient, SecAggConfig, SecAggServer, choose_k
+from veil.protocols.secagg.server import SecAggOutput
+
+__all__ = ["SecAggSum", "RoundTrace", "run_round"]
+
+#: tamper(stage, site, direction "up"/"down", data) → bytes to deliver, or None to drop
+Tamper = Callable[[str, int, str, bytes], "bytes | None"]
+
+
+@dataclass
+class RoundTrace:
+    """What the in-process transport saw during one round.
+
+    Attributes:
+        bytes_sent / bytes_received: per site.
+        site_time_s: per site, seconds spent inside its state machine, per stage.
+        server_time_s: seconds inside the server, per stage.
+        dropped: site → stage at which it went silent.
+        errors: (party, stage, error type) of refused messages / failed machines.
+        words_expanded: PRG words each site expanded while masking.
+    """
+
+    bytes_sent: dict[int, int] = field(default_factory=dict)
+    bytes_received: dict[int, int] = field(default_factory=dict)
+    site_time_s: dict[int, dict[str, float]] = field(default_factory=dict)
+    server_time_s: dict[str, float] = field(default_factory=dict)
+    dropped: dict[int, str] = field(default_factory=dict)
+    errors: list[tuple[str, str, str]] = field(default_factory=list)
+    words_expanded: dict[int, int] = field(default_factory=dict)
+
+
+def run_round(
+    config: SecAggConfig,
+    inputs: Callable[[int], np.ndarray],
+    dropouts: Mapping[int, str] | None = None,
+    stage_deadline_s: float | None = None,
+    tamper: Tamper | None = None,
+) -> tuple[SecAggOutput, RoundTrace]:
+    """Run one SecAgg+ round in process.
+
+    Args:
+        config: public round parameters.
+        inputs: site id → its integer input vector (called once per site, lazily).
+        dropouts: site id → stage name (one of :data:`~veil.protocols.secagg.STAGES`) at
+            which the site goes silent.
+        stage_deadline_s: a site whose handler takes longer than this is dropped.
+        tamper: test hook to alter or drop bytes in transit.
+
+    Returns:
+        The server's output and the trace.
+
+    Raises:
+        AbortError: too few sites at some stage; no partial result.
+        ConfigError: unknown stage names in ``dropouts``.
+    """
+    dropouts = dict(dropouts or {})
+    bad = {s for s in dropouts.values() if s not in STAGES}
+    if bad:
+        raise ConfigError(f"unknown dropout stages {sorted(bad)}; use {STAGES}")
+    trace = RoundTrace()
+    server = SecAggServer(config)
+    clients = {u: SecAggClient(config, u, inputs(u)) for u in config.site_ids}
+    for u in clients:
+        trace.bytes_sent[u] = trace.bytes_received[u] = 0
+        trace.site_time_s[u] = {}
+    inbox: dict[int, bytes] = {}
+    for stage in STAGES:
+        for u, client in clients.items():
+            if u in trace.dropped:
+                continue
+            if dropouts.get(u) == stage or (stage != "advertise" and u not in inbox):
+                trace.dropped[u] = stage
+                continue
+            t0 = time.perf_counter()
+            try:
+                out = client.start() if stage == "advertise" else client.receive(inbox[u])
+            except VeilError as exc:
+                trace.errors.append((f"site {u}", stage, type(exc).__name__))
+                trace.dropped[u] = stage
+                continue
+            finally:
+                trace.site_time_s[u][stage] = time.perf_counter() - t0
+            if stage_deadline_s is not None and trace.site_time_s[u][stage] > stage_deadline_s:
+                trace.dropped[u] = stage
+                continue
+            trace.bytes_sent[u] += len(out)
+            data = tamper(stage, u, "up", out) if tamper else out
+            if data is None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                server.receive(u, data)
+            except VeilError as exc:
+                trace.errors.append(("server", stage, type(exc).__name__))
+            trace.server_time_s[stage] = trace.server_time_s.get(stage, 0.0) + (
+                time.perf_counter() - t0
+            )
+        t0 = time.perf_counter()
+        try:
+            outgoing = server.close_stage()
+        finally:
+            trace.server_time_s[stage] = trace.server_time_s.get(stage, 0.0) + (
+                time.perf_counter() - t0
+            )
+        inbox = {}
+        for u, data in outgoing.items():
+            trace.bytes_received[u] += len(data)
+            delivered = tamper(stage, u, "down", data) if tamper else data
+            if delivered is not None:
+                inbox[u] = delivered
+    trace.words_expanded = {u: c.words_expanded for u, c in clients.items()}
+    if server.result is None:  # pragma: no cover - close_stage either aborts or sets it
+        raise LocalError("SecAgg round ended without a result")
+    return server.result, trace
+
+
+@dataclass(frozen=True)
+class SecAggSum:
+    """SecAgg+ summation of integer rows modulo 2^bits.
+
+    Args:
+        bits: ring width b; rows are reduced mod 2^b (use :class:`Quantize` before it).
+        k: neighbours per site; ``None`` picks it with
+            :func:`~veil.protocols.secagg.choose_k` from ``dropout`` and ``corrupt``.
+            ``k ≥ n − 1`` is classic SecAgg.
+        threshold: shares needed per secret; ``None`` takes the value chosen with k
+            (or ⌊k/2⌋ + 1 when k is given).
+        dropout: expected fraction of sites that drop out (for choosing k).
+        corrupt: tolerated fraction of colluding sites (for choosing k).
+        stage_deadline_s: per-stage, per-site deadline in the in-process transport.
+        graph_key: secret of the server used to derive each round's public graph seed.
+    """
+
+    bits: int = 32
+    k: int | None = None
+    threshold: int | None = None
+    dropout: float = 0.1
+    corrupt: float = 0.05
+    stage_deadline_s: float | None = None
+    graph_key: bytes = field(default=b"veil/secagg/graph", repr=False)
+    name: str = "secagg"
+
+    def config(self, site_ids: np.ndarray, dim: int, round: int) -> SecAggConfig:
+        """The public parameters of one round for this cohort.
+
+        Raises:
+            ConfigError, InsecureParametersError: on impossible or unsafe parameters.
+        """
+        ids = tuple(int(i) for i in site_ids)
+        n = len(ids)
+        if self.k is None:
+            gp = choose_k(n, self.dropout, self.corrupt)
+            k, t = gp.k, gp.t
+        else:
+            k = min(int(self.k), n - 1)
+            t = k // 2 + 1
+        if self.threshold is not None:
+            t = int(self.threshold)
+        seed = derive_key(self.graph_key, f"veil/secagg/graph/{round}")
+        return SecAggConfig(round, ids, dim, self.bits, k, t, seed)
+
+    def aggregate(
+        self,
+        encoded: np.ndarray,
+        site_ids: np.ndarray,
+        round: int,
+        dropouts: Mapping[int, str] | None = None,
+    ) -> SumResult:
+        """Sum integer rows mod 2^bits with SecAgg+.
+
+        Raises:
+            LocalError: if the rows are not integers or do not match ``site_ids``.
+            AbortError: too few survivors at some stage (no partial result).
+        """
+        encoded = np.asarray(encoded)
+        if encoded.ndim != 2 or not np.issubdtype(encoded.dtype, np.integer):
+            raise LocalError("SecAggSum sums integer rows; put a Quantize stage before it")
+        if encoded.shape[0] != len(site_ids):
+            raise LocalError("one encoded row per site id is required")
+        cfg = self.config(np.asarray(site_ids), encoded.shape[1], round)
+        row = {int(u): i for i, u in enumerate(site_ids)}
+        out, trace = run_round(
+            cfg, lambda u: encoded[row[u]], dropouts, self.stage_deadline_s
+        )
+        meas = {f"server_time_{s}_s": v for s, v in trace.server_time_s.items()}
+        meas.update({"k": float(cfg.k), "threshold": float(cfg.threshold)})
+        meas.update({f"count_{s}": float(c) for s, c in out.stage_counts.items()})
+        meas["refused_messages"] = float(len(trace.errors))
+        return SumResult(
+            total=out.total,
+            survivors=np.asarray(out.survivors, dtype=np.int64),
+            bytes_sent=trace.bytes_sent,
+            bytes_received=trace.bytes_received,
+            measurements=meas,
+        )

@@ -1,0 +1,250 @@
+"""SecAgg+ site: a sans-IO state machine (bytes in → bytes out).
+
+Steps (see :mod:`~veil.protocols.secagg.transitions` for the table):
+
+1. ``start()``: draw two X25519 key pairs (c for encryption, s for masking) and a 32-byte
+   self-mask seed b; send both public keys.
+2. On the neighbours' keys: Shamir-share b and s^SK (t-of-k, points x = id + 1) and send
+   each neighbour v its pair of shares sealed with AES-GCM under HKDF(X25519(c_u, c_v)),
+   the associated data binding (round, u, v).
+3. On the relayed ciphertexts (the neighbours U2 that shared): open them, then send
+   ``y = x + PRG(b) + Σ_{v∈U2∩N(u)} ±PRG(s_uv) mod 2^b`` with s_uv = HKDF(X25519(s_u, s_v))
+   and sign + for u < v, − otherwise. PRG is AES-CTR (:func:`veil.crypto.prg.prg_uint64`).
+4. On the survivor list U3: check it (contains u, ≥ t sites) and send, for each surviving
+   neighbour, an HMAC of U3 under the pairwise key — the neighbours compare lists.
+5. On the unmask request: refuse unless the request matches U3 (self-seed shares only
+   for survivors, key shares only for dropped neighbours, never both for one peer) and
+   every neighbour's tag matches our U3; then reveal exactly those shares.
+
+Any exception moves the machine to ``ERROR``; a site in ``ERROR`` is simply silent.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+
+import numpy as np
+
+from veil.crypto import aead, ring, shamir
+from veil.crypto.ka import KeyPair
+from veil.crypto.prg import derive_key, prg_uint64
+from veil.errors import AbortError, LocalError, ProtocolError
+from veil.protocols.secagg import messages as m
+from veil.protocols.secagg.config import SERVER_ID, SecAggConfig
+from veil.protocols.secagg.transitions import Machine, Role, State
+
+__all__ = ["SecAggClient", "add_masks", "mask_seed", "survivor_digest"]
+
+
+def add_masks(acc: np.ndarray, seeds: Iterable[tuple[bytes, int]]) -> int:
+    """In place: ``acc += sign · prg_uint64(seed, len(acc))`` for each (seed, ±1).
+
+    Works modulo 2**64; reduce to b bits afterwards. Returns the number of words expanded.
+    """
+    d, words = acc.shape[0], 0
+    for seed, sign in seeds:
+        mask = prg_uint64(seed, d)
+        if sign > 0:
+            acc += mask
+        else:
+            acc -= mask
+        words += d
+    return words
+
+
+def mask_seed(own: KeyPair, peer_public: bytes, round: int) -> bytes:
+    """Pairwise mask seed s_uv = HKDF(X25519(s_u, s_v)) for ``round`` (symmetric)."""
+    return derive_key(own.exchange(peer_public), f"veil/secagg/v1/mask/{round}")
+
+
+def _channel_keys(own: KeyPair, peer_public: bytes, round: int) -> tuple[bytes, bytes]:
+    shared = own.exchange(peer_public)
+    return (
+        derive_key(shared, f"veil/secagg/v1/enc/{round}"),
+        derive_key(shared, f"veil/secagg/v1/mac/{round}"),
+    )
+
+
+def survivor_digest(round: int, survivors: Iterable[int]) -> bytes:
+    """The bytes a site MACs to vouch for the survivor list it received."""
+    return b"veil/secagg/v1/survivors" + m.SurvivorList(round, SERVER_ID, tuple(survivors)).body()
+
+
+class SecAggClient(Machine):
+    """One site in one round.
+
+    Args:
+        config: the round's public parameters.
+        site_id: this site's id (in ``config.site_ids``).
+        value: the site's input, an integer vector of length ``config.dim`` (reduced mod 2^b).
+
+    Raises:
+        LocalError: if the site is not in the cohort or the input has the wrong shape.
+    """
+
+    role = Role.CLIENT
+
+    def __init__(self, config: SecAggConfig, site_id: int, value: np.ndarray) -> None:
+        if site_id not in config.site_ids:
+            raise LocalError(f"site {site_id} is not in this round's cohort")
+        value = np.asarray(value)
+        if value.shape != (config.dim,) or not np.issubdtype(value.dtype, np.integer):
+            raise LocalError(f"input must be an integer vector of length {config.dim}")
+        self.config = config
+        self.site_id = int(site_id)
+        self.state = State.INIT
+        self._x = ring.reduce(value, config.bits).copy()
+        self._nbrs = config.neighbours_of(self.site_id)
+        self._enc: KeyPair | None = None
+        self._mask: KeyPair | None = None
+        self._seed = b""
+        self._peer_keys: dict[int, tuple[bytes, bytes]] = {}
+        self._chan: dict[int, tuple[bytes, bytes]] = {}
+        self._held: dict[int, tuple[bytes, bytes]] = {}
+        self._survivors: frozenset[int] = frozenset()
+        self.words_expanded = 0
+
+    def __repr__(self) -> str:
+        return f"SecAggClient(site={self.site_id}, round={self.config.round}, state={self.state.value})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> None:  # type: ignore[override]
+        raise TypeError("SecAggClient holds secrets and cannot be pickled")
+
+    # ---- public API -----------------------------------------------------------------
+    def start(self) -> bytes:
+        """Step 1: return the AdvertiseKeys message."""
+        out: bytes = self._dispatch("Start")
+        return out
+
+    def receive(self, data: bytes) -> bytes:
+        """Handle one server message and return this site's reply.
+
+        Raises:
+            MalformedMessageError, IntegrityError, ProtocolError: the server (or the link)
+                misbehaved; the machine is now in ``ERROR``.
+            AbortError: the round cannot go on safely from this site's view.
+        """
+        try:
+            msg = m.decode(data, self.config)
+            if msg.sender != SERVER_ID:
+                raise ProtocolError("message does not come from the server", peer=msg.sender)
+        except BaseException:
+            self.state = State.ERROR
+            raise
+        out: bytes = self._dispatch(type(msg).__name__, msg)
+        return out
+
+    # ---- handlers -------------------------------------------------------------------
+    def _keypairs(self) -> tuple[KeyPair, KeyPair]:
+        if self._enc is None or self._mask is None:
+            raise LocalError("keys used before step 1")
+        return self._enc, self._mask
+
+    def _on_start(self) -> bytes:
+        self._enc, self._mask = KeyPair.generate(), KeyPair.generate()
+        self._seed = secrets.token_bytes(32)
+        return m.AdvertiseKeys(
+            self.config.round, self.site_id, self._enc.public, self._mask.public
+        ).to_bytes()
+
+    def _on_keys(self, msg: m.KeyBroadcast) -> bytes:
+        cfg, me = self.config, self.site_id
+        enc, mask = self._keypairs()
+        keys = {i: (c, s) for i, c, s in msg.keys}
+        if keys.get(me) != (enc.public, mask.public):
+            raise ProtocolError("key list does not carry this site's own keys", peer="server")
+        peers = set(keys) - {me}
+        if not peers <= self._nbrs:
+            raise ProtocolError("key list names sites that are not neighbours", peer="server")
+        pubs = [k for pair in keys.values() for k in pair]
+        if len(set(pubs)) != len(pubs):
+            raise ProtocolError("key list repeats a public key", peer="server")
+        if len(peers) < cfg.threshold:
+            raise AbortError(
+                f"stage share: site {me} has {len(peers)} neighbours with keys, "
+                f"threshold {cfg.threshold}"
+            )
+        order = sorted(peers)
+        self._peer_keys = {v: keys[v] for v in order}
+        xs = [v + 1 for v in order]
+        b_sh = shamir.split(self._seed, cfg.threshold, xs)
+        s_sh = shamir.split(mask.private_bytes(), cfg.threshold, xs)
+        cts = []
+        for v, (_, yb), (_, ys) in zip(order, b_sh, s_sh):
+            self._chan[v] = _channel_keys(enc, keys[v][0], cfg.round)
+            plain = (
+                me.to_bytes(4, "little") + v.to_bytes(4, "little")
+                + shamir.encode_y(yb) + shamir.encode_y(ys)
+            )
+            ad = aead.bind("veil/secagg/v1/share", cfg.round, me, v)
+            cts.append((v, aead.seal(self._chan[v][0], plain, ad)))
+        return m.ShareKeys(cfg.round, me, tuple(cts)).to_bytes()
+
+    def _on_relay(self, msg: m.ShareRelay) -> bytes:
+        cfg, me = self.config, self.site_id
+        _, mask = self._keypairs()
+        for u, ct in msg.cts:
+            if u not in self._chan:
+                raise ProtocolError(f"ciphertext from site {u}, not a keyed neighbour", peer="server")
+            plain = aead.open_sealed(
+                self._chan[u][0], ct, aead.bind("veil/secagg/v1/share", cfg.round, u, me)
+            )
+            if plain[:4] != u.to_bytes(4, "little") or plain[4:8] != me.to_bytes(4, "little"):
+                raise ProtocolError("share addressed to another pair", peer=u)
+            self._held[u] = (plain[8 : 8 + shamir.SHARE_BYTES], plain[8 + shamir.SHARE_BYTES :])
+        if len(self._held) < cfg.threshold:
+            raise AbortError(
+                f"stage masked: site {me} received shares from {len(self._held)} neighbours, "
+                f"threshold {cfg.threshold}"
+            )
+        seeds = [(self._seed, 1)] + [
+            (mask_seed(mask, self._peer_keys[u][1], cfg.round), 1 if me < u else -1)
+            for u in sorted(self._held)
+        ]
+        y = self._x.copy()
+        self.words_expanded += add_masks(y, seeds)
+        return m.MaskedInput(cfg.round, me, ring.pack(y, cfg.bits)).to_bytes()
+
+    def _on_survivors(self, msg: m.SurvivorList) -> bytes:
+        cfg, me = self.config, self.site_id
+        u3 = frozenset(msg.survivors)
+        if me not in u3:
+            raise ProtocolError("survivor list omits this site, which sent its input", peer="server")
+        if not u3 <= set(cfg.site_ids):
+            raise ProtocolError("survivor list names sites outside the cohort", peer="server")
+        if len(u3) < cfg.threshold:
+            raise AbortError(
+                f"stage consistency: {len(u3)} survivors, threshold {cfg.threshold}"
+            )
+        self._survivors = u3
+        digest = survivor_digest(cfg.round, msg.survivors)
+        tags = tuple((v, aead.mac(self._chan[v][1], digest)) for v in sorted(u3 & set(self._held)))
+        return m.ConsistencyAck(cfg.round, me, tags).to_bytes()
+
+    def _on_unmask(self, msg: m.UnmaskRequest) -> bytes:
+        cfg, me, u3 = self.config, self.site_id, self._survivors
+        seed_of, key_of = set(msg.seed_of), set(msg.key_of)
+        both = seed_of & key_of
+        if both:
+            raise ProtocolError(
+                f"server asked for both secrets of {len(both)} peer(s); refused", peer="server"
+            )
+        held = set(self._held)
+        if not seed_of <= (u3 & held) or not key_of <= (held - u3):
+            raise ProtocolError(
+                "unmask request is inconsistent with the survivor list; refused", peer="server"
+            )
+        digest = survivor_digest(cfg.round, sorted(u3))
+        for u, tag in msg.tags:
+            if u not in u3 or u not in held:
+                raise ProtocolError(f"consistency tag from unexpected site {u}", peer="server")
+            aead.check_mac(self._chan[u][1], digest, tag)  # IntegrityError: lists differ
+        shares = sorted(
+            [(u, m.SELF_SEED, self._held[u][0]) for u in seed_of]
+            + [(u, m.MASK_KEY, self._held[u][1]) for u in key_of]
+        )
+        self._held.clear()  # never reveal anything again this round
+        return m.UnmaskResponse(cfg.round, me, tuple(shares)).to_bytes()

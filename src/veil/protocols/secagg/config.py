@@ -1,0 +1,91 @@
+"""Public parameters of one SecAgg+ round, known to the server and every site."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from veil.errors import ConfigError, InsecureParametersError
+from veil.protocols.secagg.graph import neighbours, neighbours_of, ring_order
+
+__all__ = ["SecAggConfig", "SERVER_ID"]
+
+#: Sender id the server uses in message headers (sites use their own ids).
+SERVER_ID = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class SecAggConfig:
+    """Parameters of one round.
+
+    Attributes:
+        round: round number (bound into every message, key and ciphertext).
+        site_ids: the cohort (distinct ids in ``0 .. 2**32 − 2``).
+        dim: length d of each input vector.
+        bits: ring width b (inputs and sums live in Z_{2^b}).
+        k: neighbours per site (≥ n − 1: classic SecAgg with the complete graph).
+        threshold: t shares needed to rebuild a secret; must exceed k/2.
+        graph_seed: public 32-byte seed of the neighbour graph for this round.
+    """
+
+    round: int
+    site_ids: tuple[int, ...]
+    dim: int
+    bits: int
+    k: int
+    threshold: int
+    graph_seed: bytes = field(default=b"\x00" * 32, repr=False)
+
+    def __post_init__(self) -> None:
+        ids = tuple(sorted(int(i) for i in self.site_ids))
+        object.__setattr__(self, "site_ids", ids)
+        n = len(ids)
+        if n < 2 or len(set(ids)) != n or ids[0] < 0 or ids[-1] >= SERVER_ID:
+            raise ConfigError("site_ids must hold ≥ 2 distinct ids in 0..2**32-2")
+        if not 0 <= self.round < 2**32:
+            raise ConfigError("round must be in 0..2**32-1")
+        if not 1 <= self.dim <= 2**28:
+            raise ConfigError("dim must be in 1..2**28")
+        if not 1 <= self.bits <= 64:
+            raise ConfigError("bits must be in 1..64")
+        if len(self.graph_seed) != 32:
+            raise ConfigError("graph_seed must be 32 bytes")
+        k = min(int(self.k), n - 1)
+        object.__setattr__(self, "k", k)
+        if k < n - 1 and (k < 2 or k % 2):
+            raise ConfigError(f"k must be even (or ≥ n − 1 = {n - 1}), got {k}")
+        if not k // 2 < self.threshold <= k:
+            raise InsecureParametersError(
+                f"threshold must satisfy k/2 < t ≤ k (k={k}), got {self.threshold}: with "
+                "t ≤ k/2 a server could collect both secrets of a site from disjoint holders"
+            )
+
+    @property
+    def n(self) -> int:
+        """Cohort size."""
+        return len(self.site_ids)
+
+    @property
+    def complete(self) -> bool:
+        """Whether this is classic SecAgg (every pair of sites are neighbours)."""
+        return self.k >= self.n - 1
+
+    @cached_property
+    def _ring(self) -> tuple[list[int], dict[int, int]]:
+        ring = ring_order(self.site_ids, self.graph_seed)
+        return ring, {u: i for i, u in enumerate(ring)}
+
+    def neighbours_of(self, site: int) -> frozenset[int]:
+        """Neighbours of one site (self excluded).
+
+        Raises:
+            ConfigError: if ``site`` is not in the cohort.
+        """
+        ring, pos = self._ring
+        if site not in pos:
+            raise ConfigError(f"site {site} is not in this round's cohort")
+        return neighbours_of(ring, pos[site], self.k)
+
+    def graph(self) -> dict[int, frozenset[int]]:
+        """Neighbours of every site."""
+        return neighbours(self.site_ids, self.k, self.graph_seed)

@@ -1,0 +1,266 @@
+"""SecAgg+ server: a sans-IO state machine collecting one stage at a time.
+
+Feed each site's bytes with :meth:`SecAggServer.receive` (the transport says which site
+sent them: channels are authenticated), then call :meth:`SecAggServer.close_stage` when
+the stage's deadline passes; it returns the messages for the next stage, keyed by site.
+At each close, fewer than t responders abort the round (:class:`~veil.errors.AbortError`
+naming the stage and the counts); after the last stage :attr:`SecAggServer.result` holds
+the sum of the survivors' inputs modulo 2^b, and nothing is released before that.
+
+Unmasking (step 5): with U2 the sites that shared keys and U3 those whose masked input
+arrived, ``Σ_{u∈U3} x_u = Σ_{u∈U3} y_u − Σ_{u∈U3} PRG(b_u)
+− Σ_{u∈U2∖U3} Σ_{v∈U3, v holds u} sign(v,u)·PRG(s_uv)``, b_u and s_u^SK rebuilt from t shares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from veil.crypto import ring, shamir
+from veil.crypto.ka import KeyPair
+from veil.errors import AbortError, LocalError, PeerError, ProtocolError
+from veil.protocols.secagg import messages as m
+from veil.protocols.secagg.client import add_masks, mask_seed
+from veil.protocols.secagg.config import SERVER_ID, SecAggConfig
+from veil.protocols.secagg.transitions import STAGES, Machine, Role, State
+
+__all__ = ["SecAggServer", "SecAggOutput"]
+
+
+@dataclass(frozen=True)
+class SecAggOutput:
+    """The released result of one round.
+
+    Attributes:
+        total: Σ of the survivors' inputs mod 2^b (uint64, length d).
+        survivors: sorted ids whose inputs are in ``total`` (U3).
+        stage_counts: responders per stage (U1..U5 sizes).
+        words_expanded: PRG words the server expanded to unmask.
+    """
+
+    total: np.ndarray = field(repr=False)
+    survivors: tuple[int, ...]
+    stage_counts: dict[str, int]
+    words_expanded: int
+
+
+class SecAggServer(Machine):
+    """The aggregator for one round.
+
+    Args:
+        config: the round's public parameters.
+    """
+
+    role = Role.SERVER
+
+    def __init__(self, config: SecAggConfig) -> None:
+        self.config = config
+        self.state = State.COLLECT_KEYS
+        self._graph = config.graph()
+        self._keys: dict[int, tuple[bytes, bytes]] = {}
+        self._listed: dict[int, frozenset[int]] = {}
+        self._cts: dict[int, dict[int, bytes]] = {}
+        self._relayed: dict[int, frozenset[int]] = {}
+        self._sum = np.zeros(config.dim, dtype=np.uint64)
+        self._masked: set[int] = set()
+        self._u3: tuple[int, ...] = ()
+        self._acks: dict[int, dict[int, bytes]] = {}
+        self._asked: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
+        self._shares: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        self._answered: set[int] = set()
+        self.counts: dict[str, int] = {}
+        self.errors: list[tuple[int, str, str]] = []
+        self.result: SecAggOutput | None = None
+
+    def __repr__(self) -> str:
+        return f"SecAggServer(round={self.config.round}, state={self.state.value})"
+
+    __str__ = __repr__
+
+    @property
+    def stage(self) -> str:
+        """Name of the stage being collected (or the final state)."""
+        idx = {
+            State.COLLECT_KEYS: 0, State.COLLECT_SHARES: 1, State.COLLECT_MASKED: 2,
+            State.COLLECT_CHECKS: 3, State.COLLECT_UNMASK: 4,
+        }.get(self.state)
+        return STAGES[idx] if idx is not None else self.state.value.lower()
+
+    # ---- public API -----------------------------------------------------------------
+    def receive(self, peer: int, data: bytes) -> None:
+        """Take one message from ``peer``.
+
+        A message that is malformed, replayed, out of stage or inconsistent is refused
+        with a :class:`~veil.errors.PeerError` subclass; the server stays in its state and
+        the peer simply counts as silent for the stage (the round goes on with the others).
+
+        Raises:
+            MalformedMessageError, IntegrityError, ProtocolError: the peer misbehaved.
+            LocalError: the server is not collecting (finished or in ERROR).
+        """
+        if self.state in (State.DONE, State.ERROR):
+            raise LocalError(f"server is {self.state.value}; it takes no more messages")
+        stage = self.stage
+        try:
+            if peer not in self._graph:
+                raise ProtocolError("sender is not in this round's cohort", peer=peer)
+            msg = m.decode(data, self.config)
+            if msg.sender != peer:
+                raise ProtocolError("header names another sender", peer=peer)
+            self._dispatch(type(msg).__name__, peer, msg, peer_errors_are_local=False)
+        except PeerError as exc:
+            self.errors.append((peer, stage, type(exc).__name__))
+            raise
+
+    def close_stage(self) -> dict[int, bytes]:
+        """The current stage's deadline passed: return the next stage's messages.
+
+        Raises:
+            AbortError: fewer than t sites responded (or secrets cannot be rebuilt); the
+                server moves to ``ERROR`` and releases nothing.
+            LocalError: called after the round finished.
+        """
+        if self.state in (State.DONE, State.ERROR):
+            raise LocalError(f"server is {self.state.value}; no stage to close")
+        out: dict[int, bytes] = self._dispatch("Deadline")
+        return out
+
+    # ---- helpers --------------------------------------------------------------------
+    def _need(self, stage: str, have: int) -> None:
+        self.counts[stage] = have
+        if have < self.config.threshold:
+            raise AbortError(
+                f"round {self.config.round} aborted at stage {stage}: {have} of "
+                f"{self.config.n} sites responded, threshold {self.config.threshold}"
+            )
+
+    def _no_repeat(self, peer: int, seen: object) -> None:
+        if peer in seen:  # type: ignore[operator]
+            raise ProtocolError(f"second message in stage {self.stage}", peer=peer)
+
+    # ---- step 1 ---------------------------------------------------------------------
+    def _on_advertise(self, peer: int, msg: m.AdvertiseKeys) -> None:
+        self._no_repeat(peer, self._keys)
+        self._keys[peer] = (msg.enc_pk, msg.mask_pk)
+
+    def _close_keys(self) -> dict[int, bytes]:
+        u1 = set(self._keys)
+        self._need("advertise", len(u1))
+        out = {}
+        for u in sorted(u1):
+            self._listed[u] = frozenset(self._graph[u] & u1)
+            keys = tuple((v, *self._keys[v]) for v in sorted(self._listed[u] | {u}))
+            out[u] = m.KeyBroadcast(self.config.round, SERVER_ID, keys).to_bytes()
+        return out
+
+    # ---- step 2 ---------------------------------------------------------------------
+    def _on_shares(self, peer: int, msg: m.ShareKeys) -> None:
+        self._no_repeat(peer, self._cts)
+        if peer not in self._listed:
+            raise ProtocolError("shares from a site that did not advertise keys", peer=peer)
+        if {v for v, _ in msg.cts} != self._listed[peer]:
+            raise ProtocolError("shares must go to exactly the listed neighbours", peer=peer)
+        self._cts[peer] = dict(msg.cts)
+
+    def _close_shares(self) -> dict[int, bytes]:
+        u2 = set(self._cts)
+        self._need("share", len(u2))
+        out = {}
+        for v in sorted(u2):
+            senders = sorted(u for u in self._graph[v] & u2 if v in self._cts[u])
+            self._relayed[v] = frozenset(senders)
+            cts = tuple((u, self._cts[u][v]) for u in senders)
+            out[v] = m.ShareRelay(self.config.round, SERVER_ID, cts).to_bytes()
+        return out
+
+    # ---- step 3 ---------------------------------------------------------------------
+    def _on_masked(self, peer: int, msg: m.MaskedInput) -> None:
+        self._no_repeat(peer, self._masked)
+        if peer not in self._relayed:
+            raise ProtocolError("masked input from a site that was sent no shares", peer=peer)
+        self._sum += ring.unpack(msg.payload, self.config.dim, self.config.bits)
+        self._masked.add(peer)
+
+    def _close_masked(self) -> dict[int, bytes]:
+        self._need("masked", len(self._masked))
+        self._u3 = tuple(sorted(self._masked))
+        data = m.SurvivorList(self.config.round, SERVER_ID, self._u3).to_bytes()
+        return {u: data for u in self._u3}
+
+    # ---- step 4 ---------------------------------------------------------------------
+    def _on_ack(self, peer: int, msg: m.ConsistencyAck) -> None:
+        self._no_repeat(peer, self._acks)
+        if peer not in self._masked:
+            raise ProtocolError("consistency tags from a site that is not a survivor", peer=peer)
+        if {v for v, _ in msg.tags} != self._relayed[peer] & self._masked:
+            raise ProtocolError("consistency tags must go to the surviving neighbours", peer=peer)
+        self._acks[peer] = dict(msg.tags)
+
+    def _close_checks(self) -> dict[int, bytes]:
+        u4 = sorted(self._acks)
+        self._need("consistency", len(u4))
+        out = {}
+        for v in u4:
+            seed_of = self._relayed[v] & self._masked
+            key_of = self._relayed[v] - self._masked
+            self._asked[v] = (seed_of, key_of)
+            tags = tuple((u, self._acks[u][v]) for u in u4 if v in self._acks[u])
+            out[v] = m.UnmaskRequest(
+                self.config.round, SERVER_ID, tuple(sorted(seed_of)), tuple(sorted(key_of)), tags
+            ).to_bytes()
+        return out
+
+    # ---- step 5 ---------------------------------------------------------------------
+    def _on_unmask_response(self, peer: int, msg: m.UnmaskResponse) -> None:
+        self._no_repeat(peer, self._answered)
+        if peer not in self._asked:
+            raise ProtocolError("shares from a site that was not asked", peer=peer)
+        seed_of, key_of = self._asked[peer]
+        got = {(u, k) for u, k, _ in msg.shares}
+        want = {(u, m.SELF_SEED) for u in seed_of} | {(u, m.MASK_KEY) for u in key_of}
+        if got != want:
+            raise ProtocolError("unmask response does not answer the request", peer=peer)
+        parsed = [(u, k, shamir.decode_y(y)) for u, k, y in msg.shares]
+        for u, k, y in parsed:
+            self._shares.setdefault((u, k), []).append((peer + 1, y))
+        self._answered.add(peer)
+
+    def _close_unmask(self) -> dict[int, bytes]:
+        cfg = self.config
+        self._need("unmask", len(self._answered))
+        dropped = sorted(set(self._relayed) - self._masked)
+        needs = [(u, m.SELF_SEED) for u in self._u3] + [(u, m.MASK_KEY) for u in dropped]
+        short = [(u, k) for u, k in needs if len(self._shares.get((u, k), ())) < cfg.threshold]
+        if short:
+            worst = min(len(self._shares.get(key, ())) for key in short)
+            raise AbortError(
+                f"round {cfg.round} aborted at stage unmask: {len(short)} of {len(needs)} "
+                f"secrets have fewer than {cfg.threshold} shares (fewest: {worst}); "
+                f"{len(self._answered)} sites answered"
+            )
+        total = self._sum
+        words = add_masks(
+            total,
+            ((shamir.combine(self._shares[(u, m.SELF_SEED)], cfg.threshold), -1) for u in self._u3),
+        )
+        for u in dropped:
+            kp = KeyPair.from_private_bytes(
+                shamir.combine(self._shares[(u, m.MASK_KEY)], cfg.threshold)
+            )
+            if kp.public != self._keys[u][1]:
+                raise AbortError(
+                    f"round {cfg.round} aborted at stage unmask: the key rebuilt for dropped "
+                    f"site {u} does not match its advertised key (bad shares)"
+                )
+            holders = [v for v in self._u3 if u in self._relayed[v]]
+            # v added sign(v,u)·PRG(s_uv) with sign + for v < u: remove it
+            words += add_masks(
+                total,
+                ((mask_seed(kp, self._keys[v][1], cfg.round), -1 if v < u else 1) for v in holders),
+            )
+        total &= ring.ring_mask(cfg.bits)
+        self.counts["dropped_after_sharing"] = len(dropped)
+        self.result = SecAggOutput(total, self._u3, dict(self.counts), words)
+        return {}
