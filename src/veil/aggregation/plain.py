@@ -1,0 +1,140 @@
+"""Plain stages: norm clipping, weighted / uniform means, and the plain (non-secure) sum."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from veil.aggregation.base import DecodeContext, EncodeContext, SumResult
+from veil.errors import AbortError, ConfigError
+
+__all__ = ["Clip", "WeightedMean", "UniformMean", "PlainSum", "l2_clip"]
+
+
+def l2_clip(updates: np.ndarray, clip_norm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scale each row to L2 norm at most ``clip_norm``.
+
+    Returns:
+        ``(clipped, norms, was_clipped)``.
+    """
+    norms = np.linalg.norm(updates, axis=1)
+    scale = np.minimum(1.0, clip_norm / np.maximum(norms, 1e-12))
+    return updates * scale[:, None], norms, norms > clip_norm
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Clip each site's update to L2 norm ``clip_norm`` (site side; identity at the server).
+
+    Measurements: ``clipped`` (fraction of sites clipped) and ``norm`` (mean pre-clip norm).
+    """
+
+    clip_norm: float
+    name: str = "clip"
+
+    def __post_init__(self) -> None:
+        if not self.clip_norm > 0:
+            raise ConfigError(f"clip_norm must be > 0, got {self.clip_norm}", key="aggregation.clip_norm")
+
+    def init(self) -> None:
+        return None
+
+    def encode(
+        self, state: None, updates: np.ndarray, ctx: EncodeContext
+    ) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
+        clipped, norms, was = l2_clip(updates, self.clip_norm)
+        return clipped, {"clipped": was.astype(np.float64), "norm": norms}
+
+    def decode(
+        self, state: None, aggregate: np.ndarray, ctx: DecodeContext
+    ) -> tuple[None, np.ndarray, Mapping[str, float], None]:
+        return None, aggregate, {}, None
+
+
+@dataclass(frozen=True)
+class WeightedMean:
+    """FedAvg weighting: each site sends ``w·u`` and ``w`` (one extra coordinate); the server
+    divides the summed vector by the summed weight. ``w`` is the site's example count.
+
+    Not for differentially private pipelines (the weight is data-dependent): use
+    :class:`UniformMean` or the DP stages, which divide by a fixed denominator.
+    """
+
+    name: str = "weighted_mean"
+
+    def init(self) -> None:
+        return None
+
+    def encode(
+        self, state: None, updates: np.ndarray, ctx: EncodeContext
+    ) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
+        w = np.asarray(ctx.weights, dtype=np.float64)
+        return np.concatenate([updates * w[:, None], w[:, None]], axis=1), {}
+
+    def decode(
+        self, state: None, aggregate: np.ndarray, ctx: DecodeContext
+    ) -> tuple[None, np.ndarray, Mapping[str, float], None]:
+        total_w = float(aggregate[-1])
+        if not total_w > 0:
+            raise AbortError(f"round {ctx.round}: total weight of survivors is {total_w}")
+        return None, aggregate[:-1] / total_w, {"total_weight": total_w}, None
+
+
+@dataclass(frozen=True)
+class UniformMean:
+    """Unweighted mean: divide the sum by a fixed denominator (the expected cohort size when
+    ``fixed_denominator`` is set — what DP needs) or by the number of survivors."""
+
+    fixed_denominator: float | None = None
+    name: str = "uniform_mean"
+
+    def init(self) -> None:
+        return None
+
+    def encode(
+        self, state: None, updates: np.ndarray, ctx: EncodeContext
+    ) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
+        return updates, {}
+
+    def decode(
+        self, state: None, aggregate: np.ndarray, ctx: DecodeContext
+    ) -> tuple[None, np.ndarray, Mapping[str, float], None]:
+        denom = self.fixed_denominator or max(1, len(ctx.survivors))
+        return None, aggregate / denom, {"denominator": float(denom)}, None
+
+
+@dataclass(frozen=True)
+class PlainSum:
+    """The non-secure sum: each site sends its encoded row in the clear.
+
+    Bytes sent per site = the row's size at its dtype (float rows are sent as float32,
+    integer rows at their own width) plus a 16-byte header.
+    """
+
+    name: str = "plain_sum"
+    wire_float_dtype: str = "float32"
+
+    def aggregate(
+        self,
+        encoded: np.ndarray,
+        site_ids: np.ndarray,
+        round: int,
+        dropouts: Mapping[int, str] | None = None,
+    ) -> SumResult:
+        dropouts = dropouts or {}
+        keep = np.asarray([int(s) not in dropouts for s in site_ids], dtype=bool)
+        survivors = np.asarray(site_ids)[keep]
+        if survivors.size == 0:
+            raise AbortError(f"round {round}: every site dropped out before sending")
+        rows = encoded[keep]
+        if np.issubdtype(rows.dtype, np.floating):
+            wire = rows.astype(self.wire_float_dtype)
+            total = wire.astype(np.float64).sum(axis=0)
+            per_site = wire.shape[1] * wire.dtype.itemsize + 16
+        else:
+            total = rows.sum(axis=0, dtype=rows.dtype)
+            per_site = rows.shape[1] * rows.dtype.itemsize + 16
+        sent = {int(s): per_site for s in survivors}
+        return SumResult(total=total, survivors=survivors, bytes_sent=sent)

@@ -1,0 +1,263 @@
+"""Validated run configuration (TOML → typed object).
+
+Every key is declared here with its type, default, bounds and a one-line description;
+unknown keys, wrong types and impossible values raise :class:`veil.errors.ConfigError`
+naming the key and how to fix it. ``veil train --help`` prints :func:`describe_keys`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from veil.errors import ConfigError
+from veil.privacy.config import PrivacyConfig
+
+__all__ = [
+    "RunConfig",
+    "DataConfig",
+    "ModelConfig",
+    "LocalTrainingConfig",
+    "FederationConfig",
+    "AggregationConfig",
+    "load_config",
+    "parse_config",
+    "describe_keys",
+    "config_hash",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Which data set, and how it is split across sites."""
+
+    dataset: Literal["digits", "breast_cancer", "diabetes", "fashion_mnist", "csv"] = Field(
+        "digits", description="data set: digits | breast_cancer | diabetes | fashion_mnist | csv"
+    )
+    path: str | None = Field(
+        None, description="CSV file, or Fashion-MNIST directory (default: Debian's location)"
+    )
+    label: str | None = Field(None, description="label column of the CSV file")
+    task: Literal["classification", "regression"] = Field(
+        "classification", description="CSV task: classification | regression"
+    )
+    sites: int = Field(5, ge=1, le=100_000, description="number of sites the data is split across")
+    partition: Literal["iid", "dirichlet", "quantity"] = Field(
+        "iid", description="split: iid | dirichlet (label skew) | quantity (size skew)"
+    )
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (small = more skew)")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share for evaluation")
+    image: bool = Field(False, description="keep image shape (needed by model.name = 'cnn')")
+    limit: int | None = Field(None, ge=10, description="use only the first N training examples")
+
+    @model_validator(mode="after")
+    def _csv_needs_path(self) -> DataConfig:
+        if self.dataset == "csv" and (not self.path or not self.label):
+            raise ValueError("dataset = 'csv' needs data.path and data.label")
+        return self
+
+
+class ModelConfig(_Section):
+    """The model every site trains."""
+
+    name: Literal["logreg", "mlp", "cnn"] = Field("mlp", description="logreg | mlp | cnn")
+    hidden: list[int] = Field([128, 128], description="MLP hidden layer widths")
+
+    @model_validator(mode="after")
+    def _positive_widths(self) -> ModelConfig:
+        if any(h < 1 for h in self.hidden):
+            raise ValueError("model.hidden widths must be >= 1")
+        return self
+
+
+class LocalTrainingConfig(_Section):
+    """Local training at each site, every round."""
+
+    epochs: int = Field(1, ge=1, le=1000, description="local epochs per round")
+    batch_size: int = Field(32, ge=1, description="local minibatch size")
+    lr: float = Field(0.1, gt=0, description="local learning rate")
+    momentum: float = Field(0.0, ge=0, lt=1, description="local SGD momentum")
+    weight_decay: float = Field(0.0, ge=0, description="local L2 weight decay")
+
+
+class FederationConfig(_Section):
+    """Rounds, cohorts, dropouts and the server optimiser."""
+
+    cohort_size: int | None = Field(
+        None, ge=1, description="sites sampled per round (default: all sites)"
+    )
+    cohort_fraction: float | None = Field(
+        None, gt=0, le=1, description="alternative to cohort_size: fraction of sites per round"
+    )
+    sampling: Literal["fixed", "poisson"] = Field(
+        "fixed", description="fixed: exactly the cohort size; poisson: each site independently"
+    )
+    dropout_rate: float = Field(0.0, ge=0, lt=1, description="chance a selected site drops out")
+    deadline_s: float = Field(
+        math.inf, gt=0, description="simulated per-round deadline; slower sites count as dropped"
+    )
+    latency_s: float = Field(1.0, gt=0, description="simulated median time of a site's round")
+    latency_spread: float = Field(0.5, ge=0, description="log-normal sigma of site latency")
+    server_optimizer: Literal["fedavg", "fedavgm", "fedadam"] = Field(
+        "fedavg", description="fedavg | fedavgm (server momentum) | fedadam"
+    )
+    server_lr: float = Field(1.0, gt=0, description="server learning rate")
+    server_momentum: float = Field(0.9, ge=0, lt=1, description="fedavgm momentum / fedadam beta1")
+    eval_every: int = Field(1, ge=1, description="evaluate on the test set every N rounds")
+
+    @model_validator(mode="after")
+    def _one_cohort_spec(self) -> FederationConfig:
+        if self.cohort_size is not None and self.cohort_fraction is not None:
+            raise ValueError("set federation.cohort_size or federation.cohort_fraction, not both")
+        return self
+
+
+class AggregationConfig(_Section):
+    """How updates are combined: clipping and secure aggregation."""
+
+    clip_norm: float | None = Field(
+        None, gt=0, description="clip each site's update to this L2 norm (off if unset)"
+    )
+    secure_aggregation: bool = Field(
+        False, description="SecAgg+: the server learns only the sum of the updates"
+    )
+    bits: int = Field(20, ge=8, le=62, description="SecAgg: bits per quantised coordinate")
+    quantize_range: float = Field(
+        1.0, gt=0, description="SecAgg: coordinates are clipped to [-range, range] before rounding"
+    )
+    neighbours: int | None = Field(
+        None, ge=2, description="SecAgg+: neighbourhood size k (default: from n; k = n is SecAgg)"
+    )
+    threshold_fraction: float = Field(
+        0.5, gt=0, le=1, description="SecAgg: Shamir threshold as a fraction of the neighbourhood"
+    )
+
+
+class RunConfig(_Section):
+    """A whole federated run."""
+
+    name: str = Field("run", min_length=1, description="run name; output goes to output_dir/name")
+    seed: int = Field(0, ge=0, description="seed for data split, init, sampling (recorded)")
+    rounds: int = Field(20, ge=1, le=1_000_000, description="federated rounds")
+    output_dir: str = Field("runs", description="where run directories are written")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    local: LocalTrainingConfig = LocalTrainingConfig()
+    federation: FederationConfig = FederationConfig()
+    aggregation: AggregationConfig = AggregationConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        fed = self.federation
+        if fed.cohort_size is not None and fed.cohort_size > self.data.sites:
+            raise ValueError(
+                f"federation.cohort_size ({fed.cohort_size}) is larger than data.sites "
+                f"({self.data.sites}); lower it or add sites"
+            )
+        if self.model.name == "cnn" and not self.data.image:
+            raise ValueError("model.name = 'cnn' needs data.image = true")
+        if any(c in self.name for c in "/\\") or self.name in (".", ".."):
+            raise ValueError("name must not contain path separators")
+        return self
+
+    @property
+    def cohort(self) -> float:
+        """Sites per round (expected, for Poisson sampling)."""
+        f = self.federation
+        if f.cohort_size is not None:
+            return float(f.cohort_size)
+        if f.cohort_fraction is not None:
+            return max(1.0, f.cohort_fraction * self.data.sites)
+        return float(self.data.sites)
+
+    def run_dir(self) -> Path:
+        """``output_dir / name``."""
+        return Path(self.output_dir) / self.name
+
+
+def _format_error(err: ValidationError) -> ConfigError:
+    parts: list[str] = []
+    keys: list[str] = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "config"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `veil train --help` lists every key)"
+        elif e["type"] != "missing" and not isinstance(e.get("input"), dict):
+            msg += f" (got {e.get('input')!r})"
+        keys.append(key)
+        parts.append(f"{key}: {msg}")
+    if len(parts) == 1:
+        return ConfigError(parts[0].split(": ", 1)[1], key=keys[0])
+    return ConfigError("invalid config: " + "; ".join(parts), key=keys[0] if keys else None)
+
+
+def parse_config(raw: dict[str, Any]) -> RunConfig:
+    """Validate a config mapping.
+
+    Raises:
+        ConfigError: naming every bad key and what to do about it.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError("config must be a table of keys")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise _format_error(e) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a TOML config file.
+
+    Args:
+        path: the TOML file.
+        overrides: dotted keys to set after reading (``{"rounds": 3}``).
+
+    Raises:
+        ConfigError: missing file, TOML syntax error, or invalid values.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p} is not valid TOML: {e}") from None
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = value
+    return parse_config(raw)
+
+
+def config_hash(cfg: RunConfig, ignore: tuple[str, ...] = ("rounds",)) -> str:
+    """SHA-256 of the config (minus keys that may change on resume)."""
+    d = cfg.model_dump(mode="json")
+    for k in ignore:
+        d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def describe_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """Every config key as ``(dotted key, default, description)``, for help texts."""
+    out: list[tuple[str, str, str]] = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.extend(describe_keys(ann, prefix + name + "."))
+            continue
+        default = field.default
+        out.append((prefix + name, json.dumps(default) if default is not None else "unset", field.description or ""))
+    return out

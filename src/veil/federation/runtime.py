@@ -1,0 +1,323 @@
+"""The federated round loop (in-process transport, the embedded default).
+
+Each round:
+  1. sample a cohort (fixed size without replacement, or Poisson with rate q);
+  2. simulate dropouts and the deadline (seeded per round);
+  3. train every selected site from the global model (vectorised across sites);
+  4. push the updates through the aggregation pipeline (transforms + summation protocol);
+  5. apply the server optimiser, evaluate, let hooks (privacy ledger, audits) see the round;
+  6. checkpoint atomically, so ``resume=True`` continues from the last completed round and
+     ends with exactly the model an uninterrupted run would have produced.
+
+All per-round randomness is derived from ``(seed, round)``, never from a running stream,
+which is what makes resuming exact.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from veil.aggregation import EncodeContext, Pipeline
+from veil.crypto.prg import SecureRng
+from veil.data import Dataset
+from veil.errors import AbortError, ConfigError, InvalidUpdateError
+from veil.federation.hooks import RoundInfo, RoundPlan, RunHook
+from veil.federation.local import SiteData, VectorisedTrainer, flat_params, load_flat_params
+from veil.federation.server_opt import ServerOptimizer
+
+__all__ = ["Federation", "RunResult", "evaluate"]
+
+
+@dataclass
+class RunResult:
+    """What :meth:`Federation.run` returns.
+
+    Attributes:
+        params: final global parameters (flat float32 tensor).
+        rounds: per-round records (dicts, as in record.json).
+        rounds_completed: number of completed rounds.
+        stopped_reason: why the run stopped early (budget reached...), else None.
+        summary: hooks' summaries merged (e.g. epsilon spent).
+    """
+
+    params: torch.Tensor
+    rounds: list[dict[str, Any]]
+    rounds_completed: int
+    stopped_reason: str | None
+    summary: dict[str, Any]
+
+    @property
+    def final_accuracy(self) -> float | None:
+        """Last evaluated test accuracy."""
+        for r in reversed(self.rounds):
+            if r.get("test_accuracy") is not None:
+                return float(r["test_accuracy"])
+        return None
+
+
+def evaluate(
+    model: nn.Module, params: torch.Tensor, x: np.ndarray, y: np.ndarray, task: str
+) -> tuple[float, float]:
+    """Test loss and accuracy (or R² for regression) of ``params`` on ``(x, y)``."""
+    load_flat_params(model, params)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.from_numpy(x))
+        if task == "regression":
+            yt = torch.from_numpy(y).float()
+            mse = float(((out.reshape(-1) - yt) ** 2).mean())
+            var = float(yt.var(unbiased=False)) or 1.0
+            return mse, 1.0 - mse / var
+        yt = torch.from_numpy(y)
+        loss = float(nn.functional.cross_entropy(out, yt))
+        acc = float((out.argmax(1) == yt).float().mean())
+    return loss, acc
+
+
+class Federation:
+    """Sites training one model together, round by round.
+
+    Args:
+        model: the architecture and initial parameters.
+        dataset: train/test data; the training part is split by ``parts``.
+        parts: one index array per site into ``dataset.x_train``.
+        pipeline: aggregation pipeline (e.g. ``Pipeline([WeightedMean()], PlainSum())``).
+        trainer: local trainer (vectorised); DP-SGD is a subclass.
+        server_opt: server optimiser.
+        rounds: rounds to run.
+        seed: seed for sampling, dropouts and batch schedules.
+        cohort: sites per round (expected size for Poisson sampling).
+        sampling: ``"fixed"`` or ``"poisson"``.
+        dropout_rate: chance a selected site drops out in a round.
+        deadline_s: simulated deadline; sites slower than it are dropped.
+        latency_s, latency_spread: log-normal model of a site's round time (simulated).
+        hooks: ledger / audit hooks.
+        run_dir: where checkpoints go (None: no checkpoints).
+        secure_rng: privacy randomness from fresh OS entropy (True) or derived from ``seed``.
+        eval_every: evaluate every N rounds (and always after the last).
+        on_round: callback after each round (progress display).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: Dataset,
+        parts: Sequence[np.ndarray],
+        pipeline: Pipeline,
+        trainer: VectorisedTrainer,
+        server_opt: ServerOptimizer,
+        rounds: int,
+        seed: int = 0,
+        cohort: float | None = None,
+        sampling: str = "fixed",
+        dropout_rate: float = 0.0,
+        deadline_s: float = float("inf"),
+        latency_s: float = 1.0,
+        latency_spread: float = 0.5,
+        hooks: Sequence[RunHook] = (),
+        run_dir: str | os.PathLike[str] | None = None,
+        secure_rng: bool = True,
+        eval_every: int = 1,
+        on_round: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.data = SiteData(dataset.x_train, dataset.y_train, parts)
+        self.n_sites = len(parts)
+        self.cohort = float(cohort if cohort is not None else self.n_sites)
+        if not 0 < self.cohort <= self.n_sites:
+            raise ConfigError(
+                f"cohort {self.cohort} must be in (0, {self.n_sites}]", key="federation.cohort_size"
+            )
+        if sampling not in ("fixed", "poisson"):
+            raise ConfigError(f"unknown sampling {sampling!r}", key="federation.sampling")
+        self.pipeline = pipeline
+        self.trainer = trainer
+        self.server_opt = server_opt
+        self.rounds = rounds
+        self.seed = seed
+        self.sampling = sampling
+        self.dropout_rate = dropout_rate
+        self.deadline_s = deadline_s
+        self.latency_s = latency_s
+        self.latency_spread = latency_spread
+        self.hooks = list(hooks)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.secure_rng = secure_rng
+        self.eval_every = eval_every
+        self.on_round = on_round
+        self.task = dataset.task
+        # mutable run state
+        self.params = flat_params(model).clone()
+        self.pipe_state = pipeline.init()
+        self.records: list[dict[str, Any]] = []
+        self.next_round = 0
+        self.stopped_reason: str | None = None
+
+    # ---------------------------------------------------------------- planning
+    def plan(self) -> RoundPlan:
+        """What hooks (the ledger) need to vet the run before it starts."""
+        steps = np.asarray(
+            [self.trainer.config.epochs * -(-int(s) // self.trainer.config.batch_size) for s in self.data.sizes]
+        )
+        return RoundPlan(
+            rounds=self.rounds,
+            n_sites=self.n_sites,
+            cohort_size=self.cohort,
+            sampling=self.sampling,
+            site_sizes=self.data.sizes.copy(),
+            local_steps=steps,
+        )
+
+    def sample_cohort(self, round: int) -> np.ndarray:
+        """Sites selected for ``round`` (deterministic in seed and round)."""
+        rng = np.random.default_rng([self.seed, round, 0xC0])
+        if self.sampling == "poisson":
+            q = self.cohort / self.n_sites
+            return np.flatnonzero(rng.random(self.n_sites) < q)
+        return np.sort(rng.choice(self.n_sites, size=int(round_half(self.cohort)), replace=False))
+
+    def simulate_dropouts(self, round: int, cohort: np.ndarray) -> tuple[dict[int, str], int]:
+        """Which selected sites drop (and at which protocol stage), and how many were late."""
+        rng = np.random.default_rng([self.seed, round, 0xD0])
+        drop = rng.random(len(cohort)) < self.dropout_rate
+        latency = self.latency_s * np.exp(self.latency_spread * rng.standard_normal(len(cohort)))
+        late = latency > self.deadline_s
+        stages = tuple(getattr(self.pipeline.summation, "dropout_stages", ("before_send",)))
+        stage_pick = rng.integers(0, len(stages), size=len(cohort))
+        out: dict[int, str] = {}
+        for i, sid in enumerate(cohort):
+            if late[i]:
+                out[int(sid)] = "before_send"
+            elif drop[i]:
+                out[int(sid)] = stages[stage_pick[i]]
+        return out, int(late.sum())
+
+    def _rng(self, round: int, label: str) -> SecureRng:
+        if self.secure_rng:
+            return SecureRng.fresh()
+        return SecureRng.from_seed(self.seed, f"round{round}/{label}")
+
+    # ---------------------------------------------------------------- the loop
+    def run(self, resume: bool = False) -> RunResult:
+        """Run (or continue) until ``rounds`` are done or a hook stops the run.
+
+        Raises:
+            BudgetExceededError: a hook refused the plan before any round ran.
+            ConfigError: resuming with a checkpoint that does not match.
+        """
+        from veil.federation.checkpoint import load_checkpoint, save_checkpoint
+
+        if resume:
+            if self.run_dir is None:
+                raise ConfigError("resume needs a run directory")
+            load_checkpoint(self, self.run_dir)
+        plan = self.plan()
+        for h in self.hooks:
+            h.before_run(plan)
+        while self.next_round < self.rounds and self.stopped_reason is None:
+            r = self.next_round
+            reason = next((h.before_round(r) for h in self.hooks if h.before_round(r)), None)
+            if reason:
+                self.stopped_reason = reason
+                break
+            rec = self.run_round(r)
+            self.records.append(rec)
+            self.next_round = r + 1
+            if self.run_dir is not None:
+                save_checkpoint(self, self.run_dir)
+            if self.on_round is not None:
+                self.on_round(rec)
+        summary: dict[str, Any] = {}
+        for h in self.hooks:
+            summary.update(h.summary())
+        return RunResult(self.params.clone(), list(self.records), self.next_round, self.stopped_reason, summary)
+
+    def run_round(self, r: int) -> dict[str, Any]:
+        """One round; returns its record. The global model changes only if it succeeds."""
+        t0 = time.perf_counter()
+        cohort = self.sample_cohort(r)
+        dropouts, n_late = self.simulate_dropouts(r, cohort)
+        rec: dict[str, Any] = {"round": r, "cohort": cohort.tolist(), "late": n_late}
+        if cohort.size == 0:
+            rec.update(survivors=[], skipped="empty cohort", bytes_sent={}, bytes_per_site_mean=0.0)
+            self._finish(rec, r, t0, (), np.asarray([], dtype=np.int64), cohort)
+            return rec
+        # sites that drop before sending don't need to train (saves simulation time)
+        train_ids = np.asarray([s for s in cohort if dropouts.get(int(s)) != "before_send"], dtype=np.int64)
+        t1 = time.perf_counter()
+        updates = self.trainer.train(self.params, self.data, train_ids, self.seed, r) if train_ids.size else torch.zeros(0, self.params.numel())
+        rec["train_s"] = time.perf_counter() - t1
+        mid_drops = {s: st for s, st in dropouts.items() if st != "before_send"}
+        ctx = EncodeContext(
+            round=r,
+            site_ids=train_ids,
+            weights=self.data.sizes[train_ids].astype(np.float64),
+            rng=self._rng(r, "sites"),
+            cohort_size=int(round_half(self.cohort)),
+        )
+        events: tuple[Any, ...] = ()
+        survivors = np.asarray([], dtype=np.int64)
+        try:
+            if train_ids.size == 0:
+                raise AbortError(f"round {r}: every selected site dropped out")
+            t2 = time.perf_counter()
+            new_state, res = self.pipeline.run_round(
+                self.pipe_state,
+                updates.double().numpy(),
+                ctx,
+                server_rng=self._rng(r, "server"),
+                dropouts=mid_drops,
+            )
+            rec["aggregate_s"] = time.perf_counter() - t2
+        except (AbortError, InvalidUpdateError) as e:
+            # the round is lost, nothing already aggregated is: the model stays as it was
+            rec.update(survivors=[], aborted=str(e), bytes_sent={}, bytes_per_site_mean=0.0)
+        else:
+            self.pipe_state = new_state
+            self.params = torch.from_numpy(
+                self.server_opt.step(self.params.double().numpy(), res.aggregate).astype(np.float32)
+            )
+            survivors = np.asarray(res.survivors)
+            events = res.dp_events
+            sent = {str(k): int(v) for k, v in res.bytes_sent.items()}
+            rec.update(
+                survivors=survivors.tolist(),
+                bytes_sent=sent,
+                bytes_per_site_mean=float(np.mean(list(sent.values()))) if sent else 0.0,
+                measurements=res.measurements,
+            )
+        self._finish(rec, r, t0, events, survivors, cohort)
+        return rec
+
+    def _finish(
+        self, rec: dict[str, Any], r: int, t0: float, events: tuple[Any, ...], survivors: np.ndarray, cohort: np.ndarray
+    ) -> None:
+        if (r + 1) % self.eval_every == 0 or r + 1 == self.rounds:
+            loss, acc = evaluate(self.model, self.params, self.dataset.x_test, self.dataset.y_test, self.task)
+            rec["test_loss"], rec["test_accuracy"] = loss, acc
+        info = RoundInfo(round=r, cohort=cohort, survivors=survivors, dp_events=events, measurements=rec.setdefault("measurements", {}))
+        for h in self.hooks:
+            rec.update(h.after_round(info))
+        rec["duration_s"] = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- helpers
+    def final_model(self) -> nn.Module:
+        """The model with the current global parameters loaded."""
+        load_flat_params(self.model, self.params)
+        return self.model
+
+
+def round_half(x: float) -> int:
+    """Round to nearest integer, at least 1."""
+    return max(1, int(np.floor(x + 0.5)))
+
