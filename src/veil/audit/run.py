@@ -1,0 +1,250 @@
+"""``veil audit RUN``: attack a finished run the way a real adversary could.
+
+Reads ``record.json`` and ``model.pt`` from the run directory, rebuilds the data split from
+the recorded config, and writes ``audit.json`` with:
+
+* membership inference against the released model: the loss attack (train vs held-out
+  examples) and LiRA with reference models trained centrally on random halves of the
+  train+test pool (the adversary's approximation of the training pipeline);
+* the one-run canary audit, when the run stored ``canaries.npz`` (ε̂ beside claimed ε);
+* gradient inversion of a site's small-batch update at the released model, seen alone, as
+  a secure sum and with DP noise (image data only).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from veil.audit.canary import audit_canaries, insert_canaries, load_canaries
+from veil.audit.inversion import inversion_experiment
+from veil.audit.log import AuditLog
+from veil.audit.mia import evaluate_attack, lira_scores, logit_confidence, loss_attack, model_outputs
+from veil.audit.shadow import TrainParams, models_logits, random_halves, train_models
+from veil.data import Dataset, load_dataset
+from veil.errors import DataError
+from veil.federation.local import load_flat_params
+from veil.models import build_model
+
+__all__ = ["audit_run", "claimed_epsilon", "load_run_model", "load_run_data", "AUDIT", "CANARIES"]
+
+AUDIT = "audit.json"
+CANARIES = "canaries.npz"
+
+
+def _read_record(run_dir: Path) -> dict[str, Any]:
+    p = run_dir / "record.json"
+    if not p.is_file():
+        raise DataError(f"no record.json in {run_dir}: is it a veil run directory?")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p} is not valid JSON: {e}") from None
+
+
+def load_run_data(record: dict[str, Any]) -> Dataset:
+    """The run's data set, split as the runtime split it (config ``data`` and ``seed``).
+
+    Raises:
+        DataError: the data set cannot be loaded.
+    """
+    cfg = record.get("config", {})
+    d = cfg.get("data", {})
+    name = d.get("dataset", "digits")
+    seed = int(cfg.get("seed", record.get("seeds", {}).get("seed", 0)))
+    kw: dict[str, Any] = {}
+    if name in ("digits", "breast_cancer", "diabetes"):
+        kw = {"test_fraction": d.get("test_fraction", 0.2), "seed": seed}
+        if name == "digits":
+            kw["image"] = bool(d.get("image", False))
+    elif name == "fashion_mnist":
+        kw = {"path": d.get("path"), "flat": not d.get("image", False)}
+    elif name == "csv":
+        kw = {k: d.get(k) for k in ("path", "label", "task")}
+        kw.update(test_fraction=d.get("test_fraction", 0.2), seed=seed)
+    ds = load_dataset(name, **kw)
+    lim = d.get("limit")
+    if lim is not None and lim < len(ds.y_train):
+        ds = Dataset(ds.name, ds.x_train[:lim], ds.y_train[:lim], ds.x_test, ds.y_test,
+                     ds.task, ds.n_classes)
+    return ds
+
+
+def load_run_model(run_dir: Path, record: dict[str, Any], ds: Dataset) -> torch.nn.Module:
+    """Rebuild the run's model and load its final parameters from ``model.pt``.
+
+    Raises:
+        DataError: the model file is missing or does not fit the architecture.
+    """
+    mc = record.get("config", {}).get("model", {})
+    model = build_model(mc.get("name", "mlp"), ds.input_shape, ds.n_classes,
+                        tuple(mc.get("hidden", (128, 128))))
+    p = run_dir / record.get("model_path", "model.pt")
+    if not p.is_file():
+        raise DataError(f"model file {p} is missing")
+    obj = torch.load(p, map_location="cpu", weights_only=True)
+    params = obj.get("params", obj) if isinstance(obj, dict) else obj
+    try:
+        if isinstance(params, torch.Tensor):
+            load_flat_params(model, params.reshape(-1).to(torch.float32))
+        else:
+            model.load_state_dict(params)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise DataError(f"{p} does not fit the configured model: {e}") from None
+    return model.eval()
+
+
+def claimed_epsilon(record: dict[str, Any]) -> tuple[float | None, float]:
+    """(claimed ε or None, δ) from the record's privacy summary or its last round."""
+    pv = record.get("privacy") or {}
+    delta = float(pv.get("delta", 1e-5) or 1e-5)
+    eps = pv.get("epsilon_spent", pv.get("epsilon"))
+    if isinstance(eps, dict):  # e.g. {"client": .., "sample": ..}
+        vals = [v for v in eps.values() if isinstance(v, (int, float))]
+        eps = max(vals) if vals else None
+    if eps is None:
+        for r in reversed(record.get("rounds") or []):
+            vals = [r.get(k) for k in ("epsilon_client", "epsilon_sample_max")]
+            vals = [v for v in vals if isinstance(v, (int, float))]
+            if vals:
+                eps = max(vals)
+                break
+    if eps is None or not math.isfinite(float(eps)):
+        return None, delta
+    return float(eps), delta
+
+
+def _lira(model: torch.nn.Module, ds: Dataset, x_tr: np.ndarray, y_tr: np.ndarray,
+          n_refs: int, epochs: int, seed: int) -> dict[str, Any]:
+    pool_x = np.concatenate([x_tr, ds.x_test])
+    pool_y = np.concatenate([y_tr, ds.y_test])
+    member = np.r_[np.ones(len(y_tr), bool), np.zeros(len(ds.y_test), bool)]
+    masks = random_halves(n_refs, len(pool_y), seed)
+    flat = train_models(model, pool_x, pool_y, masks, TrainParams(epochs=epochs, lr=0.05), seed)
+    phi = logit_confidence(models_logits(model, flat, pool_x), pool_y)
+    pt = logit_confidence(model_outputs(model, pool_x), pool_y)
+    return {
+        "online": evaluate_attack("lira-online", lira_scores(pt, phi, masks, True), member).to_dict(),
+        "offline": evaluate_attack("lira-offline", lira_scores(pt, phi, masks, False), member).to_dict(),
+        "n_refs": n_refs,
+        "reference_training": f"centralised SGD, {epochs} epochs, on random halves of train+test",
+    }
+
+
+def audit_run(
+    run_dir: str | Path,
+    lira_refs: int = 16,
+    lira_epochs: int = 20,
+    inversion: bool = True,
+    inversion_steps: int = 300,
+    confidence: float = 0.95,
+    log_path: str | Path | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Attack a finished run and write ``audit.json`` into its directory.
+
+    Args:
+        run_dir: directory with ``record.json``, ``model.pt`` (and ``canaries.npz``).
+        lira_refs: reference models for LiRA (0 = skip LiRA).
+        lira_epochs: their training epochs.
+        inversion: run the gradient-inversion demonstration (image data only).
+        inversion_steps: optimisation steps per inversion.
+        confidence: confidence of the one-run ε̂.
+        log_path: if given, append an ``"audit"`` entry to this hash-chained log.
+        seed: seeds the attacks (reference models, subsampling, dummy images).
+
+    Returns:
+        The audit results (also written to ``run_dir / "audit.json"``).
+
+    Raises:
+        DataError: the run directory, data or model cannot be read.
+    """
+    t0 = time.perf_counter()
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    run = Path(run_dir)
+    record = _read_record(run)
+    ds = load_run_data(record)
+    model = load_run_model(run, record, ds)
+    eps, delta = claimed_epsilon(record)
+    x_tr, y_tr = ds.x_train, ds.y_train
+    out: dict[str, Any] = {
+        "run": record.get("name"),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "claimed_epsilon": eps,
+        "delta": delta,
+        "membership": {},
+        "one_run": None,
+        "inversion": None,
+    }
+    cpath = run / CANARIES
+    if cpath.is_file() and ds.task == "classification":
+        cs = load_canaries(cpath)
+        x_tr, y_tr, again = insert_canaries(ds.x_train, ds.y_train, len(cs), cs.seed, ds.n_classes)
+        if not np.array_equal(again.included, cs.included):
+            raise DataError(f"{cpath} does not match this run's data (wrong seed or data set)")
+        res = audit_canaries(model, cs, delta, confidence).to_dict()
+        res["claimed_epsilon"] = eps
+        res["exceeds_claim"] = bool(eps is not None and res["epsilon_lower"] > eps)
+        out["one_run"] = res
+    if ds.task == "classification":
+        rng = np.random.default_rng(seed)
+        k = min(len(y_tr), len(ds.y_test))
+        mi, ni = rng.choice(len(y_tr), k, replace=False), rng.choice(len(ds.y_test), k, replace=False)
+        xs = np.concatenate([x_tr[mi], ds.x_test[ni]])
+        ys = np.concatenate([y_tr[mi], ds.y_test[ni]])
+        lab = np.r_[np.ones(k, bool), np.zeros(k, bool)]
+        out["membership"]["loss"] = loss_attack(model, xs, ys, lab).to_dict()
+        if lira_refs >= 4:
+            out["membership"]["lira"] = _lira(model, ds, x_tr, y_tr, lira_refs, lira_epochs, seed)
+    shape = ds.input_shape
+    img = shape if len(shape) == 3 else ((1, 8, 8) if ds.name == "digits" else None)
+    if inversion and img is not None and ds.task == "classification":
+        rng = np.random.default_rng(seed + 1)
+        n_sites = int(min(5, max(2, record.get("plan", {}).get("n_sites", 5) or 5)))
+        batches = []
+        for _ in range(n_sites):
+            i = rng.choice(len(y_tr), 4, replace=False)
+            batches.append((x_tr[i].reshape(4, *img), y_tr[i]))
+        pc = record.get("config", {}).get("privacy", {}) or {}
+        clip = float(pc.get("clip", pc.get("clip_norm", 1.0)) or 1.0)
+        sigma = float(pc.get("noise_multiplier", 1.0) or 1.0)
+        out["inversion"] = inversion_experiment(
+            model, batches, img, clip=clip, noise_multiplier=sigma, steps=inversion_steps,
+            seed=seed, flatten_input=len(shape) != 3,
+        )
+        out["inversion"]["mean_image_psnr"] = _mean_image_psnr(x_tr, batches[0][0])
+    out["duration_s"] = time.perf_counter() - t0
+    (run / AUDIT).write_text(json.dumps(out, indent=1, allow_nan=False, default=float))
+    if log_path is not None:
+        AuditLog(log_path).append("audit", _log_summary(out))
+    return out
+
+
+def _mean_image_psnr(x_tr: np.ndarray, truth: np.ndarray) -> float:
+    from veil.audit.inversion import psnr
+
+    mean = x_tr.mean(0).reshape(truth.shape[1:])
+    return float(np.mean([psnr(mean, t) for t in truth]))
+
+
+def _log_summary(out: dict[str, Any]) -> dict[str, Any]:
+    s: dict[str, Any] = {"run": out["run"], "claimed_epsilon": out["claimed_epsilon"]}
+    for name, r in out["membership"].items():
+        if name == "lira":
+            for v in ("online", "offline"):
+                s[f"lira_{v}"] = {"auc": r[v]["auc"], "tpr_at_fpr": r[v]["tpr_at_fpr"]}
+        else:
+            s[name] = {"auc": r["auc"], "tpr_at_fpr": r["tpr_at_fpr"]}
+    if out["one_run"]:
+        s["epsilon_lower"] = out["one_run"]["epsilon_lower"]
+        s["exceeds_claim"] = out["one_run"]["exceeds_claim"]
+    if out["inversion"]:
+        s["inversion_psnr"] = {k: v["psnr"] for k, v in out["inversion"]["views"].items()}
+    return s
