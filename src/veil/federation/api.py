@@ -21,7 +21,7 @@ import torch
 from veil.aggregation import Clip, Pipeline, PlainSum, Transform, UniformMean, WeightedMean
 from veil.data import Dataset, load_dataset, partition
 from veil.errors import ConfigError
-from veil.federation.config import RunConfig
+from veil.federation.config import RunConfig, config_hash
 from veil.federation.hooks import RunHook
 from veil.federation.local import LocalConfig, VectorisedTrainer
 from veil.federation.record import MODEL, RECORD, now_iso, versions, write_json_atomic
@@ -151,7 +151,7 @@ def build_federation(
         summation, quant = _secure_sum(cfg)
         transforms.append(quant)
     pipeline = Pipeline(transforms, summation)
-    return Federation(
+    fed = Federation(
         model,
         ds,
         parts,
@@ -172,6 +172,8 @@ def build_federation(
         eval_every=cfg.federation.eval_every,
         on_round=on_round,
     )
+    fed.fingerprint = config_hash(cfg)
+    return fed
 
 
 def _secure_sum(cfg: RunConfig) -> tuple[Any, Transform[Any]]:

@@ -38,6 +38,7 @@ def save_checkpoint(fed: Federation, run_dir: Path) -> Path:
         "n_params": int(fed.params.numel()),
         "n_sites": fed.n_sites,
         "seed": fed.seed,
+        "fingerprint": fed.fingerprint,
     }
     path = run_dir / CHECKPOINT
     tmp = path.with_suffix(".tmp")
@@ -71,6 +72,11 @@ def load_checkpoint(fed: Federation, run_dir: Path) -> None:
         raise ConfigError(
             f"checkpoint {path} was written by a run with a different model, sites or seed; "
             "use the same config to resume, or a new run name"
+        )
+    if fed.fingerprint and state.get("fingerprint") and state["fingerprint"] != fed.fingerprint:
+        raise ConfigError(
+            f"the config changed since {run_dir} was started (only `rounds` may change on "
+            "resume); restore the original config or start a new run name"
         )
     fed.next_round = int(state["next_round"])
     fed.params = state["params"]

@@ -250,14 +250,49 @@ def config_hash(cfg: RunConfig, ignore: tuple[str, ...] = ("rounds",)) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
+def _attribute_docs(model: type[BaseModel]) -> dict[str, str]:
+    """Parse a Google-style ``Attributes:`` section of a class docstring."""
+    import inspect
+
+    doc = inspect.getdoc(model) or ""
+    out: dict[str, str] = {}
+    lines = doc.splitlines()
+    try:
+        start = next(i for i, ln in enumerate(lines) if ln.strip() == "Attributes:")
+    except StopIteration:
+        return out
+    current = None
+    for ln in lines[start + 1 :]:
+        if not ln.strip():
+            continue
+        indent = len(ln) - len(ln.lstrip())
+        if indent == 0:
+            break
+        text = ln.strip()
+        if indent <= 4 and ":" in text:
+            name, desc = text.split(":", 1)
+            for n in name.split(","):
+                out[n.strip()] = desc.strip()
+            current = name.split(",")[-1].strip()
+        elif current:
+            out[current] += " " + text
+    return out
+
+
 def describe_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
-    """Every config key as ``(dotted key, default, description)``, for help texts."""
+    """Every config key as ``(dotted key, default, description)``, for help texts.
+
+    Descriptions come from each field's ``description`` or, failing that, from the
+    ``Attributes:`` section of the section's docstring.
+    """
     out: list[tuple[str, str, str]] = []
+    attr_docs = _attribute_docs(model)
     for name, field in model.model_fields.items():
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out.extend(describe_keys(ann, prefix + name + "."))
             continue
         default = field.default
-        out.append((prefix + name, json.dumps(default) if default is not None else "unset", field.description or ""))
+        shown = json.dumps(default) if default is not None and not callable(default) else "unset"
+        out.append((prefix + name, shown, field.description or attr_docs.get(name, "")))
     return out

@@ -162,6 +162,8 @@ class Federation:
         self.records: list[dict[str, Any]] = []
         self.next_round = 0
         self.stopped_reason: str | None = None
+        #: hash of the config that built this run (checked on resume), if any
+        self.fingerprint: str | None = None
 
     # ---------------------------------------------------------------- planning
     def plan(self) -> RoundPlan:

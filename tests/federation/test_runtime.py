@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from veil.errors import ConfigError
+from veil.federation import BaseHook, parse_config, train
+from veil.federation.api import build_federation
+
+
+def _cfg(tmp_path, **kw):
+    raw = {
+        "name": "r",
+        "seed": 7,
+        "rounds": 6,
+        "output_dir": str(tmp_path),
+        "data": {"dataset": "digits", "sites": 8, "partition": "dirichlet", "alpha": 0.5},
+        "model": {"name": "mlp", "hidden": [32]},
+        "local": {"epochs": 1, "batch_size": 16, "lr": 0.1, "momentum": 0.5},
+        "federation": {"cohort_size": 5, "dropout_rate": 0.2, "server_optimizer": "fedadam", "server_lr": 0.01},
+    }
+    for k, v in kw.items():
+        raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
+    return parse_config(raw)
+
+
+def test_fedavg_learns_and_writes_record(tmp_path) -> None:
+    cfg = _cfg(tmp_path, rounds=8, federation={"cohort_size": None, "dropout_rate": 0.0, "server_optimizer": "fedavg", "server_lr": 1.0})
+    out = train(cfg)
+    rec = json.loads((out.run_dir / "record.json").read_text())
+    assert len(rec["rounds"]) == 8
+    accs = [r["test_accuracy"] for r in rec["rounds"]]
+    assert accs[-1] > 0.75 and accs[-1] > accs[0] + 0.3
+    r0 = rec["rounds"][0]
+    assert set(r0["bytes_sent"]) == {str(s) for s in r0["survivors"]}
+    # float32 rows + weight column + 16-byte header
+    n_params = rec["plan"]["n_parameters"]
+    assert r0["bytes_per_site_mean"] == (n_params + 1) * 4 + 16
+    assert rec["seeds"]["seed"] == 7 and rec["versions"]["torch"].startswith("2.13")
+    assert (out.run_dir / "model.pt").exists()
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_equals_uninterrupted(tmp_path) -> None:
+    full = train(_cfg(tmp_path / "a"))
+
+    cfg = _cfg(tmp_path / "b")
+
+    def crash_after_3(rec):
+        if rec["round"] == 2:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        train(cfg, on_round=crash_after_3)
+    rec = json.loads((cfg.run_dir() / "record.json").read_text())
+    assert len(rec["rounds"]) == 3  # every completed round is on disk
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cfg)  # refusing to overwrite an interrupted run
+    resumed = train(cfg, resume=True)
+    assert resumed.result.rounds_completed == 6
+    assert torch.equal(full.result.params, resumed.result.params)
+    a = [r["test_accuracy"] for r in full.result.rounds]
+    b = [r["test_accuracy"] for r in resumed.result.rounds]
+    assert a == b
+
+
+def test_resume_rejects_other_run(tmp_path) -> None:
+    cfg = _cfg(tmp_path, rounds=2)
+    train(cfg)
+    other = _cfg(tmp_path, rounds=3, model={"hidden": [16]})
+    with pytest.raises(ConfigError, match="different model"):
+        train(other, resume=True)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(_cfg(tmp_path, name="fresh"), resume=True)
+
+
+def test_dropouts_and_deadline(tmp_path) -> None:
+    cfg = _cfg(tmp_path, rounds=4, federation={"dropout_rate": 0.5, "deadline_s": 1.0, "latency_s": 1.0})
+    out = train(cfg)
+    for r in out.result.rounds:
+        assert set(r["survivors"]) <= set(r["cohort"])
+        assert len(r["survivors"]) < len(r["cohort"]) or r["late"] == 0
+    assert sum(r["late"] for r in out.result.rounds) > 0
+
+
+def test_poisson_cohorts(tmp_path) -> None:
+    cfg = _cfg(tmp_path, rounds=30, data={"sites": 20, "partition": "iid"}, federation={"cohort_size": None, "cohort_fraction": 0.25, "sampling": "poisson", "dropout_rate": 0.0})
+    fed = build_federation(cfg)
+    sizes = [len(fed.sample_cohort(r)) for r in range(400)]
+    assert abs(np.mean(sizes) - 5.0) < 0.5  # binomial(20, .25): sd of mean ≈ 0.1
+    assert len(set(sizes)) > 3
+
+
+class _Poison(BaseHook):
+    name = "poison"
+
+
+def test_nan_update_is_rejected_round_continues(tmp_path) -> None:
+    cfg = _cfg(tmp_path, rounds=2, federation={"dropout_rate": 0.0})
+    fed = build_federation(cfg)
+    real = fed.trainer.train
+
+    def bad_train(*a, **k):
+        u = real(*a, **k)
+        u[0, 0] = float("nan")
+        return u
+
+    fed.trainer.train = bad_train  # type: ignore[method-assign]
+    res = fed.run()
+    for r in res.rounds:
+        assert r["measurements"]["rejected_sites"] == 1.0
+        assert len(r["survivors"]) == len(r["cohort"]) - 1
+    assert torch.isfinite(res.params).all()
+
+
+def test_all_bad_round_keeps_model(tmp_path) -> None:
+    cfg = _cfg(tmp_path, rounds=1, federation={"dropout_rate": 0.0})
+    fed = build_federation(cfg)
+    before = fed.params.clone()
+    fed.trainer.train = lambda *a, **k: torch.full((5, before.numel()), float("inf"))  # type: ignore[method-assign]
+    res = fed.run()
+    assert "aborted" in res.rounds[0]
+    assert torch.equal(res.params, before)
+
+
+class _StopAt(BaseHook):
+    name = "stopper"
+
+    def before_round(self, round: int) -> str | None:
+        return "budget reached" if round == 2 else None
+
+
+def test_hook_can_stop_run(tmp_path) -> None:
+    out = train(_cfg(tmp_path), hooks=[_StopAt()])
+    assert out.result.rounds_completed == 2
+    assert out.record["final"]["stopped_reason"] == "budget reached"
+    assert (out.run_dir / "model.pt").exists()
+
+
+def test_resume_rejects_changed_config(tmp_path) -> None:
+    train(_cfg(tmp_path, rounds=2))
+    with pytest.raises(ConfigError, match="config changed"):
+        train(_cfg(tmp_path, rounds=3, local={"lr": 0.2}), resume=True)
+    out = train(_cfg(tmp_path, rounds=3), resume=True)  # more rounds is fine
+    assert out.result.rounds_completed == 3
