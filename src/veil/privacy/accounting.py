@@ -1,0 +1,178 @@
+"""Thin layer over dp-accounting: accountants, the DP events veil spends, calibration.
+
+Every ε veil reports is ``accountant.compose(event).get_epsilon(delta)`` on a
+dp-accounting accountant (RDP or PLD, add-or-remove-one neighbouring relation); this
+module only builds the :class:`dp_accounting.DpEvent` trees and never evaluates a privacy
+formula of its own.
+
+Events used by veil:
+
+* DP-SGD at a site, one round: ``SelfComposed(PoissonSampled(q, Gaussian(σ)), steps)``.
+* DP-FedAvg, one round: ``Gaussian(z)`` (fixed clip) or
+  ``Composed([Gaussian(z), Gaussian(2 σ_b)])`` (adaptive clip: updates and the
+  unclipped count, sensitivity 1/2), wrapped in ``PoissonSampled(q_sites, ·)`` when the
+  runtime samples sites by Poisson sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attr
+import dp_accounting as dpa
+from dp_accounting import dp_event as dpe
+from dp_accounting.pld import pld_privacy_accountant
+from dp_accounting.rdp import rdp_privacy_accountant
+
+from veil.errors import ConfigError, LocalError
+
+__all__ = [
+    "make_accountant",
+    "epsilon",
+    "dpsgd_round_event",
+    "sampled",
+    "calibrate_noise",
+    "event_to_json",
+    "event_from_json",
+    "ACCOUNTANTS",
+]
+
+ACCOUNTANTS = ("rdp", "pld")
+
+#: PLD discretisation (dp-accounting's default): ε is an upper bound within ~1e-4.
+PLD_DISCRETISATION = 1e-4
+
+
+def make_accountant(kind: str) -> dpa.PrivacyAccountant:
+    """A fresh dp-accounting accountant (add-or-remove-one neighbouring relation).
+
+    Raises:
+        ConfigError: unknown accountant name.
+    """
+    if kind == "rdp":
+        return rdp_privacy_accountant.RdpAccountant()
+    if kind == "pld":
+        return pld_privacy_accountant.PLDAccountant(
+            value_discretization_interval=PLD_DISCRETISATION
+        )
+    raise ConfigError(f"unknown accountant {kind!r}; choose one of {ACCOUNTANTS}", key="privacy.accountant")
+
+
+def epsilon(event: dpe.DpEvent, delta: float, kind: str) -> float:
+    """ε(δ) of ``event`` on a fresh accountant of ``kind`` (``inf`` if not private)."""
+    return float(make_accountant(kind).compose(event).get_epsilon(delta))
+
+
+def dpsgd_round_event(noise_multiplier: float, sampling_rate: float, steps: int) -> dpe.DpEvent:
+    """The DP event of ``steps`` DP-SGD steps with Poisson rate ``q`` and noise ``σ``."""
+    if steps <= 0:
+        return dpe.NoOpDpEvent()
+    inner: dpe.DpEvent = dpe.GaussianDpEvent(float(noise_multiplier))
+    if sampling_rate < 1.0:
+        inner = dpe.PoissonSampledDpEvent(float(sampling_rate), inner)
+    return dpe.SelfComposedDpEvent(inner, int(steps))
+
+
+def sampled(event: dpe.DpEvent, sampling: str, rate: float) -> dpe.DpEvent:
+    """Wrap a per-round client-level event in the runtime's site sampling.
+
+    Poisson sampling of sites (each independently with probability ``rate``) amplifies
+    privacy; a fixed-size cohort is accounted without amplification (a valid upper bound:
+    the worst-case site is selected every round), since dp-accounting only supports
+    sampling without replacement under the replace-one relation.
+    """
+    if sampling == "poisson" and rate < 1.0:
+        return dpe.PoissonSampledDpEvent(float(rate), event)
+    return event
+
+
+def calibrate_noise(
+    make_event: Callable[[float], dpe.DpEvent],
+    target_epsilon: float,
+    delta: float,
+    kind: str,
+    what: str = "noise_multiplier",
+) -> float:
+    """Smallest noise multiplier whose event meets ``(target_epsilon, delta)``.
+
+    Uses :func:`dp_accounting.calibrate_dp_mechanism` (the returned value never exceeds
+    the target ε).
+
+    Args:
+        make_event: noise multiplier → the whole planned schedule's DP event.
+        target_epsilon: ε budget.
+        delta: δ.
+        kind: ``"rdp"`` or ``"pld"``.
+        what: name of the parameter for error messages.
+
+    Raises:
+        ConfigError: no noise multiplier reaches the target (e.g. a fixed second
+            mechanism already spends more than the budget).
+    """
+    try:
+        return float(
+            dpa.calibrate_dp_mechanism(
+                lambda: make_accountant(kind),
+                make_event,
+                target_epsilon,
+                delta,
+                dpa.LowerEndpointAndGuess(1e-2, 1.0),
+                tol=1e-4,
+            )
+        )
+    except (ValueError, dpa.mechanism_calibration.NoBracketIntervalFoundError) as e:
+        raise ConfigError(
+            f"no {what} reaches ε={target_epsilon} at δ={delta}: even very large noise does not "
+            "fit the budget. Raise target_epsilon, run fewer rounds, or raise the noise of the "
+            "fixed part (privacy.client_level.adaptive.count_stddev)",
+            key="privacy",
+        ) from e
+
+
+# -- (de)serialisation for checkpoints --------------------------------------------------
+
+
+def event_to_json(event: dpe.DpEvent) -> dict[str, Any]:
+    """A JSON-serialisable description of a dp-accounting event (for checkpoints)."""
+    if not isinstance(event, dpe.DpEvent):
+        raise LocalError(f"not a DpEvent: {type(event).__name__}")
+    out: dict[str, Any] = {"type": type(event).__name__}
+    for f in attr.fields(type(event)):
+        out[f.name] = _to_json(getattr(event, f.name))
+    return out
+
+
+def _to_json(v: Any) -> Any:
+    if isinstance(v, dpe.DpEvent):
+        return event_to_json(v)
+    if isinstance(v, (list, tuple)):
+        return [_to_json(x) for x in v]
+    return v
+
+
+def event_from_json(d: Mapping[str, Any]) -> dpe.DpEvent:
+    """Inverse of :func:`event_to_json`.
+
+    Raises:
+        LocalError: unknown event type (a corrupted checkpoint).
+    """
+    cls = getattr(dpe, str(d.get("type")), None)
+    if not (isinstance(cls, type) and issubclass(cls, dpe.DpEvent)):
+        raise LocalError(f"unknown DP event type in checkpoint: {d.get('type')!r}")
+    kwargs = {k: _from_json(v) for k, v in d.items() if k != "type"}
+    return cls(**kwargs)
+
+
+def _from_json(v: Any) -> Any:
+    if isinstance(v, Mapping) and "type" in v:
+        return event_from_json(v)
+    if isinstance(v, list):
+        return [_from_json(x) for x in v]
+    return v
+
+
+def finite_or_inf(x: float) -> float:
+    """``x`` as float, mapping NaN to ``inf`` (a non-private event has ε = ∞)."""
+    return math.inf if math.isnan(x) else float(x)
