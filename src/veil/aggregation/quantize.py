@@ -1,0 +1,125 @@
+"""Quantise float updates to b-bit ring integers (and back) so they can be securely summed.
+
+Site side (per coordinate): clip to ``[−clip, clip]``, scale by ``s = L / clip`` and round
+*stochastically* to an integer in ``[−L, L]`` (up with probability equal to the fractional
+part, using the CSPRNG in ``ctx.rng``), so the rounding is unbiased. The level count
+
+    L = ⌊(2^(b−1) − 1) / (margin · n)⌋,   n = cohort bound (default: cohort size)
+
+guarantees that the sum of any n ≤ cohort-bound encodings stays within ``±(2^(b−1)−1)/margin``
+— it cannot wrap modulo 2^b, and ``margin > 1`` leaves head-room for integer DP noise
+added later (:class:`~veil.aggregation.distributed_dp.DistributedDP`). Server side: take
+the centred representative of the sum mod 2^b and divide by s.
+
+Error bound: with m sites in the sum and values inside the clip range, each site's rounding
+error per coordinate is unbiased, ``|e| < 1/s`` and ``Var e ≤ 1/(4 s²)``; so the decoded sum
+has per-coordinate error with mean 0, standard deviation ≤ √m / (2s) and worst case
+< m / s (plus the clipping bias of values outside ``[−clip, clip]``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from veil.aggregation.base import DecodeContext, EncodeContext
+from veil.crypto.ring import check_bits, to_signed
+from veil.errors import ConfigError, LocalError
+
+__all__ = ["Quantize"]
+
+
+@dataclass(frozen=True)
+class Quantize:
+    """Clip, scale and stochastically round to Z_{2^bits}; decode the sum back to floats.
+
+    Args:
+        clip: per-coordinate range bound (values are clipped to ``[−clip, clip]``).
+        bits: ring width b (must match the summation protocol's).
+        margin: head-room factor ≥ 1 (2 leaves half the range for DP noise).
+        cohort_bound: most sites that may be summed; defaults to the round's cohort size.
+    """
+
+    clip: float
+    bits: int = 32
+    margin: float = 2.0
+    cohort_bound: int | None = None
+    name: str = "quantize"
+
+    def __post_init__(self) -> None:
+        check_bits(self.bits)
+        if not (self.clip > 0 and math.isfinite(self.clip)):
+            raise ConfigError("clip must be a positive finite number", key="quantize.clip")
+        if not self.margin >= 1:
+            raise ConfigError("margin must be ≥ 1", key="quantize.margin")
+
+    def init(self) -> None:
+        """Stateless."""
+        return None
+
+    def _n(self, cohort_size: int, fallback: int) -> int:
+        return int(self.cohort_bound or cohort_size or fallback)
+
+    def levels(self, n: int) -> int:
+        """L, the largest integer a site may send, for a sum of up to ``n`` sites.
+
+        Raises:
+            ConfigError: if the ring is too small for ``n`` sites (raise ``bits``).
+        """
+        L = int(((1 << (self.bits - 1)) - 1) // (self.margin * max(1, n)))
+        if L < 1:
+            raise ConfigError(
+                f"{self.bits}-bit ring too small for {n} sites with margin {self.margin}; "
+                "raise bits", key="quantize.bits"
+            )
+        return L
+
+    def scale(self, n: int) -> float:
+        """s = L / clip: integer units per float unit."""
+        return self.levels(n) / self.clip
+
+    def headroom(self, n: int) -> int:
+        """Largest |integer| the sum may reach beyond the signal before it would wrap."""
+        return ((1 << (self.bits - 1)) - 1) - n * self.levels(n)
+
+    def encode(
+        self, state: None, updates: np.ndarray, ctx: EncodeContext
+    ) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
+        """Quantise each row to int64 values in ``[−L, L]``.
+
+        Raises:
+            LocalError: if ``ctx.rng`` is missing (stochastic rounding needs a CSPRNG).
+        """
+        if ctx.rng is None:
+            raise LocalError("Quantize needs ctx.rng (a veil.crypto.SecureRng) for rounding")
+        x = np.asarray(updates, dtype=np.float64)
+        n = self._n(ctx.cohort_size, x.shape[0])
+        clipped = np.abs(x) > self.clip
+        scaled = np.clip(x, -self.clip, self.clip) * self.scale(n)
+        low = np.floor(scaled)
+        up = ctx.rng.uniform(x.shape) < (scaled - low)
+        q = np.clip(low.astype(np.int64) + up, -self.levels(n), self.levels(n))
+        return q, {"clipped_fraction": clipped.mean(axis=1) if x.size else np.zeros(0)}
+
+    def decode(
+        self, state: None, aggregate: np.ndarray, ctx: DecodeContext
+    ) -> tuple[None, np.ndarray, Mapping[str, float], Any]:
+        """Centre the sum mod 2^b and rescale to floats.
+
+        Raises:
+            LocalError: if more sites were summed than the level count allows.
+        """
+        n = self._n(ctx.cohort_size, len(ctx.survivors))
+        if len(ctx.survivors) > n:
+            raise LocalError(f"{len(ctx.survivors)} sites summed but levels sized for {n}")
+        total = to_signed(np.asarray(aggregate), self.bits)
+        bound = len(ctx.survivors) * self.levels(n)
+        meas = {
+            "scale": self.scale(n),
+            "beyond_signal_fraction": float(np.mean(np.abs(total) > bound)) if total.size else 0.0,
+        }
+        return None, total.astype(np.float64) / self.scale(n), meas, None
