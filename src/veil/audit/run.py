@@ -212,9 +212,7 @@ def audit_run(
         for _ in range(n_sites):
             i = rng.choice(len(y_tr), 4, replace=False)
             batches.append((x_tr[i].reshape(4, *img), y_tr[i]))
-        pc = record.get("config", {}).get("privacy", {}) or {}
-        clip = float(pc.get("clip", pc.get("clip_norm", 1.0)) or 1.0)
-        sigma = float(pc.get("noise_multiplier", 1.0) or 1.0)
+        clip, sigma = _dp_view_params(record)
         out["inversion"] = inversion_experiment(
             model, batches, img, clip=clip, noise_multiplier=sigma, steps=inversion_steps,
             seed=seed, flatten_input=len(shape) != 3,
@@ -225,6 +223,17 @@ def audit_run(
     if log_path is not None:
         AuditLog(log_path).append("audit", _log_summary(out))
     return out
+
+
+def _dp_view_params(record: dict[str, Any]) -> tuple[float, float]:
+    """Clip norm and noise multiplier for the DP view: the run's client-level DP if set."""
+    pc = record.get("config", {}).get("privacy", {}) or {}
+    cl = pc.get("client_level", {}) or {}
+    clip = cl.get("clip_norm") or pc.get("clip_norm") or 1.0
+    sigma = cl.get("noise_multiplier") or pc.get("noise_multiplier")
+    if not sigma:
+        sigma = (record.get("privacy") or {}).get("noise_multiplier") or 1.0
+    return float(clip), float(sigma)
 
 
 def _mean_image_psnr(x_tr: np.ndarray, truth: np.ndarray) -> float:
