@@ -86,7 +86,9 @@ def run_round(
         raise ConfigError(f"unknown dropout stages {sorted(bad)}; use {STAGES}")
     trace = RoundTrace()
     server = SecAggServer(config)
-    clients = {u: SecAggClient(config, u, inputs(u)) for u in config.site_ids}
+    clients = {
+        u: SecAggClient(config, u, lambda u=u: inputs(u)) for u in config.site_ids
+    }
     for u in clients:
         trace.bytes_sent[u] = trace.bytes_received[u] = 0
         trace.site_time_s[u] = {}

@@ -13,4 +13,5 @@ __all__ = ["BENCHMARKS"]
 # name -> "module:function"; one line per benchmark.
 BENCHMARKS: dict[str, str] = {
     "simulation": "veil.bench.simulation:run",
+    "secagg": "veil.bench.secagg:run",
 }

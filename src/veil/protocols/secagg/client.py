@@ -22,7 +22,7 @@ Any exception moves the machine to ``ERROR``; a site in ``ERROR`` is simply sile
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -77,7 +77,9 @@ class SecAggClient(Machine):
     Args:
         config: the round's public parameters.
         site_id: this site's id (in ``config.site_ids``).
-        value: the site's input, an integer vector of length ``config.dim`` (reduced mod 2^b).
+        value: the site's input, an integer vector of length ``config.dim`` (reduced mod 2^b),
+            or a zero-argument callable returning it when step 3 needs it (keeps memory
+            low when many sites are simulated in one process).
 
     Raises:
         LocalError: if the site is not in the cohort or the input has the wrong shape.
@@ -85,16 +87,17 @@ class SecAggClient(Machine):
 
     role = Role.CLIENT
 
-    def __init__(self, config: SecAggConfig, site_id: int, value: np.ndarray) -> None:
+    def __init__(
+        self, config: SecAggConfig, site_id: int, value: np.ndarray | Callable[[], np.ndarray]
+    ) -> None:
         if site_id not in config.site_ids:
             raise LocalError(f"site {site_id} is not in this round's cohort")
-        value = np.asarray(value)
-        if value.shape != (config.dim,) or not np.issubdtype(value.dtype, np.integer):
-            raise LocalError(f"input must be an integer vector of length {config.dim}")
+        if not callable(value):
+            self._check_input(value, config.dim)
         self.config = config
         self.site_id = int(site_id)
         self.state = State.INIT
-        self._x = ring.reduce(value, config.bits).copy()
+        self._value = value
         self._nbrs = config.neighbours_of(self.site_id)
         self._enc: KeyPair | None = None
         self._mask: KeyPair | None = None
@@ -136,6 +139,13 @@ class SecAggClient(Machine):
             raise
         out: bytes = self._dispatch(type(msg).__name__, msg)
         return out
+
+    @staticmethod
+    def _check_input(value: np.ndarray, dim: int) -> np.ndarray:
+        value = np.asarray(value)
+        if value.shape != (dim,) or not np.issubdtype(value.dtype, np.integer):
+            raise LocalError(f"input must be an integer vector of length {dim}")
+        return value
 
     # ---- handlers -------------------------------------------------------------------
     def _keypairs(self) -> tuple[KeyPair, KeyPair]:
@@ -204,7 +214,9 @@ class SecAggClient(Machine):
             (mask_seed(mask, self._peer_keys[u][1], cfg.round), 1 if me < u else -1)
             for u in sorted(self._held)
         ]
-        y = self._x.copy()
+        raw = self._value() if callable(self._value) else self._value
+        y = ring.reduce(self._check_input(raw, cfg.dim), cfg.bits)  # a fresh array
+        self._value = np.zeros(0, dtype=np.uint64)
         self.words_expanded += add_masks(y, seeds)
         return m.MaskedInput(cfg.round, me, ring.pack(y, cfg.bits)).to_bytes()
 
