@@ -14,4 +14,5 @@ __all__ = ["BENCHMARKS"]
 BENCHMARKS: dict[str, str] = {
     "simulation": "veil.bench.simulation:run",
     "secagg": "veil.bench.secagg:run",
+    "audit": "veil.bench.audit:run",
 }
