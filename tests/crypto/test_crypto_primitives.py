@@ -55,7 +55,8 @@ def test_ring_pack_round_trip_and_exact_size(bits: int) -> None:
 
 def test_ring_prg_is_aes_ctr_expansion_and_signed_view() -> None:
     seed = b"s" * 32
-    assert np.array_equal(ring.prg_ring(seed, 100, 20), prg_uint64(seed, 100) & np.uint64(2**20 - 1))
+    expect = prg_uint64(seed, 100) & np.uint64(2**20 - 1)
+    assert np.array_equal(ring.prg_ring(seed, 100, 20), expect)
     v = ring.reduce(np.array([-3, 5, -(2**15)], dtype=np.int64), 16)
     assert list(ring.to_signed(v, 16)) == [-3, 5, -(2**15)]
     assert list(ring.to_signed(ring.reduce(np.array([-3]), 64), 64)) == [-3]

@@ -120,7 +120,9 @@ def test_secrets_never_in_repr_or_errors() -> None:
     x = inputs_for(cfg)
     server, clients, inbox = run_until(cfg, x, "unmask")
     c = clients[0]
-    secret_hex = [c._seed.hex()[:16], c._mask.private_bytes().hex()[:16], c._enc.private_bytes().hex()[:16]]
+    secret_hex = [
+        c._seed.hex()[:16], c._mask.private_bytes().hex()[:16], c._enc.private_bytes().hex()[:16]
+    ]
     resp = m.decode(c.receive(inbox[0]), cfg)
     texts = [repr(c), str(c), repr(server), repr(resp), str(resp), repr(cfg), repr(c._mask)]
     for share in resp.shares:

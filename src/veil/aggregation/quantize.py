@@ -6,7 +6,8 @@ part, using the CSPRNG in ``ctx.rng``), so the rounding is unbiased. The level c
 
     L = ⌊(2^(b−1) − 1) / (margin · n)⌋,   n = cohort bound (default: cohort size)
 
-guarantees that the sum of any n ≤ cohort-bound encodings stays within ``±(2^(b−1)−1)/margin``
+guarantees that the sum of any n ≤ cohort-bound encodings stays within
+``±(2^(b−1)−1)/margin``
 — it cannot wrap modulo 2^b, and ``margin > 1`` leaves head-room for integer DP noise
 added later (:class:`~veil.aggregation.distributed_dp.DistributedDP`). Server side: take
 the centred representative of the sum mod 2^b and divide by s.

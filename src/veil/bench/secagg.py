@@ -10,7 +10,8 @@ uniformly over the five stages. Reported (medians over the sites that finished):
 * ``server_s`` — the server's total time; ``server_unmask_s`` — its step 5;
 * ``bytes_per_site`` — bytes a site sent;
 * ratios measured side by side: ``site_mask_s`` / raw AES-CTR keystream for the same
-  (k+1)·d words (as k+1 keystreams of d words, one per seed, as the protocol does), ``server_unmask_s`` / raw keystream for the words the server expanded,
+  (k+1)·d words (as k+1 keystreams of d words, one per seed, as the protocol does),
+  ``server_unmask_s`` / raw keystream for the words the server expanded,
   and bytes per site / the b-bit plaintext (d·b/8).
 
 Cells whose key-agreement and Shamir work (n·k) would exceed the machine budget are

@@ -16,7 +16,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from veil.errors import IntegrityError, LocalError
 
-__all__ = ["seal", "open_sealed", "bind", "mac", "check_mac", "NONCE_BYTES", "TAG_BYTES", "overhead"]
+__all__ = [
+    "seal", "open_sealed", "bind", "mac", "check_mac", "NONCE_BYTES", "TAG_BYTES", "overhead"
+]
 
 NONCE_BYTES = 12
 TAG_BYTES = 16

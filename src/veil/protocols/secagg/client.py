@@ -109,7 +109,8 @@ class SecAggClient(Machine):
         self.words_expanded = 0
 
     def __repr__(self) -> str:
-        return f"SecAggClient(site={self.site_id}, round={self.config.round}, state={self.state.value})"
+        cfg = self.config
+        return f"SecAggClient(site={self.site_id}, round={cfg.round}, state={self.state.value})"
 
     __str__ = __repr__
 
@@ -198,7 +199,9 @@ class SecAggClient(Machine):
         _, mask = self._keypairs()
         for u, ct in msg.cts:
             if u not in self._chan:
-                raise ProtocolError(f"ciphertext from site {u}, not a keyed neighbour", peer="server")
+                raise ProtocolError(
+                    f"ciphertext from site {u}, not a keyed neighbour", peer="server"
+                )
             plain = aead.open_sealed(
                 self._chan[u][0], ct, aead.bind("veil/secagg/v1/share", cfg.round, u, me)
             )
@@ -224,7 +227,9 @@ class SecAggClient(Machine):
         cfg, me = self.config, self.site_id
         u3 = frozenset(msg.survivors)
         if me not in u3:
-            raise ProtocolError("survivor list omits this site, which sent its input", peer="server")
+            raise ProtocolError(
+                "survivor list omits this site, which sent its input", peer="server"
+            )
         if not u3 <= set(cfg.site_ids):
             raise ProtocolError("survivor list names sites outside the cohort", peer="server")
         if len(u3) < cfg.threshold:

@@ -70,7 +70,9 @@ def _tail_ge(k: int, p: float, m: int) -> float:
     return min(1.0, sum(math.exp(_log_binom_pmf(k, i, p)) for i in range(max(m, 0), k + 1)))
 
 
-def _conditions(n: int, k: int, t: int, dropout: float, corrupt: float, sigma: int, eta: int) -> bool:
+def _conditions(
+    n: int, k: int, t: int, dropout: float, corrupt: float, sigma: int, eta: int
+) -> bool:
     sec = n * _tail_ge(k, corrupt, t) <= 2.0**-sigma
     cor = n * (1.0 - _tail_ge(k, max(0.0, 1.0 - dropout - corrupt), t)) <= 2.0**-eta
     con = k >= n - 1 or n * (dropout + corrupt) ** (k / 2) <= 2.0**-sigma

@@ -114,7 +114,8 @@ class Message:
     def __repr__(self) -> str:
         who = "server" if self.sender == SERVER_ID else f"site {self.sender}"
         extra = self._summary()
-        return f"{type(self).__name__}(round={self.round}, from={who}{', ' + extra if extra else ''})"
+        extra = ", " + extra if extra else ""
+        return f"{type(self).__name__}(round={self.round}, from={who}{extra})"
 
     __str__ = __repr__
 

@@ -9,7 +9,8 @@ the sum of the survivors' inputs modulo 2^b, and nothing is released before that
 
 Unmasking (step 5): with U2 the sites that shared keys and U3 those whose masked input
 arrived, ``Σ_{u∈U3} x_u = Σ_{u∈U3} y_u − Σ_{u∈U3} PRG(b_u)
-− Σ_{u∈U2∖U3} Σ_{v∈U3, v holds u} sign(v,u)·PRG(s_uv)``, b_u and s_u^SK rebuilt from t shares.
+− Σ_{u∈U2∖U3} Σ_{v∈U3, v holds u} sign(v,u)·PRG(s_uv)``, with b_u and s_u^SK rebuilt
+from t shares.
 """
 
 from __future__ import annotations
