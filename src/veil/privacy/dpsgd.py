@@ -38,17 +38,22 @@ from veil.privacy.clipping import PerExampleClipper
 __all__ = ["DPSGDTrainer", "gaussian_noise", "poisson_batches"]
 
 
-def gaussian_noise(rng: SecureRng, n: int) -> torch.Tensor:
-    """``n`` standard normal samples (float64) from a CSPRNG stream (Box–Muller).
+def gaussian_noise(rng: SecureRng, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``n`` standard normal samples from a CSPRNG stream (Box–Muller in float64).
 
-    Two 53-bit uniforms per pair of samples, computed in torch for speed.
+    Two 53-bit uniforms per pair of samples, computed in torch for speed. The result is
+    written into ``out`` (any float dtype, ``n`` elements) when given, else float64.
     """
     m = (n + 1) // 2
     w = torch.frombuffer(bytearray(rng.bytes(16 * m)), dtype=torch.int64)
-    u = ((w >> 11) & ((1 << 53) - 1)).to(torch.float64).add_(0.5).mul_(2.0**-53).view(2, m)
-    r = torch.sqrt(-2.0 * torch.log(u[0]))
-    th = u[1] * (2.0 * math.pi)
-    return torch.cat([r * torch.cos(th), r * torch.sin(th)])[:n]
+    u = w.bitwise_right_shift_(11).bitwise_and_((1 << 53) - 1).to(torch.float64).add_(0.5).mul_(2.0**-53).view(2, m)
+    r = u[0].log_().mul_(-2.0).sqrt_()
+    th = u[1].mul_(2.0 * math.pi)
+    if out is None:
+        out = torch.empty(n, dtype=torch.float64)
+    out[:m].copy_(torch.cos(th).mul_(r))
+    out[m:].copy_(torch.sin(th).mul_(r)[: n - m])
+    return out
 
 
 def poisson_batches(
@@ -83,7 +88,7 @@ def poisson_batches(
 @dataclass
 class _RoundState:
     noise: list[SecureRng]
-    sigma: torch.Tensor  # (n,) noise multiplier per site
+    sigma: list[float]  # noise multiplier per site
     denom: torch.Tensor  # (n,) expected batch size per site
     steps: np.ndarray  # (n,) steps per site
 
@@ -195,30 +200,64 @@ class DPSGDTrainer(VectorisedTrainer):
         step: int,
         round: int,
     ) -> dict[str, torch.Tensor]:
-        """Noised mean of clipped per-example gradients, per site.
+        """Noised mean of clipped per-example gradients, per site (see :meth:`dp_gradients`)."""
+        g = self.dp_gradients(params, xb, yb, mb, step)
+        return _views(g, self.names, self.shapes, self.numels)
 
-        ``(Σ_i c_i g_i + σ C ξ) / (q n)`` with ``ξ ~ N(0, I)`` from the site's noise stream.
+    def dp_gradients(
+        self,
+        params: dict[str, torch.Tensor],
+        xb: torch.Tensor,
+        yb: torch.Tensor,
+        mb: torch.Tensor,
+        step: int,
+    ) -> torch.Tensor:
+        """``(Σ_i c_i g_i + σ C ξ) / (q n)`` per site, flat ``(n_sites, d)``.
+
+        ``ξ ~ N(0, I)`` comes from the site's noise stream of this round; sites past
+        their own number of steps get no noise (their step is masked out).
 
         Raises:
             LocalError: called outside :meth:`train` (no round streams set up).
         """
         st = self._round
         if st is None:
-            raise LocalError("DPSGDTrainer.site_gradients is only valid inside train()")
+            raise LocalError("DPSGDTrainer gradients are only valid inside train()")
         sums, _ = self.clipper.clipped_sum(params, xb, yb, mb, self.max_grad_norm)
         n = yb.shape[0]
-        noise = torch.zeros(n, self.dim)
+        g = torch.cat([sums[k].reshape(n, -1) for k in self.names], dim=1)
+        buf = torch.empty(self.dim, dtype=torch.float32)
         for i in range(n):
-            if step < st.steps[i] and float(st.sigma[i]) > 0:
-                noise[i] = gaussian_noise(st.noise[i], self.dim).to(torch.float32)
-        noise = noise * (st.sigma * self.max_grad_norm).unsqueeze(1)
-        out: dict[str, torch.Tensor] = {}
-        j = 0
-        for k, shape, numel in zip(self.names, self.shapes, self.numels):
-            g = sums[k] + noise[:, j : j + numel].view(n, *shape)
-            out[k] = g / st.denom.view(-1, *([1] * len(shape)))
-            j += numel
-        return out
+            sigma = st.sigma[i]
+            if step < st.steps[i] and sigma > 0:
+                gaussian_noise(st.noise[i], self.dim, out=buf)
+                g[i].add_(buf, alpha=sigma * self.max_grad_norm)
+        return g.div_(st.denom.view(n, 1))
+
+    def open_round(self, ids: np.ndarray, sizes: np.ndarray, seed: int, round: int) -> np.ndarray:
+        """Set up the round's noise streams for sites ``ids`` (done by :meth:`train`).
+
+        Returns:
+            Each site's number of DP-SGD steps this round.
+        """
+        steps = np.array([self.steps(int(s)) for s in sizes])
+        self._round = _RoundState(
+            noise=[self._stream("noise", seed, round, int(s)) for s in ids],
+            sigma=[self.sigma(int(s)) for s in sizes],
+            denom=torch.tensor(
+                [self.sampling_rate(int(s)) * int(s) for s in sizes], dtype=torch.float32
+            ),
+            steps=steps,
+        )
+        return steps
+
+    def close_round(self) -> None:
+        """Drop the round's noise streams."""
+        self._round = None
+
+    def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-parameter views ``(n, *shape)`` into stacked flat parameters ``(n, d)``."""
+        return _views(flat, self.names, self.shapes, self.numels)
 
     def _train_chunk(
         self, global_flat: torch.Tensor, data: SiteData, ids: np.ndarray, seed: int, round: int
@@ -227,34 +266,47 @@ class DPSGDTrainer(VectorisedTrainer):
         n = len(ids)
         sizes = data.sizes[ids]
         idx, mask = self.schedule(sizes, ids, seed, round)
-        steps = np.array([self.steps(int(s)) for s in sizes])
-        self._round = _RoundState(
-            noise=[self._stream("noise", seed, round, int(s)) for s in ids],
-            sigma=torch.tensor([self.sigma(int(s)) for s in sizes], dtype=torch.float32),
-            denom=torch.tensor([self.sampling_rate(int(s)) * int(s) for s in sizes], dtype=torch.float32),
-            steps=steps,
-        )
+        steps = self.open_round(ids, sizes, seed, round)
         try:
-            params = self.unflatten(global_flat, n)
-            bufs = {k: torch.zeros_like(v) for k, v in params.items()} if c.momentum else None
+            params = global_flat.unsqueeze(0).expand(n, -1).clone()
+            views = _views(params, self.names, self.shapes, self.numels)
+            bufs: torch.Tensor | None = None
             tid = torch.from_numpy(ids)
             xs, ys = data.x[tid], data.y[tid]
             rows = torch.arange(n).unsqueeze(1)
             for t in range(idx.shape[0]):
                 it = torch.from_numpy(idx[t])
                 mb = torch.from_numpy(mask[t])
-                active = torch.from_numpy((t < steps).astype(np.float32))  # empty batches step too
-                grads = self.site_gradients(params, xs[rows, it], ys[rows, it], mb, ids, t, round)
-                with torch.no_grad():
-                    for k in self.names:
-                        g = grads[k]
-                        if c.weight_decay:
-                            g = g + c.weight_decay * params[k]
-                        a = active.view(-1, *([1] * (g.dim() - 1)))
-                        if bufs is not None:
-                            bufs[k] = torch.where(a > 0, c.momentum * bufs[k] + g, bufs[k])
-                            g = bufs[k]
-                        params[k] = params[k] - c.lr * a * g
-            return self.flatten(params) - global_flat.unsqueeze(0)
+                g = self.dp_gradients(views, xs[rows, it], ys[rows, it], mb, t)
+                if c.weight_decay:
+                    g.add_(params, alpha=c.weight_decay)
+                active = t < steps  # empty Poisson batches still take a (noise) step
+                a = None if active.all() else torch.from_numpy(active).view(n, 1)
+                if c.momentum:
+                    if bufs is None:
+                        bufs = g.clone()
+                    elif a is None:
+                        bufs.mul_(c.momentum).add_(g)
+                    else:
+                        bufs = torch.where(a, bufs * c.momentum + g, bufs)
+                    g = bufs
+                if a is None:
+                    params.add_(g, alpha=-c.lr)
+                else:
+                    params.addcmul_(a.to(g.dtype), g, value=-c.lr)
+            return params.sub_(global_flat)
         finally:
-            self._round = None
+            self.close_round()
+
+
+def _views(
+    flat: torch.Tensor, names: list[str], shapes: list[torch.Size], numels: list[int]
+) -> dict[str, torch.Tensor]:
+    """Per-parameter views ``(n, *shape)`` into a flat ``(n, d)`` tensor."""
+    n = flat.shape[0]
+    out = {}
+    i = 0
+    for name, shape, k in zip(names, shapes, numels):
+        out[name] = flat[:, i : i + k].view(n, *shape)
+        i += k
+    return out
