@@ -65,7 +65,9 @@ def test_lira_online_and_offline_on_memorising_vs_blind_models() -> None:
     blind = train_models(model, x, y, masks, TrainParams(epochs=1, lr=1e-6, momentum=0.0), 0)
     phi = logit_confidence(models_logits(model, blind, x), y)
     s, lab = lira_leave_one_out(phi, masks, list(range(k)), True)
-    assert abs(evaluate_attack("lira", s, lab).auc - 0.5) < 0.06  # 960 vs 960, sd ~0.013
+    # scores of one example are correlated across the 8 leave-one-out targets, so the
+    # effective sample is ~240 examples (AUC sd ~0.03); tolerance 0.1 (> 3 sd)
+    assert abs(evaluate_attack("lira", s, lab).auc - 0.5) < 0.1
 
 
 def test_lira_scores_validate_shapes() -> None:
