@@ -144,3 +144,14 @@ def test_choose_k_is_logarithmic_and_complete_for_small_n() -> None:
     for n in (200, 1000):
         gp = choose_k(n, 0.1, 0.05)
         assert gp.guaranteed and gp.k // 2 < gp.t <= gp.k
+
+
+@pytest.mark.parametrize("n,k", [(10, 4), (31, 8), (7, 6), (7, 100)])
+def test_graph_is_symmetric_regular_and_seeded(n: int, k: int) -> None:
+    cfg = cfg_for(n, k)
+    g = cfg.graph()
+    assert all(len(g[u]) == min(k, n - 1) and u not in g[u] for u in g)
+    assert all(u in g[v] for u in g for v in g[u])
+    assert all(cfg.neighbours_of(u) == g[u] for u in g)
+    other = SecAggConfig(0, cfg.site_ids, cfg.dim, cfg.bits, cfg.k, cfg.threshold, b"\x07" * 32)
+    assert k >= n - 1 or other.graph() != g
