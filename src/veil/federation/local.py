@@ -311,6 +311,7 @@ class VectorisedTrainer:
             and cls._forward_one is VectorisedTrainer._forward_one
         )
         self._chain = _linear_chain(model, self.names, self.numels) if fast and plain else None
+        self._scratch: dict[int, torch.Tensor] = {}
 
     @property
     def fast_path(self) -> bool:
@@ -425,14 +426,23 @@ class VectorisedTrainer:
         gidx = torch.from_numpy((ids[None, :, None] * m + idx).reshape(steps, -1))
         active = mask.sum(axis=2) > 0  # (steps, n)
         fast = self._chain is not None and (x_all.dim() == 2 or self._chain[0].kind == "flatten")
+        if fast and steps == 1 and not c.weight_decay and not c.momentum:
+            # one plain SGD step from the global parameters: the update is -lr * gradient
+            xb = x_all.index_select(0, gidx[0]).view(n, -1, *x_all.shape[1:])
+            yb = y_all.index_select(0, gidx[0]).view(n, -1)
+            mb = torch.from_numpy(mask[0])
+            return self._chain_gradients(global_flat, xb, yb, mb, torch.empty(n, self.dim), -c.lr)
         params: torch.Tensor | None = None  # None while every site holds global_flat
         bufs: torch.Tensor | None = None
+        grad_buf = torch.empty(n, self.dim) if fast else None
         for t in range(steps):
             xb = x_all.index_select(0, gidx[t]).view(n, -1, *x_all.shape[1:])
             yb = y_all.index_select(0, gidx[t]).view(n, -1)
             mb = torch.from_numpy(mask[t])
             if fast:
-                g = self._chain_gradients(global_flat if params is None else params, xb, yb, mb)
+                assert grad_buf is not None
+                current = global_flat if params is None else params
+                g = self._chain_gradients(current, xb, yb, mb, grad_buf)
             else:
                 if params is None:
                     params = global_flat.unsqueeze(0).expand(n, -1).clone()
@@ -461,11 +471,19 @@ class VectorisedTrainer:
         return params.sub_(global_flat)
 
     def _chain_gradients(
-        self, params: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, mb: torch.Tensor
+        self,
+        params: torch.Tensor,
+        xb: torch.Tensor,
+        yb: torch.Tensor,
+        mb: torch.Tensor,
+        out: torch.Tensor,
+        scale: float = 1.0,
     ) -> torch.Tensor:
-        """Per-site gradients ``(n, d)`` for a linear chain, by a hand-written backward.
+        """``scale`` x per-site gradients of a linear chain into ``out`` ``(n, d)``.
 
-        ``params`` is the shared ``(d,)`` global vector or the stacked ``(n, d)`` one.
+        ``params`` is the shared ``(d,)`` global vector or the stacked ``(n, d)`` one. The
+        weight gradients go through scratch buffers kept between calls (a contiguous bmm
+        result is much faster than one written into a strided view of ``out``).
         """
         assert self._chain is not None
         n, b = yb.shape
@@ -498,20 +516,23 @@ class VectorisedTrainer:
         weight = (mb / mb.sum(dim=1, keepdim=True).clamp(min=1.0)).unsqueeze(-1)
         if self.task == "regression":
             dz = (h - yb.to(h.dtype).view(n, b, 1)) * (2.0 * weight)
-        else:
-            dz = torch.softmax(h, dim=-1)
+        else:  # softmax - one-hot (written out: torch.softmax is slow on 10 classes)
+            dz = (h - h.amax(dim=-1, keepdim=True)).exp_()
+            dz.div_(dz.sum(dim=-1, keepdim=True))
             dz.scatter_add_(-1, yb.unsqueeze(-1), torch.full((n, b, 1), -1.0))
             dz.mul_(weight)
-        grads = torch.empty(n, self.dim)
         first = next(i for i, op in enumerate(self._chain) if op.kind == "linear")
         for i in range(len(self._chain) - 1, first - 1, -1):
             op, s = self._chain[i], saved[i]
-            if op.kind == "linear":
-                assert s is not None
+            if op.kind == "linear" and s is not None:
                 off, fo, fi = op.w
-                torch.bmm(dz.transpose(1, 2), s, out=grads[:, off : off + fo * fi].view(n, fo, fi))
+                dw = self._scratch.get(i)
+                if dw is None or dw.shape != (n, fo, fi):
+                    dw = self._scratch[i] = torch.empty(n, fo, fi)
+                torch.bmm(dz.transpose(1, 2).contiguous(), s, out=dw)
+                torch.mul(dw, scale, out=out[:, off : off + fo * fi].view(n, fo, fi))
                 if op.b >= 0:
-                    torch.sum(dz, dim=1, out=grads[:, op.b : op.b + fo])
+                    torch.mul(dz.sum(dim=1), scale, out=out[:, op.b : op.b + fo])
                 if i == first:
                     break
                 if shared:
@@ -526,7 +547,7 @@ class VectorisedTrainer:
             elif op.kind == "sigmoid":
                 dz = torch.ops.aten.sigmoid_backward(dz, s)
             # flatten: features are already flat before the first linear layer
-        return grads
+        return out
 
 
 def train_site_reference(
