@@ -30,7 +30,7 @@ from veil.audit.mia import evaluate_attack, lira_scores, logit_confidence, loss_
 from veil.audit.shadow import TrainParams, models_logits, random_halves, train_models
 from veil.data import Dataset, load_dataset
 from veil.errors import DataError
-from veil.federation.local import load_flat_params
+from veil.audit._params import load_flat_params
 from veil.models import build_model
 
 __all__ = ["audit_run", "claimed_epsilon", "load_run_model", "load_run_data", "AUDIT", "CANARIES"]

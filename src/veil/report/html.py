@@ -32,7 +32,8 @@ h1{margin:0 0 4px 0;font-size:26px} h2{border-bottom:2px solid #dde1e7;padding-b
 .card.bad{border-left:5px solid #d62728} .card.good{border-left:5px solid #2ca02c}
 section{background:#fff;border-radius:8px;padding:4px 20px 16px;margin:14px 0;box-shadow:0 1px 3px rgba(0,0,0,.06)}
 .row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
-.row>img,.row>div{flex:1 1 440px;max-width:520px}
+.row>img,.row>div{flex:1 1 440px;max-width:520px;min-width:0}
+.row>img{width:48%}
 img{max-width:100%} table{border-collapse:collapse;font-size:14px;margin:8px 0}
 td,th{border-bottom:1px solid #e5e8ee;padding:4px 10px;text-align:left} th{background:#f0f2f5}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
