@@ -141,21 +141,26 @@ def _bench_in_process(rounds: int, warmup: int) -> tuple[dict[str, Any], dict[st
     state = pipeline.init()
     weights = data.sizes[ids].astype(np.float64)
     g = flat_params(model).clone()
-    train_t, agg_t, loop_t = _Timer(), _Timer(), _Timer()
-    diff = 0.0
+    train_t, agg_t, loop_t, direct_t = _Timer(), _Timer(), _Timer(), _Timer()
+    w32 = torch.from_numpy(weights).to(torch.float32)
+    diff = agg_diff = 0.0
     for r in range(warmup + rounds):
         with train_t:
             updates = trainer.train(g, data, ids, _SEED, r)
         with loop_t:
             loop_updates = _loop_round(loop_model, data, cfg, ids, g, r)
         diff = max(diff, float((loop_updates - updates).abs().max()))
+        with direct_t:  # the same weighted mean as one matrix-vector product, for reference
+            direct = torch.mv(updates.t(), w32) / w32.sum()
         with agg_t:
             ctx = EncodeContext(round=r, site_ids=ids, weights=weights, cohort_size=len(ids))
             state, res = pipeline.run_round(state, updates.numpy(), ctx)
             g += torch.from_numpy(res.aggregate).to(torch.float32)
+        agg_diff = max(agg_diff, float((direct.double() - torch.from_numpy(res.aggregate)).abs().max()))
     train_w = statistics.median(train_t.wall[warmup:])
     agg_w = statistics.median(agg_t.wall[warmup:])
     rounds_w = [a + b for a, b in zip(train_t.wall[warmup:], agg_t.wall[warmup:])]
+    direct_rounds = [a + b for a, b in zip(train_t.wall[warmup:], direct_t.wall[warmup:])]
     veil = {
         "path": "linear-chain fast path" if trainer.fast_path else "vmap",
         "rounds_timed": rounds,
@@ -165,6 +170,10 @@ def _bench_in_process(rounds: int, warmup: int) -> tuple[dict[str, Any], dict[st
         "updates_per_s_cpu_time": train_t.rates(warmup)[1],
         "updates_per_s_full_round": SITES / statistics.median(rounds_w),
         "aggregation": repr(pipeline),
+        # the same FedAvg mean as torch.mv (not used for the model; shows the pipeline's cost)
+        "direct_mean_s_per_round": statistics.median(direct_t.wall[warmup:]),
+        "updates_per_s_full_round_direct_mean": SITES / statistics.median(direct_rounds),
+        "direct_mean_max_abs_diff": agg_diff,
     }
     loop = {
         "rounds_timed": rounds,
