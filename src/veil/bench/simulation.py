@@ -156,7 +156,8 @@ def _bench_in_process(rounds: int, warmup: int) -> tuple[dict[str, Any], dict[st
             ctx = EncodeContext(round=r, site_ids=ids, weights=weights, cohort_size=len(ids))
             state, res = pipeline.run_round(state, updates.numpy(), ctx)
             g += torch.from_numpy(res.aggregate).to(torch.float32)
-        agg_diff = max(agg_diff, float((direct.double() - torch.from_numpy(res.aggregate)).abs().max()))
+        agg = torch.from_numpy(res.aggregate)
+        agg_diff = max(agg_diff, float((direct.double() - agg).abs().max()))
     train_w = statistics.median(train_t.wall[warmup:])
     agg_w = statistics.median(agg_t.wall[warmup:])
     rounds_w = [a + b for a, b in zip(train_t.wall[warmup:], agg_t.wall[warmup:])]
@@ -208,7 +209,8 @@ def _bench_flower(rounds: int) -> dict[str, Any]:
             return {"status": f"flower: failed (exit {proc.returncode})", "log_tail": tail}
         res = json.loads(out.read_text())
     res["status"] = "ok"
-    res["command"] = " ".join([".peers/flwr/bin/python", "benchmarks/peers/flower_sim.py"] + cmd[2:-2])
+    shown = [".peers/flwr/bin/python", "benchmarks/peers/flower_sim.py", *cmd[2:-2]]
+    res["command"] = " ".join(shown)
     return res
 
 

@@ -434,13 +434,13 @@ class VectorisedTrainer:
             return self._chain_gradients(global_flat, xb, yb, mb, torch.empty(n, self.dim), -c.lr)
         params: torch.Tensor | None = None  # None while every site holds global_flat
         bufs: torch.Tensor | None = None
-        grad_buf = torch.empty(n, self.dim) if fast else None
+        # the fast path's gradients, one buffer reused at every step
+        grad_buf = torch.empty(n if fast else 0, self.dim)
         for t in range(steps):
             xb = x_all.index_select(0, gidx[t]).view(n, -1, *x_all.shape[1:])
             yb = y_all.index_select(0, gidx[t]).view(n, -1)
             mb = torch.from_numpy(mask[t])
             if fast:
-                assert grad_buf is not None
                 current = global_flat if params is None else params
                 g = self._chain_gradients(current, xb, yb, mb, grad_buf)
             else:
@@ -467,7 +467,8 @@ class VectorisedTrainer:
                 params.add_(g, alpha=-c.lr)
             else:
                 params.addcmul_(a.to(g.dtype), g, value=-c.lr)
-        assert params is not None  # steps >= 1 (every site has an example)
+        if params is None:  # a schedule with no steps: nobody moved
+            return torch.zeros(n, self.dim)
         return params.sub_(global_flat)
 
     def _chain_gradients(
@@ -485,12 +486,12 @@ class VectorisedTrainer:
         weight gradients go through scratch buffers kept between calls (a contiguous bmm
         result is much faster than one written into a strided view of ``out``).
         """
-        assert self._chain is not None
+        chain = self._chain or []
         n, b = yb.shape
         shared = params.dim() == 1
         h = xb
         saved: list[torch.Tensor | None] = []
-        for op in self._chain:
+        for op in chain:
             if op.kind == "flatten":
                 h = h.reshape(n, b, -1)
                 saved.append(None)
@@ -500,8 +501,10 @@ class VectorisedTrainer:
                 if shared:
                     w = params[off : off + fo * fi].view(fo, fi)
                     h2 = h.reshape(n * b, fi)
-                    h = (h2 @ w.t() if op.b < 0 else torch.addmm(params[op.b : op.b + fo], h2, w.t()))
-                    h = h.view(n, b, fo)
+                    if op.b < 0:
+                        h = (h2 @ w.t()).view(n, b, fo)
+                    else:
+                        h = torch.addmm(params[op.b : op.b + fo], h2, w.t()).view(n, b, fo)
                 else:
                     w3 = params[:, off : off + fo * fi].view(n, fo, fi)
                     if op.b < 0:
@@ -521,9 +524,9 @@ class VectorisedTrainer:
             dz.div_(dz.sum(dim=-1, keepdim=True))
             dz.scatter_add_(-1, yb.unsqueeze(-1), torch.full((n, b, 1), -1.0))
             dz.mul_(weight)
-        first = next(i for i, op in enumerate(self._chain) if op.kind == "linear")
-        for i in range(len(self._chain) - 1, first - 1, -1):
-            op, s = self._chain[i], saved[i]
+        first = next(i for i, op in enumerate(chain) if op.kind == "linear")
+        for i in range(len(chain) - 1, first - 1, -1):
+            op, s = chain[i], saved[i]
             if op.kind == "linear" and s is not None:
                 off, fo, fi = op.w
                 dw = self._scratch.get(i)
