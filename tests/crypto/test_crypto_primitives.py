@@ -60,3 +60,10 @@ def test_ring_prg_is_aes_ctr_expansion_and_signed_view() -> None:
     v = ring.reduce(np.array([-3, 5, -(2**15)], dtype=np.int64), 16)
     assert list(ring.to_signed(v, 16)) == [-3, 5, -(2**15)]
     assert list(ring.to_signed(ring.reduce(np.array([-3]), 64), 64)) == [-3]
+
+
+def test_prg_buffer_equals_prg_uint64_and_is_reused() -> None:
+    buf = ring.PrgBuffer(1000)
+    for seed in (b"a" * 32, b"b" * 16):
+        assert np.array_equal(buf.fill(seed), prg_uint64(seed, 1000))
+    assert buf.fill(b"c" * 32) is buf.words

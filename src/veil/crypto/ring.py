@@ -9,6 +9,7 @@ the AES-CTR PRG of :mod:`veil.crypto.prg`.
 from __future__ import annotations
 
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from veil.crypto.prg import prg_uint64
 from veil.errors import LocalError, MalformedMessageError
@@ -22,6 +23,7 @@ __all__ = [
     "pack",
     "unpack",
     "packed_size",
+    "PrgBuffer",
 ]
 
 
@@ -49,6 +51,39 @@ def prg_ring(seed: bytes, d: int, bits: int) -> np.ndarray:
     return prg_uint64(seed, d) & ring_mask(bits)
 
 
+class PrgBuffer:
+    """Reusable buffer for AES-CTR expansions of length ``d`` (64-bit words).
+
+    ``fill(seed)`` returns exactly ``prg_uint64(seed, d)`` but writes it into one
+    preallocated buffer (``update_into``), so expanding many seeds of the same length
+    allocates nothing. The returned view is overwritten by the next ``fill``.
+    """
+
+    __slots__ = ("_zero", "_buf", "words")
+
+    def __init__(self, d: int) -> None:
+        if d < 1:
+            raise LocalError("PrgBuffer length must be positive")
+        self._zero = bytes(8 * d)
+        self._buf = np.empty(8 * d + 16, dtype=np.uint8)  # update_into needs + block − 1
+        self.words = self._buf[: 8 * d].view("<u8")
+
+    def fill(self, seed: bytes) -> np.ndarray:
+        """Expand ``seed`` (16 or 32 bytes) into the buffer and return the words.
+
+        Raises:
+            LocalError: if the seed length is wrong.
+        """
+        if len(seed) not in (16, 32):
+            raise LocalError("PRG seed must be 16 or 32 bytes")
+        enc = Cipher(algorithms.AES(seed), modes.CTR(b"\x00" * 16)).encryptor()
+        enc.update_into(self._zero, self._buf)
+        return self.words
+
+    def __repr__(self) -> str:
+        return f"PrgBuffer(d={self.words.shape[0]})"
+
+
 def to_signed(x: np.ndarray, bits: int) -> np.ndarray:
     """Centred representative in [−2**(b−1), 2**(b−1)) as int64."""
     b = check_bits(bits)
@@ -68,6 +103,8 @@ def pack(x: np.ndarray, bits: int) -> bytes:
     """Pack ring elements on exactly b bits each (little endian)."""
     b = check_bits(bits)
     x = np.ascontiguousarray(reduce(x, b), dtype="<u8")
+    if b in (8, 16, 32):
+        return x.astype(f"<u{b // 8}").tobytes()
     if b % 8 == 0:
         return x.view(np.uint8).reshape(-1, 8)[:, : b // 8].tobytes()
     bitarr = np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
@@ -85,6 +122,8 @@ def unpack(buf: bytes, d: int, bits: int) -> np.ndarray:
         raise MalformedMessageError(
             f"packed vector has {len(buf)} bytes, expected {packed_size(d, b)}"
         )
+    if b in (8, 16, 32, 64):
+        return np.frombuffer(buf, dtype=f"<u{b // 8}").astype(np.uint64)
     raw = np.frombuffer(buf, dtype=np.uint8)
     out = np.zeros((d, 8), dtype=np.uint8)
     if b % 8 == 0:

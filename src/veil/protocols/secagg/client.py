@@ -28,7 +28,7 @@ import numpy as np
 
 from veil.crypto import aead, ring, shamir
 from veil.crypto.ka import KeyPair
-from veil.crypto.prg import derive_key, prg_uint64
+from veil.crypto.prg import derive_key
 from veil.errors import AbortError, LocalError, ProtocolError
 from veil.protocols.secagg import messages as m
 from veil.protocols.secagg.config import SERVER_ID, SecAggConfig
@@ -40,11 +40,14 @@ __all__ = ["SecAggClient", "add_masks", "mask_seed", "survivor_digest"]
 def add_masks(acc: np.ndarray, seeds: Iterable[tuple[bytes, int]]) -> int:
     """In place: ``acc += sign · prg_uint64(seed, len(acc))`` for each (seed, ±1).
 
-    Works modulo 2**64; reduce to b bits afterwards. Returns the number of words expanded.
+    Works modulo 2**64; reduce to b bits afterwards. The keystreams go through one
+    reusable :class:`~veil.crypto.ring.PrgBuffer`. Returns the number of words expanded.
     """
     d, words = acc.shape[0], 0
+    buf: ring.PrgBuffer | None = None
     for seed, sign in seeds:
-        mask = prg_uint64(seed, d)
+        buf = buf or ring.PrgBuffer(d)
+        mask = buf.fill(seed)
         if sign > 0:
             acc += mask
         else:
