@@ -149,3 +149,16 @@ def test_resume_rejects_changed_config(tmp_path) -> None:
         train(_cfg(tmp_path, rounds=3, local={"lr": 0.2}), resume=True)
     out = train(_cfg(tmp_path, rounds=3), resume=True)  # more rounds is fine
     assert out.result.rounds_completed == 3
+
+
+def test_run_appends_to_verified_log_and_stores_canaries(tmp_path) -> None:
+    from veil.audit.log import AuditLog
+
+    out = train(_cfg(tmp_path, rounds=2, audit={"canaries": 20}))
+    assert (out.run_dir / "canaries.npz").exists()
+    n = len(out.result.rounds and out.record["plan"]["site_sizes"])
+    assert sum(out.record["plan"]["site_sizes"]) < 1437 and n == 8  # 20 held out, ~half back in
+    train(_cfg(tmp_path, name="second", rounds=1))
+    log = AuditLog(tmp_path / "audit.log")
+    res = log.verify()
+    assert res.ok and res.n_entries == 2

@@ -163,7 +163,7 @@ def build_federation(
         cohort=cfg.cohort,
         sampling=cfg.federation.sampling,
         dropout_rate=cfg.federation.dropout_rate,
-        deadline_s=cfg.federation.deadline_s,
+        deadline_s=cfg.federation.deadline_s if cfg.federation.deadline_s is not None else float("inf"),
         latency_s=cfg.federation.latency_s,
         latency_spread=cfg.federation.latency_spread,
         hooks=all_hooks,
@@ -227,7 +227,16 @@ def train(
         if on_round is not None:
             on_round(rec)
 
-    fed = build_federation(cfg, hooks, dataset, model, _on_round)
+    ds = dataset if dataset is not None else load_data(cfg)
+    canaries = None
+    if cfg.audit.canaries:
+        from veil.audit.canary import insert_canaries
+
+        if ds.task != "classification":
+            raise ConfigError("canary audits need a classification data set", key="audit.canaries")
+        x, y, canaries = insert_canaries(ds.x_train, ds.y_train, cfg.audit.canaries, cfg.seed, ds.n_classes)
+        ds = Dataset(ds.name, x, y, ds.x_test, ds.y_test, ds.task, ds.n_classes)
+    fed = build_federation(cfg, hooks, ds, model, _on_round)
     record.update(
         {
             "veil_version": versions()["veil"],
@@ -251,12 +260,20 @@ def train(
         }
     )
     run_dir.mkdir(parents=True, exist_ok=True)
+    if canaries is not None:
+        from veil.audit.canary import save_canaries
+
+        save_canaries(run_dir / "canaries.npz", canaries)
     result = fed.run(resume=resume)
     record["rounds"] = result.rounds
     record["final"] = _final(fed, time.perf_counter() - t0)
     record["privacy"] = {k: v for k, v in result.summary.items()}
     torch.save({"params": result.params, "config": record["config"]}, run_dir / MODEL)
     write_json_atomic(run_dir / RECORD, record)
+    if cfg.audit.log:
+        from veil.audit.log import AuditLog, run_entry
+
+        AuditLog(Path(cfg.output_dir) / "audit.log").append("run", run_entry(record))
     return TrainOutput(result, run_dir, record)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +25,7 @@ __all__ = [
     "LocalTrainingConfig",
     "FederationConfig",
     "AggregationConfig",
+    "AuditConfig",
     "load_config",
     "parse_config",
     "describe_keys",
@@ -102,8 +102,8 @@ class FederationConfig(_Section):
         "fixed", description="fixed: exactly the cohort size; poisson: each site independently"
     )
     dropout_rate: float = Field(0.0, ge=0, lt=1, description="chance a selected site drops out")
-    deadline_s: float = Field(
-        math.inf, gt=0, description="simulated per-round deadline; slower sites count as dropped"
+    deadline_s: float | None = Field(
+        None, gt=0, description="simulated per-round deadline; slower sites count as dropped (off if unset)"
     )
     latency_s: float = Field(1.0, gt=0, description="simulated median time of a site's round")
     latency_spread: float = Field(0.5, ge=0, description="log-normal sigma of site latency")
@@ -142,6 +142,15 @@ class AggregationConfig(_Section):
     )
 
 
+class AuditConfig(_Section):
+    """What the run records for auditing."""
+
+    canaries: int = Field(
+        0, ge=0, description="one-run audit: turn N training examples into canaries (0 = off)"
+    )
+    log: bool = Field(True, description="append the run to the hash-chained output_dir/audit.log")
+
+
 class RunConfig(_Section):
     """A whole federated run."""
 
@@ -155,6 +164,7 @@ class RunConfig(_Section):
     federation: FederationConfig = FederationConfig()
     aggregation: AggregationConfig = AggregationConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    audit: AuditConfig = AuditConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
