@@ -10,7 +10,7 @@
 from veil.crypto.aead import bind, check_mac, mac, open_sealed, seal
 from veil.crypto.ka import KeyPair, agree
 from veil.crypto.prg import SecureRng, derive_key, prg_bytes, prg_uint64
-from veil.crypto.ring import pack, prg_ring, reduce, to_signed, unpack
+from veil.crypto.ring import PrgBuffer, pack, prg_ring, reduce, to_signed, unpack
 from veil.crypto.shamir import PRIME, combine, split
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "pack",
     "unpack",
     "prg_ring",
+    "PrgBuffer",
     "reduce",
     "to_signed",
 ]
