@@ -12,16 +12,22 @@ from veil.aggregation.base import (
     Transform,
     check_updates,
 )
+from veil.aggregation.distributed_dp import DistributedDP
 from veil.aggregation.plain import Clip, PlainSum, UniformMean, WeightedMean, l2_clip
+from veil.aggregation.quantize import Quantize
+from veil.aggregation.secagg import SecAggSum
 
 __all__ = [
     "Clip",
     "DecodeContext",
+    "DistributedDP",
     "EncodeContext",
     "Pipeline",
     "PipelineState",
     "PlainSum",
+    "Quantize",
     "RoundResult",
+    "SecAggSum",
     "SumProtocol",
     "SumResult",
     "Transform",

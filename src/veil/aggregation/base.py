@@ -214,6 +214,10 @@ def check_updates(updates: np.ndarray, dim: int | None = None) -> np.ndarray:
     if dim is not None and updates.shape[1] != dim:
         raise LocalError(f"updates have width {updates.shape[1]}, expected {dim}")
     if np.issubdtype(updates.dtype, np.floating):
+        # a row is finite iff its sum is finite (inf - inf = nan); full scan only if not
+        ok = np.isfinite(updates.sum(axis=1, dtype=np.float64))
+        if ok.all():
+            return ok
         return np.isfinite(updates).all(axis=1)
     return np.ones(updates.shape[0], dtype=bool)
 

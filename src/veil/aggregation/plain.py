@@ -70,8 +70,11 @@ class WeightedMean:
     def encode(
         self, state: None, updates: np.ndarray, ctx: EncodeContext
     ) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
-        w = np.asarray(ctx.weights, dtype=np.float64)
-        return np.concatenate([updates * w[:, None], w[:, None]], axis=1), {}
+        w = np.asarray(ctx.weights, dtype=updates.dtype if updates.dtype.kind == "f" else np.float64)
+        out = np.empty((updates.shape[0], updates.shape[1] + 1), dtype=w.dtype)
+        np.multiply(updates, w[:, None], out=out[:, :-1])
+        out[:, -1] = w
+        return out, {}
 
     def decode(
         self, state: None, aggregate: np.ndarray, ctx: DecodeContext
@@ -128,10 +131,10 @@ class PlainSum:
         survivors = np.asarray(site_ids)[keep]
         if survivors.size == 0:
             raise AbortError(f"round {round}: every site dropped out before sending")
-        rows = encoded[keep]
+        rows = encoded if keep.all() else encoded[keep]
         if np.issubdtype(rows.dtype, np.floating):
-            wire = rows.astype(self.wire_float_dtype)
-            total = wire.astype(np.float64).sum(axis=0)
+            wire = rows.astype(self.wire_float_dtype, copy=False)
+            total = np.add.reduce(wire, axis=0, dtype=np.float64)
             per_site = wire.shape[1] * wire.dtype.itemsize + 16
         else:
             total = rows.sum(axis=0, dtype=rows.dtype)

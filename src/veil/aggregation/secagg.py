@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -168,6 +170,8 @@ class SecAggSum:
     stage_deadline_s: float | None = None
     graph_key: bytes = field(default=b"veil/secagg/graph", repr=False)
     name: str = "secagg"
+    #: protocol stages at which the simulation may drop a site
+    dropout_stages: ClassVar[tuple[str, ...]] = STAGES
 
     def config(self, site_ids: np.ndarray, dim: int, round: int) -> SecAggConfig:
         """The public parameters of one round for this cohort.

@@ -177,16 +177,19 @@ def build_federation(
 
 
 def _secure_sum(cfg: RunConfig) -> tuple[Any, Transform[Any]]:
-    try:
-        from veil.aggregation.quantize import Quantize  # type: ignore[import-not-found]
-        from veil.aggregation.secagg import SecAggSum  # type: ignore[import-not-found]
-    except ImportError:  # pragma: no cover - until the SecAgg layer lands
-        raise ConfigError(
-            "secure aggregation is not available in this build", key="aggregation.secure_aggregation"
-        ) from None
+    from veil.aggregation.quantize import Quantize
+    from veil.aggregation.secagg import SecAggSum
+
     a = cfg.aggregation
-    quant = Quantize(bits=a.bits, clip_range=a.quantize_range)
-    return SecAggSum.from_config(bits=a.bits, neighbours=a.neighbours, threshold_fraction=a.threshold_fraction), quant
+    quant = Quantize(clip=a.quantize_range, bits=a.bits)
+    summation = SecAggSum(
+        bits=a.bits,
+        k=a.neighbours,
+        dropout=a.expected_dropout,
+        corrupt=a.corrupt_fraction,
+        stage_deadline_s=a.stage_deadline_s,
+    )
+    return summation, quant
 
 
 def train(

@@ -130,15 +130,21 @@ class AggregationConfig(_Section):
     secure_aggregation: bool = Field(
         False, description="SecAgg+: the server learns only the sum of the updates"
     )
-    bits: int = Field(20, ge=8, le=62, description="SecAgg: bits per quantised coordinate")
+    bits: int = Field(32, ge=8, le=62, description="SecAgg: ring width b (bits per quantised coordinate)")
     quantize_range: float = Field(
         1.0, gt=0, description="SecAgg: coordinates are clipped to [-range, range] before rounding"
     )
     neighbours: int | None = Field(
-        None, ge=2, description="SecAgg+: neighbourhood size k (default: from n; k = n is SecAgg)"
+        None, ge=2, description="SecAgg+: neighbourhood size k (default: chosen from n, dropout, corrupt)"
     )
-    threshold_fraction: float = Field(
-        0.5, gt=0, le=1, description="SecAgg: Shamir threshold as a fraction of the neighbourhood"
+    expected_dropout: float = Field(
+        0.1, ge=0, lt=1, description="SecAgg+: dropout rate the neighbourhood size must survive"
+    )
+    corrupt_fraction: float = Field(
+        0.05, ge=0, lt=0.5, description="SecAgg+: tolerated fraction of colluding sites"
+    )
+    stage_deadline_s: float | None = Field(
+        None, gt=0, description="SecAgg+: per-stage deadline; a silent site counts as dropped"
     )
 
 

@@ -275,7 +275,7 @@ class Federation:
             t2 = time.perf_counter()
             new_state, res = self.pipeline.run_round(
                 self.pipe_state,
-                updates.double().numpy(),
+                updates.numpy(),
                 ctx,
                 server_rng=self._rng(r, "server"),
                 dropouts=mid_drops,
