@@ -1,0 +1,361 @@
+"""From a :class:`PrivacyConfig` to the pieces a run needs: trainer, transforms, ledger hook.
+
+:func:`build_privacy` calibrates noise (dp-accounting), builds the DP-SGD trainer and the
+DP-FedAvg transform, and a :class:`PrivacyHook` that
+
+* refuses a planned schedule over budget in ``before_run`` (:class:`BudgetExceededError`
+  saying what to change), unless ``over_budget = "stop"``;
+* stops the run cleanly in ``before_round`` when the coming round could exceed the budget;
+* records every round's DP events in ``after_round`` and reports ``epsilon_client`` and
+  ``epsilon_sample_max`` (ε at the configured δ) for the round's record.
+
+Accounting assumptions (also in docs/differential-privacy.md): sample level — every site
+is charged for every round it is selected in (and, for planning and calibration, as if
+it were selected every round); client level — Poisson sampling of sites amplifies with
+rate ``cohort / n_sites``; a fixed-size cohort is charged without amplification.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from dp_accounting import dp_event as dpe
+from torch import nn
+
+from veil.aggregation.dp_fedavg import AdaptiveDPFedAvg, DPFedAvg
+from veil.errors import BudgetExceededError, ConfigError
+from veil.federation.hooks import BaseHook, RoundInfo, RoundPlan
+from veil.federation.local import LocalConfig
+from veil.privacy.accounting import calibrate_noise, dpsgd_round_event, epsilon, sampled
+from veil.privacy.config import PrivacyConfig
+from veil.privacy.dpsgd import DPSGDTrainer
+from veil.privacy.ledger import PrivacyLedger
+
+__all__ = ["PrivacySetup", "PrivacyHook", "build_privacy", "FEDERATION"]
+
+FEDERATION = "federation"
+_TOL = 1e-9
+
+
+def _site(i: int) -> str:
+    return f"site:{int(i)}"
+
+
+class PrivacyHook(BaseHook):
+    """Follows a run: refuses, stops and reports according to the privacy budget.
+
+    Args:
+        cfg: the privacy config (target ε, δ, accountant, over_budget policy).
+        client_event: the per-round client-level DP event *before* site sampling, or
+            ``None`` without client-level DP.
+        trainer: the DP-SGD trainer (its per-site round events), or ``None``.
+    """
+
+    name = "privacy"
+
+    def __init__(
+        self, cfg: PrivacyConfig, client_event: dpe.DpEvent | None, trainer: DPSGDTrainer | None
+    ) -> None:
+        self.cfg = cfg
+        self.client_event = client_event
+        self.trainer = trainer
+        self.ledger = PrivacyLedger(cfg.delta, cfg.accountant)
+        self.plan: RoundPlan | None = None
+        self.planned: dict[str, float] = {}
+        self._site_events: dict[int, dpe.DpEvent] = {}
+        self._client_sampled: dpe.DpEvent | None = None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _sampled(self, event: dpe.DpEvent) -> dpe.DpEvent:
+        p = self._need_plan()
+        return sampled(event, p.sampling, float(p.cohort_size) / p.n_sites)
+
+    def _need_plan(self) -> RoundPlan:
+        if self.plan is None:
+            raise ConfigError("privacy hook used before before_run(plan)")
+        return self.plan
+
+    def _site_event(self, n: int) -> dpe.DpEvent:
+        if n not in self._site_events:
+            self._site_events[n] = self.trainer.round_event(n)  # type: ignore[union-attr]
+        return self._site_events[n]
+
+    def _planned_epsilons(self, rounds: int) -> dict[str, float]:
+        p = self._need_plan()
+        out: dict[str, float] = {}
+        if self._client_sampled is not None:
+            ev = dpe.SelfComposedDpEvent(self._client_sampled, rounds)
+            out["client"] = epsilon(ev, self.cfg.delta, self.cfg.accountant)
+        if self.trainer is not None:
+            out["sample"] = max(
+                epsilon(dpe.SelfComposedDpEvent(self._site_event(int(n)), rounds), self.cfg.delta, self.cfg.accountant)
+                for n in np.unique(p.site_sizes)
+            )
+        return out
+
+    def _max_rounds(self, level: str, rounds: int) -> int:
+        lo, hi = 0, rounds  # largest r with planned ε ≤ target (ε grows with r)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if mid and self._planned_epsilons(mid)[level] <= self.cfg.target_epsilon + _TOL:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    # -- hook API --------------------------------------------------------------------------
+    def before_run(self, plan: RoundPlan) -> None:
+        """Check δ against the population and the planned ε against the budget.
+
+        Raises:
+            BudgetExceededError: the planned schedule exceeds the target ε (policy
+                ``"refuse"``); the message names the level and what to change.
+            ConfigError: δ is not below 1 / (number of protected units).
+        """
+        self.plan = plan
+        cfg = self.cfg
+        if self.client_event is not None:
+            self._client_sampled = self._sampled(self.client_event)
+            if cfg.delta >= 1.0 / plan.n_sites:
+                raise ConfigError(
+                    f"delta={cfg.delta} is not below 1/n_sites={1 / plan.n_sites:.3g}: client-level "
+                    "DP with such a delta can reveal a whole site; lower privacy.delta",
+                    key="privacy.delta",
+                )
+        if self.trainer is not None and cfg.delta >= 1.0 / int(np.min(plan.site_sizes)):
+            raise ConfigError(
+                f"delta={cfg.delta} is not below 1/(smallest site size "
+                f"{int(np.min(plan.site_sizes))}); lower privacy.delta",
+                key="privacy.delta",
+            )
+        self.planned = self._planned_epsilons(plan.rounds)
+        over = {k: v for k, v in self.planned.items() if v > cfg.target_epsilon + _TOL}
+        if over and cfg.over_budget == "refuse":
+            raise BudgetExceededError(self._refusal(over, plan))
+
+    def _refusal(self, over: Mapping[str, float], plan: RoundPlan) -> str:
+        cfg = self.cfg
+        parts = []
+        for level, eps in over.items():
+            r = self._max_rounds(level, plan.rounds)
+            if level == "client":
+                z = getattr(self.client_event, "noise_multiplier", None)
+                knob = "privacy.client_level.noise_multiplier"
+                more = "sample fewer sites per round (federation.cohort) with Poisson sampling, "
+            else:
+                z = None
+                knob = "privacy.sample_level.noise_multiplier"
+                more = "lower privacy.sample_level.expected_batch_size or epochs, "
+            zs = f" (now {z:g})" if isinstance(z, float) else ""
+            rounds = f"run at most {r} rounds, or " if r else "(even one round is over budget) "
+            parts.append(
+                f"{level}-level: planned ε={eps:.3f} > target {cfg.target_epsilon:g} at "
+                f"δ={cfg.delta:g} over {plan.rounds} rounds. To fit: {rounds}"
+                f"raise {knob}{zs} (or leave it unset to calibrate it), or {more}"
+                "or raise privacy.target_epsilon; or set privacy.over_budget = 'stop' to stop "
+                "when the budget is reached"
+            )
+        return "privacy budget exceeded — " + "; ".join(parts)
+
+    def before_round(self, round: int) -> str | None:
+        """A stop reason if the coming round could push any guarantee over budget."""
+        p = self._need_plan()
+        target = self.cfg.target_epsilon + _TOL
+        if self._client_sampled is not None:
+            nxt = self.ledger.epsilon_if(FEDERATION, self._client_sampled)
+            if nxt > target:
+                return (
+                    f"privacy budget reached (client level): ε={self.ledger.epsilon(FEDERATION):.3f}"
+                    f" spent, round {round} would bring it to {nxt:.3f} > {self.cfg.target_epsilon:g}"
+                    f" at δ={self.cfg.delta:g}"
+                )
+        if self.trainer is not None:
+            for i, n in enumerate(p.site_sizes):
+                nxt = self.ledger.epsilon_if(_site(i), self._site_event(int(n)))
+                if nxt > target:
+                    return (
+                        f"privacy budget reached (sample level, site {i}): round {round} could "
+                        f"bring ε to {nxt:.3f} > {self.cfg.target_epsilon:g} at δ={self.cfg.delta:g}"
+                    )
+        return None
+
+    def after_round(self, info: RoundInfo) -> Mapping[str, Any]:
+        """Charge the round's events; return ε spent so far (client and sample level)."""
+        p = self._need_plan()
+        out: dict[str, Any] = {}
+        if self.client_event is not None:
+            evs = list(info.dp_events) or [self.client_event]  # an aborted round still counts
+            ev = evs[0] if len(evs) == 1 else dpe.ComposedDpEvent(evs)
+            self.ledger.spend(FEDERATION, self._sampled(ev))
+            out["epsilon_client"] = self.ledger.epsilon(FEDERATION)
+        if self.trainer is not None:
+            for s in np.asarray(info.cohort, dtype=np.int64):
+                self.ledger.spend(_site(int(s)), self._site_event(int(p.site_sizes[int(s)])))
+            out["epsilon_sample_max"] = max(
+                (self.ledger.epsilon(_site(i)) for i in range(p.n_sites)), default=0.0
+            )
+        self.ledger.prune()
+        out["delta"] = self.cfg.delta
+        return out
+
+    def epsilon_per_site(self) -> dict[int, float]:
+        """Sample-level ε(δ) spent by each site."""
+        p = self._need_plan()
+        return {i: self.ledger.epsilon(_site(i)) for i in range(p.n_sites)}
+
+    def summary(self) -> Mapping[str, Any]:
+        """ε spent, the budget and how it was accounted (for the run's record)."""
+        cfg = self.cfg
+        out: dict[str, Any] = {
+            "privacy_target_epsilon": cfg.target_epsilon,
+            "privacy_delta": cfg.delta,
+            "privacy_accountant": cfg.accountant,
+            "privacy_secure_rng": cfg.secure_rng,
+            "privacy_planned_epsilon": dict(self.planned),
+        }
+        if self.client_event is not None:
+            out["epsilon_client"] = self.ledger.epsilon(FEDERATION)
+        if self.trainer is not None and self.plan is not None:
+            per = self.epsilon_per_site()
+            out["epsilon_sample_max"] = max(per.values(), default=0.0)
+            out["epsilon_sample_per_site"] = {str(k): v for k, v in per.items()}
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """The ledger's events (JSON)."""
+        return {"ledger": self.ledger.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replay the ledger from a checkpoint."""
+        self.ledger = PrivacyLedger(self.cfg.delta, self.cfg.accountant)
+        if "ledger" in state:
+            self.ledger.load_state_dict(state["ledger"])
+
+
+@dataclass
+class PrivacySetup:
+    """What :func:`build_privacy` hands the runtime.
+
+    Attributes:
+        trainer: the DP-SGD trainer (use it instead of the plain one), or ``None``.
+        transforms: client-level DP stages; they *replace* the mean stage of the pipeline
+            (put them first, before quantisation / secure summation).
+        hooks: the ledger hook (add it to the run's hooks).
+        noise: the noise multipliers in use (calibrated or configured), for the record.
+    """
+
+    trainer: DPSGDTrainer | None
+    transforms: tuple[Any, ...]
+    hooks: tuple[PrivacyHook, ...]
+    noise: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hook(self) -> PrivacyHook:
+        """The ledger hook."""
+        return self.hooks[0]
+
+
+def build_privacy(
+    cfg: PrivacyConfig,
+    plan: RoundPlan,
+    model: nn.Module,
+    task: str,
+    local: LocalConfig,
+    seed: int,
+    engine: str = "auto",
+) -> PrivacySetup:
+    """Calibrate noise and build the DP trainer, transforms and ledger hook for a run.
+
+    Args:
+        cfg: privacy settings (must be enabled).
+        plan: the run's plan (rounds, sites, cohort, sampling, site sizes).
+        model: the architecture.
+        task: ``"classification"`` or ``"regression"``.
+        local: local training settings (lr, momentum, weight decay, epochs).
+        seed: run seed (used for noise only when ``cfg.secure_rng`` is false).
+        engine: per-example clipping engine for DP-SGD.
+
+    Raises:
+        ConfigError: privacy disabled, or no noise reaches the target.
+    """
+    del seed  # the trainer receives the run seed per call; kept for the runtime's signature
+    if not cfg.enabled:
+        raise ConfigError("privacy is not enabled", key="privacy.enabled")
+    noise: dict[str, Any] = {}
+    trainer: DPSGDTrainer | None = None
+    if cfg.sample_on:
+        trainer = _build_trainer(cfg, plan, model, task, local, engine)
+        sig = trainer.noise_multiplier
+        noise["sample_noise_multiplier"] = dict(sig) if isinstance(sig, Mapping) else sig
+    transforms: list[Any] = []
+    client_event: dpe.DpEvent | None = None
+    if cfg.client_on:
+        t = _build_client_transform(cfg, plan)
+        transforms.append(t)
+        client_event = t.round_event()
+        noise["client_noise_multiplier"] = t.noise_multiplier
+    hook = PrivacyHook(cfg, client_event, trainer)
+    return PrivacySetup(trainer, tuple(transforms), (hook,), noise)
+
+
+def _build_trainer(
+    cfg: PrivacyConfig, plan: RoundPlan, model: nn.Module, task: str, local: LocalConfig, engine: str
+) -> DPSGDTrainer:
+    sl = cfg.sample_level
+    kw = dict(
+        max_grad_norm=sl.max_grad_norm,
+        expected_batch_size=sl.expected_batch_size,
+        sampling_rate=sl.sampling_rate,
+        epochs=sl.epochs,
+        secure_rng=cfg.secure_rng,
+        engine=engine,
+    )
+    probe = DPSGDTrainer(model, task, local, noise_multiplier=1.0, **kw)  # type: ignore[arg-type]
+    if sl.noise_multiplier is not None:
+        sigma: float | dict[int, float] = float(sl.noise_multiplier)
+    else:
+        sigma = {}
+        by_plan: dict[tuple[float, int], float] = {}
+        for n in sorted({int(s) for s in plan.site_sizes}):
+            q, t = probe.sampling_rate(n), probe.steps(n)
+            if (q, t) not in by_plan:
+                by_plan[(q, t)] = calibrate_noise(
+                    lambda z, q=q, t=t: dpe.SelfComposedDpEvent(
+                        dpsgd_round_event(z, q, t), plan.rounds
+                    ),
+                    cfg.target_epsilon,
+                    cfg.delta,
+                    cfg.accountant,
+                    "privacy.sample_level.noise_multiplier",
+                )
+            sigma[n] = by_plan[(q, t)]
+    return DPSGDTrainer(model, task, local, noise_multiplier=sigma, **kw)  # type: ignore[arg-type]
+
+
+def _build_client_transform(cfg: PrivacyConfig, plan: RoundPlan) -> DPFedAvg | AdaptiveDPFedAvg:
+    cl = cfg.client_level
+    m = float(plan.cohort_size)
+    rate = m / plan.n_sites
+
+    def make(z: float) -> DPFedAvg | AdaptiveDPFedAvg:
+        if cl.adaptive is not None and cl.adaptive.enabled:
+            a = cl.adaptive
+            return AdaptiveDPFedAvg(cl.clip_norm, z, m, a.target_quantile, a.lr, a.count_stddev)
+        return DPFedAvg(cl.clip_norm, z, m)
+
+    z = cl.noise_multiplier
+    if z is None:
+        z = calibrate_noise(
+            lambda v: dpe.SelfComposedDpEvent(sampled(make(v).round_event(), plan.sampling, rate), plan.rounds),
+            cfg.target_epsilon,
+            cfg.delta,
+            cfg.accountant,
+            "privacy.client_level.noise_multiplier",
+        )
+    if not math.isfinite(z):
+        raise ConfigError("noise multiplier must be finite", key="privacy.client_level.noise_multiplier")
+    return make(float(z))
