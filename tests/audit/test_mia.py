@@ -9,7 +9,7 @@ import torch
 from veil.audit.mia import evaluate_attack, lira_leave_one_out, lira_scores, logit_confidence, loss_attack, roc_curve
 from veil.audit.shadow import TrainParams, models_logits, random_halves, train_models
 from veil.errors import ConfigError
-from veil.audit._params import load_flat_params
+from veil.models.params import load_flat_params
 from veil.models import build_model
 
 

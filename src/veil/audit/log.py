@@ -16,12 +16,11 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import platform
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from veil._env import versions
 from veil.errors import DataError, LocalError
 
 __all__ = ["AuditLog", "VerifyResult", "GENESIS", "environment_versions", "run_entry"]
@@ -29,29 +28,9 @@ __all__ = ["AuditLog", "VerifyResult", "GENESIS", "environment_versions", "run_e
 #: ``prev`` of the first entry.
 GENESIS = "0" * 64
 
-_PACKAGES = (
-    "veil",
-    "torch",
-    "numpy",
-    "scikit-learn",
-    "opacus",
-    "dp-accounting",
-    "cryptography",
-    "tenseal",
-    "matplotlib",
-    "pydantic",
-)
-
-
 def environment_versions() -> dict[str, str]:
     """Python and dependency versions (``"missing"`` where a package is not installed)."""
-    out = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "missing"
-    return out
+    return versions()
 
 
 def _canonical(obj: Any) -> bytes:

@@ -30,23 +30,14 @@ from veil.audit.mia import evaluate_attack, lira_scores, logit_confidence, loss_
 from veil.audit.shadow import TrainParams, models_logits, random_halves, train_models
 from veil.data import Dataset, load_dataset
 from veil.errors import DataError
-from veil.audit._params import load_flat_params
+from veil.federation.record import read_record
+from veil.models.params import load_flat_params
 from veil.models import build_model
 
 __all__ = ["audit_run", "claimed_epsilon", "load_run_model", "load_run_data", "AUDIT", "CANARIES"]
 
 AUDIT = "audit.json"
 CANARIES = "canaries.npz"
-
-
-def _read_record(run_dir: Path) -> dict[str, Any]:
-    p = run_dir / "record.json"
-    if not p.is_file():
-        raise DataError(f"no record.json in {run_dir}: is it a veil run directory?")
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p} is not valid JSON: {e}") from None
 
 
 def load_run_data(record: dict[str, Any]) -> Dataset:
@@ -169,7 +160,7 @@ def audit_run(
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     run = Path(run_dir)
-    record = _read_record(run)
+    record = read_record(run)
     ds = load_run_data(record)
     model = load_run_model(run, record, ds)
     eps, delta = claimed_epsilon(record)

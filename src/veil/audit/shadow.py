@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from veil.errors import ConfigError
-from veil.audit._params import flat_params
+from veil.models.params import flat_params
 
 __all__ = ["DPParams", "TrainParams", "random_halves", "train_models", "models_logits"]
 

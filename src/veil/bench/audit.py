@@ -136,7 +136,7 @@ def _dp(seed: int, quick: bool) -> dict[str, Any]:
 def _one_run(seed: int) -> dict[str, Any]:
     from veil.audit.canary import audit_canaries, insert_canaries
     from veil.audit.shadow import TrainParams, train_models
-    from veil.audit._params import load_flat_params
+    from veil.models.params import load_flat_params
     from veil.models import build_model
 
     x, y = _pool()

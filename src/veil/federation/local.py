@@ -23,6 +23,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from veil.errors import ConfigError, DataError
+from veil.models.params import flat_params, load_flat_params
 
 __all__ = [
     "LocalConfig",
@@ -140,21 +141,6 @@ def batch_schedule(
     idx = idx.reshape(epochs, n, max_spe, width).transpose(0, 2, 1, 3).reshape(steps, n, width)
     mask = mask.reshape(epochs, n, max_spe, width).transpose(0, 2, 1, 3).reshape(steps, n, width)
     return np.ascontiguousarray(idx), np.ascontiguousarray(mask)
-
-
-def flat_params(model: nn.Module) -> torch.Tensor:
-    """The model's parameters as one flat float32 vector (named_parameters order)."""
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).to(torch.float32)
-
-
-def load_flat_params(model: nn.Module, flat: torch.Tensor) -> None:
-    """Write a flat vector back into the model's parameters."""
-    i = 0
-    with torch.no_grad():
-        for p in model.parameters():
-            n = p.numel()
-            p.copy_(flat[i : i + n].view_as(p))
-            i += n
 
 
 @dataclass(frozen=True)

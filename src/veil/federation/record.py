@@ -9,43 +9,17 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from veil._env import versions
+
 __all__ = ["versions", "write_json_atomic", "read_record", "RECORD", "MODEL"]
 
 RECORD = "record.json"
 MODEL = "model.pt"
-
-_PACKAGES = (
-    "veil",
-    "torch",
-    "numpy",
-    "scikit-learn",
-    "opacus",
-    "dp-accounting",
-    "cryptography",
-    "tenseal",
-    "pydantic",
-    "rich",
-    "matplotlib",
-)
-
-
-def versions() -> dict[str, str]:
-    """Python and dependency versions, for records and the audit log."""
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for p in _PACKAGES:
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            out[p] = "not installed"
-    return out
-
 
 def now_iso() -> str:
     """Current UTC time, ISO 8601."""

@@ -1,5 +1,4 @@
-"""Flat parameter vectors (same order as ``named_parameters``), kept local to the audit
-layer so that attacks need only models and data, not the federation runtime."""
+"""Flat parameter vectors (``named_parameters`` order), shared by training and attacks."""
 
 from __future__ import annotations
 
@@ -15,7 +14,16 @@ def flat_params(model: nn.Module) -> torch.Tensor:
 
 
 def load_flat_params(model: nn.Module, flat: torch.Tensor) -> None:
-    """Write a flat vector back into the model's parameters."""
+    """Write a flat vector back into the model's parameters.
+
+    Raises:
+        veil.errors.LocalError: if the vector's length does not match the model.
+    """
+    from veil.errors import LocalError
+
+    n = sum(p.numel() for p in model.parameters())
+    if flat.numel() != n:
+        raise LocalError(f"parameter vector has {flat.numel()} values, the model needs {n}")
     i = 0
     with torch.no_grad():
         for p in model.parameters():
