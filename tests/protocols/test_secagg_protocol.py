@@ -155,3 +155,27 @@ def test_graph_is_symmetric_regular_and_seeded(n: int, k: int) -> None:
     assert all(cfg.neighbours_of(u) == g[u] for u in g)
     other = SecAggConfig(0, cfg.site_ids, cfg.dim, cfg.bits, cfg.k, cfg.threshold, b"\x07" * 32)
     assert k >= n - 1 or other.graph() != g
+
+
+def test_masks_for_narrow_rings_are_aes_ctr_32_bit_words() -> None:
+    from veil.crypto.prg import prg_uint32
+
+    cfg = cfg_for(4, 3, bits=32, d=33)
+    zero = {u: np.zeros(cfg.dim, dtype=np.uint64) for u in cfg.site_ids}
+    server, clients, inbox = run_until(cfg, zero, "masked")
+    c0 = clients[0]
+    y = m.decode(c0.receive(inbox[0]), cfg)
+    expected = prg_uint32(c0._seed, cfg.dim).copy()
+    for v in (1, 2, 3):
+        expected += prg_uint32(mask_seed(c0._mask, c0._peer_keys[v][1], cfg.round), cfg.dim)
+    assert np.array_equal(np.frombuffer(y.payload, "<u4"), expected)
+
+
+@pytest.mark.parametrize("bits", [1, 12, 31, 32, 33, 64])
+def test_exact_sum_across_word_sizes_with_dropouts(bits: int) -> None:
+    cfg = cfg_for(8, 7, bits=bits, d=21)
+    x = inputs_for(cfg, seed=bits)
+    drops = {1: "masked", 5: "consistency", 6: "share"}
+    out, _ = run_round(cfg, x.__getitem__, drops)
+    assert out.total.dtype == np.uint64
+    assert np.array_equal(out.total, plain_sum(cfg, x, out.survivors))

@@ -9,15 +9,17 @@
 
 from veil.crypto.aead import bind, check_mac, mac, open_sealed, seal
 from veil.crypto.ka import KeyPair, agree
-from veil.crypto.prg import SecureRng, derive_key, prg_bytes, prg_uint64
-from veil.crypto.ring import PrgBuffer, pack, prg_ring, reduce, to_signed, unpack
+from veil.crypto.prg import SecureRng, derive_key, derive_keys, prg_bytes, prg_uint32, prg_uint64
+from veil.crypto.ring import PrgBuffer, pack, prg_ring, reduce, ring_dtype, to_signed, unpack
 from veil.crypto.shamir import PRIME, combine, split
 
 __all__ = [
     "SecureRng",
     "prg_bytes",
     "prg_uint64",
+    "prg_uint32",
     "derive_key",
+    "derive_keys",
     "KeyPair",
     "agree",
     "seal",
@@ -33,5 +35,6 @@ __all__ = [
     "prg_ring",
     "PrgBuffer",
     "reduce",
+    "ring_dtype",
     "to_signed",
 ]

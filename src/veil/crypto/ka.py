@@ -8,12 +8,11 @@ for different purposes or rounds are independent. The private key never appears 
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat
 from cryptography.hazmat.primitives.serialization import NoEncryption
 
+from veil.crypto.prg import derive_key
 from veil.errors import IntegrityError, LocalError, MalformedMessageError
 
 __all__ = ["KeyPair", "agree", "PUBLIC_KEY_BYTES", "PRIVATE_KEY_BYTES"]
@@ -94,7 +93,4 @@ def agree(own: KeyPair, peer_public: bytes, label: str, length: int = 32) -> byt
         MalformedMessageError: if the peer key has the wrong length.
         IntegrityError: if the peer key is a low-order point.
     """
-    shared = own.exchange(peer_public)
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=label.encode()).derive(
-        shared
-    )
+    return derive_key(own.exchange(peer_public), label, length)

@@ -9,6 +9,7 @@ run that uses it says so in its record). The key is never logged or exposed.
 
 from __future__ import annotations
 
+import hmac
 import os
 
 import numpy as np
@@ -18,13 +19,52 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from veil.errors import LocalError
 
-__all__ = ["SecureRng", "prg_bytes", "prg_uint64", "derive_key"]
+__all__ = ["SecureRng", "prg_bytes", "prg_uint64", "prg_uint32", "derive_key", "derive_keys"]
 
 _ZERO_NONCE = b"\x00" * 16
 
 
+_HASH_BYTES = 32
+_NO_SALT = b"\x00" * _HASH_BYTES
+
+
+def _hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-Expand (RFC 5869 §2.3) with HMAC-SHA256."""
+    if not 1 <= length <= 255 * _HASH_BYTES:
+        raise LocalError(f"HKDF output length must be in 1..{255 * _HASH_BYTES}, got {length}")
+    out, block = b"", b""
+    for i in range(1, -(-length // _HASH_BYTES) + 1):
+        block = hmac.digest(prk, block + info + bytes((i,)), "sha256")
+        out += block
+    return out[:length]
+
+
 def derive_key(secret: bytes, label: str, length: int = 32) -> bytes:
-    """HKDF-SHA256 of ``secret`` bound to ``label`` (domain separation)."""
+    """HKDF-SHA256 of ``secret`` bound to ``label`` (domain separation), no salt.
+
+    The same bytes as ``cryptography``'s ``HKDF(SHA256(), length, salt=None, info=label)``,
+    computed with two C-level HMAC calls instead of building a KDF object per key.
+
+    Raises:
+        LocalError: if ``length`` is outside 1..8160.
+    """
+    return derive_keys(secret, (label,), length)[0]
+
+
+def derive_keys(secret: bytes, labels: tuple[str, ...] | list[str], length: int = 32) -> list[bytes]:
+    """HKDF-SHA256 keys for several labels from one secret (one Extract, one Expand each).
+
+    ``derive_keys(s, (a, b)) == [derive_key(s, a), derive_key(s, b)]``.
+
+    Raises:
+        LocalError: if ``length`` is outside 1..8160.
+    """
+    prk = hmac.digest(_NO_SALT, bytes(secret), "sha256")  # HKDF-Extract, salt = 0^HashLen
+    return [_hkdf_expand(prk, label.encode(), length) for label in labels]
+
+
+def hkdf_reference(secret: bytes, label: str, length: int = 32) -> bytes:
+    """``cryptography``'s HKDF-SHA256 (no salt): the reference :func:`derive_key` matches."""
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=label.encode()).derive(
         secret
     )
@@ -41,6 +81,12 @@ def prg_bytes(seed: bytes, n: int) -> bytes:
 def prg_uint64(seed: bytes, n: int) -> np.ndarray:
     """Expand ``seed`` into ``n`` uniformly random 64-bit words (little endian)."""
     return np.frombuffer(prg_bytes(seed, 8 * n), dtype="<u8")
+
+
+def prg_uint32(seed: bytes, n: int) -> np.ndarray:
+    """Expand ``seed`` into ``n`` uniformly random 32-bit words (little endian): the first
+    ``4n`` bytes of the same AES-CTR keystream as :func:`prg_uint64`."""
+    return np.frombuffer(prg_bytes(seed, 4 * n), dtype="<u4")
 
 
 class SecureRng:

@@ -1,7 +1,9 @@
 """Vectors over the ring Z_{2^b} (1 ≤ b ≤ 64) held in ``uint64`` numpy arrays.
 
 Arithmetic wraps modulo 2**64 natively and is then masked to b bits, which is the same
-as working modulo 2**b. :func:`pack`/:func:`unpack` give the b-bit wire form (exactly
+as working modulo 2**b. For b ≤ 32 the hot paths may hold vectors in ``uint32``
+(:func:`ring_dtype`): wrapping modulo 2**32 is again the same as working modulo 2**b, with
+half the memory traffic and half the AES-CTR keystream per element. :func:`pack`/:func:`unpack` give the b-bit wire form (exactly
 ``ceil(d·b/8)`` bytes); :func:`prg_ring` expands a seed into a uniform ring vector with
 the AES-CTR PRG of :mod:`veil.crypto.prg`.
 """
@@ -24,6 +26,7 @@ __all__ = [
     "unpack",
     "packed_size",
     "PrgBuffer",
+    "ring_dtype",
 ]
 
 
@@ -39,6 +42,12 @@ def ring_mask(bits: int) -> np.uint64:
     return np.uint64((1 << check_bits(bits)) - 1)
 
 
+def ring_dtype(bits: int) -> type[np.unsignedinteger]:
+    """The narrowest word that holds Z_{2^b} with native wrap-around: uint32 for b ≤ 32,
+    else uint64."""
+    return np.uint32 if check_bits(bits) <= 32 else np.uint64
+
+
 def reduce(x: np.ndarray, bits: int) -> np.ndarray:
     """Map an integer array (signed or unsigned) into Z_{2^b} as uint64 (two's complement)."""
     if not np.issubdtype(np.asarray(x).dtype, np.integer):
@@ -52,21 +61,28 @@ def prg_ring(seed: bytes, d: int, bits: int) -> np.ndarray:
 
 
 class PrgBuffer:
-    """Reusable buffer for AES-CTR expansions of length ``d`` (64-bit words).
+    """Reusable buffer for AES-CTR expansions of length ``d`` words.
 
-    ``fill(seed)`` returns exactly ``prg_uint64(seed, d)`` but writes it into one
-    preallocated buffer (``update_into``), so expanding many seeds of the same length
-    allocates nothing. The returned view is overwritten by the next ``fill``.
+    ``fill(seed)`` returns exactly ``prg_uint64(seed, d)`` (``word_bytes=8``, the default)
+    or ``prg_uint32(seed, d)`` (``word_bytes=4``) but writes it into one preallocated
+    buffer (``update_into``), so expanding many seeds of the same length allocates
+    nothing. The returned view is overwritten by the next ``fill``.
+
+    Raises:
+        LocalError: if ``d`` is not positive or ``word_bytes`` is not 4 or 8.
     """
 
     __slots__ = ("_zero", "_buf", "words")
 
-    def __init__(self, d: int) -> None:
+    def __init__(self, d: int, word_bytes: int = 8) -> None:
         if d < 1:
             raise LocalError("PrgBuffer length must be positive")
-        self._zero = bytes(8 * d)
-        self._buf = np.empty(8 * d + 16, dtype=np.uint8)  # update_into needs + block − 1
-        self.words = self._buf[: 8 * d].view("<u8")
+        if word_bytes not in (4, 8):
+            raise LocalError("PrgBuffer words are 4 or 8 bytes")
+        size = word_bytes * d
+        self._zero = bytes(size)
+        self._buf = np.empty(size + 16, dtype=np.uint8)  # update_into needs + block − 1
+        self.words = self._buf[:size].view(f"<u{word_bytes}")
 
     def fill(self, seed: bytes) -> np.ndarray:
         """Expand ``seed`` (16 or 32 bytes) into the buffer and return the words.
@@ -102,6 +118,10 @@ def packed_size(d: int, bits: int) -> int:
 def pack(x: np.ndarray, bits: int) -> bytes:
     """Pack ring elements on exactly b bits each (little endian)."""
     b = check_bits(bits)
+    if b <= 32 and np.asarray(x).dtype == np.uint32:  # narrow fast path, no widening
+        x32 = np.asarray(x) if b == 32 else np.asarray(x) & np.uint32((1 << b) - 1)
+        if b in (8, 16, 32):
+            return x32.astype(f"<u{b // 8}", copy=False).tobytes()
     x = np.ascontiguousarray(reduce(x, b), dtype="<u8")
     if b in (8, 16, 32):
         return x.astype(f"<u{b // 8}").tobytes()
@@ -111,8 +131,11 @@ def pack(x: np.ndarray, bits: int) -> bytes:
     return np.packbits(bitarr[:, :b].ravel(), bitorder="little").tobytes()
 
 
-def unpack(buf: bytes, d: int, bits: int) -> np.ndarray:
-    """Inverse of :func:`pack`.
+def unpack(buf: bytes, d: int, bits: int, dtype: type[np.unsignedinteger] = np.uint64) -> np.ndarray:
+    """Inverse of :func:`pack`, as ``dtype`` (uint64, or uint32 when b ≤ 32).
+
+    For b in (8, 16, 32) and a matching ``dtype`` the result may be a read-only view of
+    ``buf`` (no copy).
 
     Raises:
         MalformedMessageError: if ``buf`` does not have exactly the packed size.
@@ -122,8 +145,11 @@ def unpack(buf: bytes, d: int, bits: int) -> np.ndarray:
         raise MalformedMessageError(
             f"packed vector has {len(buf)} bytes, expected {packed_size(d, b)}"
         )
+    if dtype == np.uint32 and b > 32:
+        raise LocalError("uint32 holds ring elements of at most 32 bits")
     if b in (8, 16, 32, 64):
-        return np.frombuffer(buf, dtype=f"<u{b // 8}").astype(np.uint64)
+        raw_words = np.frombuffer(buf, dtype=f"<u{b // 8}")
+        return raw_words.astype(dtype, copy=dtype == np.uint64)  # uint64: always writable
     raw = np.frombuffer(buf, dtype=np.uint8)
     out = np.zeros((d, 8), dtype=np.uint8)
     if b % 8 == 0:
@@ -133,4 +159,4 @@ def unpack(buf: bytes, d: int, bits: int) -> np.ndarray:
         out[:] = np.packbits(
             np.pad(bitarr, ((0, 0), (0, 64 - b))), axis=1, bitorder="little"
         )
-    return out.view("<u8").ravel().astype(np.uint64, copy=False)
+    return out.view("<u8").ravel().astype(dtype, copy=False)

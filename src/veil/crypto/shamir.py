@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 from veil.errors import AbortError, LocalError, MalformedMessageError
 
-__all__ = ["PRIME", "SHARE_BYTES", "split", "combine", "encode_y", "decode_y"]
+__all__ = [
+    "PRIME", "SHARE_BYTES", "split", "combine", "encode_y", "decode_y", "lagrange_at_zero"
+]
 
 PRIME = (1 << 256) + 297
 SHARE_BYTES = 33
@@ -64,17 +66,28 @@ def split(
     if len(set(xs)) != len(xs) or any(not 0 < x < prime for x in xs):
         raise LocalError("share points must be distinct and in 1..p-1")
     coeffs = [s] + [secrets.randbelow(prime) for _ in range(threshold - 1)]
-    out = []
-    for x in xs:
-        y = 0
-        for c in reversed(coeffs):
-            y = (y * x + c) % prime
-        out.append((x, y))
-    return out
+    return [(x, _horner(coeffs, x, prime)) for x in xs]
 
 
-def lagrange_at_zero(xs: Sequence[int], prime: int = PRIME) -> list[int]:
-    """Lagrange coefficients λ_i with f(0) = Σ λ_i f(x_i)."""
+def _horner(coeffs: Sequence[int], x: int, prime: int) -> int:
+    """f(x) mod p for f = Σ coeffs[i]·X^i, reducing only every few steps.
+
+    Share points are usually small (site id + 1), so ``y·x + c`` grows by a few bits per
+    step; reducing once every ``~bits(p)/bits(x)`` steps keeps the integers below ~2·bits(p)
+    bits while skipping most of the modular reductions of the textbook loop.
+    """
+    every = max(1, prime.bit_length() // max(1, x.bit_length()))
+    y = 0
+    for i, c in enumerate(reversed(coeffs), 1):
+        y = y * x + c
+        if i % every == 0:
+            y %= prime
+    return y % prime
+
+
+def lagrange_at_zero_simple(xs: Sequence[int], prime: int = PRIME) -> list[int]:
+    """Textbook Lagrange coefficients at 0 (one inversion each): the reference that
+    :func:`lagrange_at_zero` is tested against."""
     lam = []
     for i, xi in enumerate(xs):
         num, den = 1, 1
@@ -83,6 +96,39 @@ def lagrange_at_zero(xs: Sequence[int], prime: int = PRIME) -> list[int]:
                 num = num * xj % prime
                 den = den * (xj - xi) % prime
         lam.append(num * pow(den, -1, prime) % prime)
+    return lam
+
+
+def lagrange_at_zero(xs: Sequence[int], prime: int = PRIME) -> list[int]:
+    """Lagrange coefficients λ_i with f(0) = Σ λ_i f(x_i), for distinct non-zero xs.
+
+    λ_i = Π_{j≠i} x_j / Π_{j≠i} (x_j − x_i). All t denominators are inverted with a single
+    modular inversion (Montgomery's batch trick: invert the product, then peel off the
+    prefix products), instead of one ``pow(·, −1, p)`` per coefficient.
+
+    Raises:
+        MalformedMessageError: if two points coincide modulo ``prime``.
+    """
+    t = len(xs)
+    nums, dens = [], []
+    for i, xi in enumerate(xs):
+        num, den = 1, 1
+        for j, xj in enumerate(xs):
+            if i != j:
+                num = num * xj % prime
+                den = den * (xj - xi) % prime
+        if den == 0:
+            raise MalformedMessageError("repeated share points")
+        nums.append(num)
+        dens.append(den)
+    prefix = [1] * (t + 1)
+    for i, den in enumerate(dens):
+        prefix[i + 1] = prefix[i] * den % prime
+    inv = pow(prefix[t], -1, prime)  # 1 / Π dens
+    lam = [0] * t
+    for i in range(t - 1, -1, -1):
+        lam[i] = nums[i] * (inv * prefix[i] % prime) % prime  # 1/den_i = inv · Π_{j<i} den_j
+        inv = inv * dens[i] % prime  # now 1 / Π_{j<i} den_j
     return lam
 
 

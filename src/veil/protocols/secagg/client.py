@@ -9,7 +9,9 @@ Steps (see :mod:`~veil.protocols.secagg.transitions` for the table):
    the associated data binding (round, u, v).
 3. On the relayed ciphertexts (the neighbours U2 that shared): open them, then send
    ``y = x + PRG(b) + Σ_{v∈U2∩N(u)} ±PRG(s_uv) mod 2^b`` with s_uv = HKDF(X25519(s_u, s_v))
-   and sign + for u < v, − otherwise. PRG is AES-CTR (:func:`veil.crypto.prg.prg_uint64`).
+   and sign + for u < v, − otherwise. PRG is AES-CTR keyed by the seed: 32-bit words
+   (:func:`veil.crypto.prg.prg_uint32`) when b ≤ 32, else 64-bit words
+   (:func:`veil.crypto.prg.prg_uint64`); either is uniform modulo 2^b.
 4. On the survivor list U3: check it (contains u, ≥ t sites) and send, for each surviving
    neighbour, an HMAC of U3 under the pairwise key — the neighbours compare lists.
 5. On the unmask request: refuse unless the request matches U3 (self-seed shares only
@@ -28,7 +30,7 @@ import numpy as np
 
 from veil.crypto import aead, ring, shamir
 from veil.crypto.ka import KeyPair
-from veil.crypto.prg import derive_key
+from veil.crypto.prg import derive_key, derive_keys
 from veil.errors import AbortError, LocalError, ProtocolError
 from veil.protocols.secagg import messages as m
 from veil.protocols.secagg.config import SERVER_ID, SecAggConfig
@@ -38,20 +40,27 @@ __all__ = ["SecAggClient", "add_masks", "mask_seed", "survivor_digest"]
 
 
 def add_masks(acc: np.ndarray, seeds: Iterable[tuple[bytes, int]]) -> int:
-    """In place: ``acc += sign · prg_uint64(seed, len(acc))`` for each (seed, ±1).
+    """In place: ``acc += sign · PRG(seed, len(acc))`` for each (seed, ±1).
 
-    Works modulo 2**64; reduce to b bits afterwards. The keystreams go through one
-    reusable :class:`~veil.crypto.ring.PrgBuffer`. Returns the number of words expanded.
+    The word size follows ``acc``: ``uint64`` adds ``prg_uint64`` words (modulo 2**64),
+    ``uint32`` adds ``prg_uint32`` words (modulo 2**32, half the keystream; for b ≤ 32).
+    Reduce to b bits afterwards. The keystreams go through one reusable
+    :class:`~veil.crypto.ring.PrgBuffer`. Returns the number of words expanded.
+
+    Raises:
+        LocalError: if ``acc`` is not a uint32 or uint64 vector.
     """
+    if acc.ndim != 1 or acc.dtype not in (np.uint32, np.uint64):
+        raise LocalError("masks are added to a uint32 or uint64 vector")
     d, words = acc.shape[0], 0
     buf: ring.PrgBuffer | None = None
     for seed, sign in seeds:
-        buf = buf or ring.PrgBuffer(d)
+        buf = buf or ring.PrgBuffer(d, acc.dtype.itemsize)
         mask = buf.fill(seed)
         if sign > 0:
-            acc += mask
+            np.add(acc, mask, out=acc)
         else:
-            acc -= mask
+            np.subtract(acc, mask, out=acc)
         words += d
     return words
 
@@ -62,11 +71,11 @@ def mask_seed(own: KeyPair, peer_public: bytes, round: int) -> bytes:
 
 
 def _channel_keys(own: KeyPair, peer_public: bytes, round: int) -> tuple[bytes, bytes]:
-    shared = own.exchange(peer_public)
-    return (
-        derive_key(shared, f"veil/secagg/v1/enc/{round}"),
-        derive_key(shared, f"veil/secagg/v1/mac/{round}"),
+    """(AES-GCM key, HMAC key) of a pair: one X25519, one HKDF-Extract, two Expands."""
+    enc, mac = derive_keys(
+        own.exchange(peer_public), (f"veil/secagg/v1/enc/{round}", f"veil/secagg/v1/mac/{round}")
     )
+    return enc, mac
 
 
 def survivor_digest(round: int, survivors: Iterable[int]) -> bytes:
@@ -221,7 +230,8 @@ class SecAggClient(Machine):
             for u in sorted(self._held)
         ]
         raw = self._value() if callable(self._value) else self._value
-        y = ring.reduce(self._check_input(raw, cfg.dim), cfg.bits)  # a fresh array
+        # a fresh array in the ring's word (uint32 for b ≤ 32); pack reduces to b bits
+        y = self._check_input(raw, cfg.dim).astype(ring.ring_dtype(cfg.bits))
         self._value = np.zeros(0, dtype=np.uint64)
         self.words_expanded += add_masks(y, seeds)
         return m.MaskedInput(cfg.round, me, ring.pack(y, cfg.bits)).to_bytes()

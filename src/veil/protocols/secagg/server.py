@@ -64,7 +64,7 @@ class SecAggServer(Machine):
         self._listed: dict[int, frozenset[int]] = {}
         self._cts: dict[int, dict[int, bytes]] = {}
         self._relayed: dict[int, frozenset[int]] = {}
-        self._sum = np.zeros(config.dim, dtype=np.uint64)
+        self._sum = np.zeros(config.dim, dtype=ring.ring_dtype(config.bits))
         self._masked: set[int] = set()
         self._u3: tuple[int, ...] = ()
         self._acks: dict[int, dict[int, bytes]] = {}
@@ -181,7 +181,8 @@ class SecAggServer(Machine):
         self._no_repeat(peer, self._masked)
         if peer not in self._relayed:
             raise ProtocolError("masked input from a site that was sent no shares", peer=peer)
-        self._sum += ring.unpack(msg.payload, self.config.dim, self.config.bits)
+        cfg = self.config
+        self._sum += ring.unpack(msg.payload, cfg.dim, cfg.bits, self._sum.dtype.type)
         self._masked.add(peer)
 
     def _close_masked(self) -> dict[int, bytes]:
@@ -261,7 +262,7 @@ class SecAggServer(Machine):
                 total,
                 ((mask_seed(kp, self._keys[v][1], cfg.round), -1 if v < u else 1) for v in holders),
             )
-        total &= ring.ring_mask(cfg.bits)
+        total = total.astype(np.uint64) & ring.ring_mask(cfg.bits)
         self.counts["dropped_after_sharing"] = len(dropped)
         self.result = SecAggOutput(total, self._u3, dict(self.counts), words)
         return {}
