@@ -15,4 +15,5 @@ BENCHMARKS: dict[str, str] = {
     "simulation": "veil.bench.simulation:run",
     "secagg": "veil.bench.secagg:run",
     "audit": "veil.bench.audit:run",
+    "secagg_round": "veil.bench.secagg_round:run",
 }

@@ -1,0 +1,208 @@
+"""``veil bench secagg_round``: what SecAgg+ costs a whole round, and against Flower's SecAgg+.
+
+Two measurements, each side by side in one run (medians over rounds after a warm-up):
+
+1. **Federated round, plain vs SecAgg+** (the issue's first target, ≤ 1.5x): the digits
+   MLP (26,122 parameters), 100 sites, 10 % dropout, ``veil.federation.build_federation``
+   twice — ``aggregation.secure_aggregation`` off and on (``quantize_range`` 0.5, 32 bits,
+   k and t from :func:`~veil.protocols.secagg.choose_k`) — rounds alternating between
+   the two. Reported: ``duration_s``, ``train_s``, ``aggregate_s`` medians and the ratio.
+2. **veil vs Flower 1.41 SecAgg+** (the second target, ≥ 20x) at n ∈ {10, 20} sites and
+   d ∈ {100k, 1M} parameters, no dropout (Flower's SecAgg+ waits for silent sites until
+   its timeout), the same k = n − 1 and t on both sides, 32-bit ring. veil: one round of
+   :class:`~veil.aggregation.secagg.SecAggSum` on quantised rows, and a full
+   ``Pipeline([Quantize(clip=1, bits=32)], SecAggSum(bits=32))`` round on float updates.
+   Flower: ``benchmarks/peers/flower_secagg.py`` in the isolated venv ``.peers/flwr``
+   (Ray, 2 CPUs), fit stage per round, plain and SecAgg+ alternating.
+
+Everything runs with one torch thread. On a shared machine timings are noisy; ratios are
+taken within this run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from veil.bench._machine import machine_info
+from veil.bench.simulation import flower_python
+
+__all__ = ["run"]
+
+SITES = 100
+DROPOUT = 0.1
+#: (n, d) cells of the Flower comparison
+CELLS = ((10, 100_000), (20, 100_000), (10, 1_000_000), (20, 1_000_000))
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[3]
+
+
+def _federation(secure: bool, out_dir: str) -> Any:
+    from veil.federation import build_federation, parse_config
+
+    agg: dict[str, Any] = {"secure_aggregation": True, "quantize_range": 0.5} if secure else {}
+    cfg = parse_config(
+        {
+            "name": "bench-secagg" if secure else "bench-plain",
+            "output_dir": out_dir,
+            "rounds": 1000,
+            "data": {"dataset": "digits", "sites": SITES},
+            "local": {"batch_size": 32, "lr": 0.1},
+            "federation": {"dropout_rate": DROPOUT},
+            "aggregation": agg,
+            "audit": {"log": False},
+        }
+    )
+    return build_federation(cfg)
+
+
+def _federated_round(rounds: int) -> dict[str, Any]:
+    """Plain and SecAgg+ federations, rounds alternating; medians after round 0."""
+    keys = ("duration_s", "train_s", "aggregate_s", "bytes_per_site_mean")
+    recs: dict[str, list[dict[str, float]]] = {"plain": [], "secagg": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        feds = {"plain": _federation(False, tmp + "/p"), "secagg": _federation(True, tmp + "/s")}
+        for r in range(rounds + 1):
+            for name, fed in feds.items():
+                rec = fed.run_round(r)
+                recs[name].append({k: float(rec[k]) for k in keys} | {
+                    "survivors": float(len(rec["survivors"]))
+                })
+    out: dict[str, Any] = {"sites": SITES, "dropout_rate": DROPOUT, "rounds_measured": rounds}
+    for name, rs in recs.items():
+        later = rs[1:]
+        out[name] = {k: statistics.median(x[k] for x in later) for k in (*keys, "survivors")}
+        out[name]["duration_s_all"] = [x["duration_s"] for x in rs]
+    ratios = [s["duration_s"] / p["duration_s"] for p, s in zip(recs["plain"][1:], recs["secagg"][1:])]
+    out["ratio_round_secagg_over_plain"] = out["secagg"]["duration_s"] / out["plain"]["duration_s"]
+    out["ratio_round_paired_median"] = statistics.median(ratios)
+    out["target_ratio"] = 1.5
+    out["meets_target"] = out["ratio_round_secagg_over_plain"] <= 1.5
+    return out
+
+
+def _veil_cell(n: int, d: int, rounds: int) -> dict[str, Any]:
+    """veil's SecAggSum (quantised rows) and the full Quantize+SecAggSum pipeline round."""
+    from veil.aggregation.base import EncodeContext, Pipeline
+    from veil.aggregation.quantize import Quantize
+    from veil.aggregation.secagg import SecAggSum
+    from veil.crypto.prg import SecureRng
+
+    summation = SecAggSum(bits=32, k=n - 1)
+    cfg = summation.config(np.arange(n), d, 0)
+    gen = np.random.default_rng(n + d)  # benchmark inputs only; masks come from AES-CTR
+    rows = gen.integers(0, 2**32, size=(n, d), dtype=np.uint64)
+    updates = gen.normal(0, 0.01, size=(n, d)).astype(np.float32)
+    pipe = Pipeline([Quantize(clip=1.0, bits=32)], summation)
+    ids = np.arange(n)
+    sum_s, pipe_s = [], []
+    for r in range(rounds + 1):
+        t0 = time.perf_counter()
+        res = summation.aggregate(rows, ids, r)
+        sum_s.append(time.perf_counter() - t0)
+        expect = rows.sum(axis=0) & np.uint64(2**32 - 1)
+        if not np.array_equal(res.total, expect):  # pragma: no cover - would be a bug
+            raise RuntimeError("SecAggSum returned a wrong sum in the benchmark")
+        ctx = EncodeContext(
+            round=r, site_ids=ids, weights=np.ones(n), rng=SecureRng.fresh(), cohort_size=n
+        )
+        t0 = time.perf_counter()
+        pipe.run_round(pipe.init(), updates, ctx)
+        pipe_s.append(time.perf_counter() - t0)
+    later = slice(1, None) if rounds else slice(None)
+    return {
+        "k": cfg.k,
+        "t": cfg.threshold,
+        "secaggsum_s": statistics.median(sum_s[later]),
+        "pipeline_round_s": statistics.median(pipe_s[later]),
+        "secaggsum_s_all": sum_s,
+        "pipeline_round_s_all": pipe_s,
+    }
+
+
+def _flower_cell(n: int, d: int, k: int, t: int, rounds: int) -> dict[str, Any]:
+    py = flower_python()
+    if py is None:
+        return {"status": "not installed (run benchmarks/peers/setup_flower.sh)"}
+    script = _repo_root() / "benchmarks" / "peers" / "flower_secagg.py"
+    if not script.exists():
+        return {"status": f"{script} not found (run from a veil checkout)"}
+    args = ["--sites", str(n), "--dim", str(d), "--k", str(k), "--t", str(t)]
+    args += ["--rounds", str(rounds), "--timeout", "60", "--cpus", "2"]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "flower.json"
+        cmd = [str(py), str(script), *args, "--out", str(out)]
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        env["OMP_NUM_THREADS"] = "1"
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=400, env=env, cwd=tmp, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return {"status": "timed out after 400 s"}
+        if proc.returncode != 0 or not out.exists():
+            return {
+                "status": f"failed (exit {proc.returncode})",
+                "log_tail": (proc.stderr or proc.stdout)[-800:],
+            }
+        res: dict[str, Any] = json.loads(out.read_text())
+    res["status"] = "ok"
+    res["command"] = " ".join([".peers/flwr/bin/python", "benchmarks/peers/flower_secagg.py", *args])
+    return res
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Measure SecAgg+'s round cost (plain vs SecAgg+) and veil against Flower's SecAgg+.
+
+    Args:
+        quick: a smoke run under a minute: 3 federated rounds, veil at d = 100k only,
+            Flower skipped.
+
+    Returns:
+        A JSON-able dict: ``federated_round`` (plain vs SecAgg+ medians and ratio),
+        ``vs_flower`` (one row per (n, d): veil's times, Flower's, the ratios), ``machine``.
+    """
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fed = _federated_round(rounds=3 if quick else 8)
+        cells = [c for c in CELLS if not quick or c[1] <= 100_000]
+        rows = []
+        for n, d in cells:
+            veil = _veil_cell(n, d, rounds=2 if quick else 3)
+            row: dict[str, Any] = {"n": n, "d": d, "veil": veil}
+            if quick:
+                row["flower"] = {"status": "skipped in quick mode"}
+            else:
+                row["flower"] = _flower_cell(n, d, veil["k"], veil["t"], rounds=3)
+            fl = row["flower"]
+            if fl.get("status") == "ok":
+                row["flower_over_veil_secaggsum"] = fl["secagg_median_s"] / veil["secaggsum_s"]
+                row["flower_over_veil_pipeline"] = fl["secagg_median_s"] / veil["pipeline_round_s"]
+                row["flower_secagg_over_plain"] = fl["secagg_median_s"] / fl["plain_median_s"]
+                row["meets_target_20x"] = row["flower_over_veil_pipeline"] >= 20
+            rows.append(row)
+        machine = machine_info()
+    finally:
+        torch.set_num_threads(prev)
+    return {
+        "benchmark": "secagg_round",
+        "quick": quick,
+        "torch_threads": 1,
+        "federated_round": fed,
+        "vs_flower": rows,
+        "machine": machine,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
