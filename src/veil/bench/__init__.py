@@ -12,6 +12,8 @@ __all__ = ["BENCHMARKS"]
 
 # name -> "module:function"; one line per benchmark.
 BENCHMARKS: dict[str, str] = {
+    "dpsgd": "veil.bench.dpsgd:run",
+    "utility": "veil.bench.utility:run",
     "simulation": "veil.bench.simulation:run",
     "secagg": "veil.bench.secagg:run",
     "audit": "veil.bench.audit:run",
