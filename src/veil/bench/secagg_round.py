@@ -83,7 +83,8 @@ def _federated_round(rounds: int) -> dict[str, Any]:
         later = rs[1:]
         out[name] = {k: statistics.median(x[k] for x in later) for k in (*keys, "survivors")}
         out[name]["duration_s_all"] = [x["duration_s"] for x in rs]
-    ratios = [s["duration_s"] / p["duration_s"] for p, s in zip(recs["plain"][1:], recs["secagg"][1:])]
+    pairs = zip(recs["plain"][1:], recs["secagg"][1:])
+    ratios = [s["duration_s"] / p["duration_s"] for p, s in pairs]
     out["ratio_round_secagg_over_plain"] = out["secagg"]["duration_s"] / out["plain"]["duration_s"]
     out["ratio_round_paired_median"] = statistics.median(ratios)
     out["target_ratio"] = 1.5
@@ -157,7 +158,8 @@ def _flower_cell(n: int, d: int, k: int, t: int, rounds: int) -> dict[str, Any]:
             }
         res: dict[str, Any] = json.loads(out.read_text())
     res["status"] = "ok"
-    res["command"] = " ".join([".peers/flwr/bin/python", "benchmarks/peers/flower_secagg.py", *args])
+    shown = [".peers/flwr/bin/python", "benchmarks/peers/flower_secagg.py", *args]
+    res["command"] = " ".join(shown)
     return res
 
 

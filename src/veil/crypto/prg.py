@@ -51,7 +51,9 @@ def derive_key(secret: bytes, label: str, length: int = 32) -> bytes:
     return derive_keys(secret, (label,), length)[0]
 
 
-def derive_keys(secret: bytes, labels: tuple[str, ...] | list[str], length: int = 32) -> list[bytes]:
+def derive_keys(
+    secret: bytes, labels: tuple[str, ...] | list[str], length: int = 32
+) -> list[bytes]:
     """HKDF-SHA256 keys for several labels from one secret (one Extract, one Expand each).
 
     ``derive_keys(s, (a, b)) == [derive_key(s, a), derive_key(s, b)]``.

@@ -3,8 +3,8 @@
 Arithmetic wraps modulo 2**64 natively and is then masked to b bits, which is the same
 as working modulo 2**b. For b ≤ 32 the hot paths may hold vectors in ``uint32``
 (:func:`ring_dtype`): wrapping modulo 2**32 is again the same as working modulo 2**b, with
-half the memory traffic and half the AES-CTR keystream per element. :func:`pack`/:func:`unpack` give the b-bit wire form (exactly
-``ceil(d·b/8)`` bytes); :func:`prg_ring` expands a seed into a uniform ring vector with
+half the memory traffic and half the AES-CTR keystream per element.
+:func:`pack`/:func:`unpack` give the b-bit wire form (exactly ``ceil(d·b/8)`` bytes); :func:`prg_ring` expands a seed into a uniform ring vector with
 the AES-CTR PRG of :mod:`veil.crypto.prg`.
 """
 
@@ -131,7 +131,9 @@ def pack(x: np.ndarray, bits: int) -> bytes:
     return np.packbits(bitarr[:, :b].ravel(), bitorder="little").tobytes()
 
 
-def unpack(buf: bytes, d: int, bits: int, dtype: type[np.unsignedinteger] = np.uint64) -> np.ndarray:
+def unpack(
+    buf: bytes, d: int, bits: int, dtype: type[np.unsignedinteger] = np.uint64
+) -> np.ndarray:
     """Inverse of :func:`pack`, as ``dtype`` (uint64, or uint32 when b ≤ 32).
 
     For b in (8, 16, 32) and a matching ``dtype`` the result may be a read-only view of
