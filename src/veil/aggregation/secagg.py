@@ -219,6 +219,17 @@ class SecAggSum:
         meas.update({"k": float(cfg.k), "threshold": float(cfg.threshold)})
         meas.update({f"count_{s}": float(c) for s, c in out.stage_counts.items()})
         meas["refused_messages"] = float(len(trace.errors))
+        # Deployment model: sites compute in parallel, so a stage costs its slowest site
+        # plus the server; network time is not included. The simulation itself runs
+        # every site one after another (its wall time is the sum, not this).
+        crit = 0.0
+        for stage in STAGES:
+            site_max = max((t.get(stage, 0.0) for t in trace.site_time_s.values()), default=0.0)
+            crit += site_max + trace.server_time_s.get(stage, 0.0)
+        meas["critical_path_s"] = crit
+        meas["site_time_max_s"] = max(
+            (sum(t.values()) for t in trace.site_time_s.values()), default=0.0
+        )
         return SumResult(
             total=out.total,
             survivors=np.asarray(out.survivors, dtype=np.int64),
