@@ -54,24 +54,35 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """``veil sweep CONFIG --epsilons ...``."""
-    try:
-        sweep_mod = importlib.import_module("veil.privacy.sweep")
-    except ImportError:
-        raise ConfigError("the privacy sweep is not available in this build") from None
-    from veil.federation import load_config
+    """``veil sweep CONFIG --epsilons 0.5,1,2,3,8,inf``."""
+    import math
 
-    eps = []
-    for tok in args.epsilons.split(","):
-        tok = tok.strip()
-        try:
-            eps.append(float(tok))
-        except ValueError:
-            raise ConfigError(f"not a number: {tok!r}", key="--epsilons") from None
+    from veil.federation import load_config, privacy_sweep
+    from veil.privacy.sweep import parse_epsilons
+
+    eps = parse_epsilons(args.epsilons)
     cfg = load_config(args.config)
-    out = Path(args.out) if args.out else cfg.run_dir().with_name(cfg.name + "-sweep")
-    result = sweep_mod.sweep_config(cfg, eps, out)
-    Console().print(result.get("table", result))
+    console = Console()
+
+    def on_run(e: float, res: Any) -> None:
+        label = "no DP" if math.isinf(e) else f"ε = {e:g}"
+        console.print(f"{label:10s} accuracy {res.final_accuracy:.3f}  ({res.run_dir})")
+
+    rows = privacy_sweep(cfg, eps, args.out, on_run=on_run)
+    t = Table(title="privacy–utility sweep", title_justify="left")
+    for col in ("target ε", "ε spent", "accuracy", "rounds"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        spent = r.get("epsilon_spent")
+        t.add_row(
+            f"{r['epsilon']:g}",
+            f"{spent:.3f}" if isinstance(spent, (int, float)) else "–",
+            f"{r['accuracy']:.3f}",
+            str(r.get("rounds", "")),
+        )
+    console.print(t)
+    out = args.out or str(cfg.run_dir().with_name(cfg.name + "-sweep"))
+    console.print(f"table and curve: {out}/sweep.md, {out}/sweep.png")
     return 0
 
 

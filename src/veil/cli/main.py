@@ -87,6 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    import os
+
+    import torch
+
+    # Small models run fastest on one thread, and extra threads thrash a shared machine.
+    torch.set_num_threads(int(os.environ.get("VEIL_THREADS", "1")))
     from veil.cli import commands
 
     handler = getattr(commands, "cmd_" + args.command)

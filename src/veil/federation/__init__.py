@@ -1,6 +1,13 @@
 """Federated runtime: rounds, cohorts, dropouts, local training, server optimisers."""
 
-from veil.federation.api import TrainOutput, build_federation, load_data, threat_model, train
+from veil.federation.api import (
+    TrainOutput,
+    build_federation,
+    load_data,
+    privacy_sweep,
+    threat_model,
+    train,
+)
 from veil.federation.config import RunConfig, describe_keys, load_config, parse_config
 from veil.federation.hooks import BaseHook, RoundInfo, RoundPlan, RunHook
 from veil.federation.local import LocalConfig, SiteData, VectorisedTrainer
@@ -27,6 +34,7 @@ __all__ = [
     "load_data",
     "make_server_optimizer",
     "parse_config",
+    "privacy_sweep",
     "threat_model",
     "train",
 ]

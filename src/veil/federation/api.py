@@ -29,7 +29,7 @@ from veil.federation.runtime import Federation, RunResult
 from veil.federation.server_opt import make_server_optimizer
 from veil.models import build_model, n_parameters
 
-__all__ = ["build_federation", "train", "load_data", "threat_model", "TrainOutput"]
+__all__ = ["build_federation", "train", "load_data", "threat_model", "TrainOutput", "privacy_sweep"]
 
 
 def load_data(cfg: RunConfig) -> Dataset:
@@ -124,6 +124,7 @@ def build_federation(
     all_hooks: list[RunHook] = list(hooks)
     secure_rng = True
     dp_transforms: list[Transform[Any]] = []
+    noise: dict[str, Any] = {}
     if cfg.privacy.enabled:
         from veil.privacy import build_privacy  # type: ignore[attr-defined]
 
@@ -135,14 +136,17 @@ def build_federation(
         if setup.trainer is not None:
             trainer = setup.trainer
         dp_transforms = list(setup.transforms)
+        noise = dict(setup.noise)
         all_hooks = list(setup.hooks) + all_hooks
         secure_rng = bool(getattr(cfg.privacy, "secure_rng", True))
     if cfg.aggregation.clip_norm is not None and not dp_transforms:
         transforms.append(Clip(cfg.aggregation.clip_norm))
     if dp_transforms:
         transforms.extend(dp_transforms)
-    elif cfg.aggregation.secure_aggregation:
-        # a data-dependent weight column would need its own range; use an unweighted mean
+    elif cfg.aggregation.secure_aggregation or cfg.privacy.enabled:
+        # Unweighted: with SecAgg a data-dependent weight column would need its own range;
+        # with DP, weighting by a site's example count would make the aggregate depend on
+        # private data outside the DP mechanism (add/remove-one changes the count).
         transforms.append(UniformMean())
     else:
         transforms.append(WeightedMean())
@@ -173,6 +177,7 @@ def build_federation(
         on_round=on_round,
     )
     fed.fingerprint = config_hash(cfg)
+    fed.privacy_noise = noise
     return fed
 
 
@@ -214,6 +219,9 @@ def train(
         BudgetExceededError: the privacy ledger refused the plan.
     """
     run_dir = cfg.run_dir()
+    for d in (Path(cfg.output_dir), run_dir):
+        if d.exists() and not d.is_dir():
+            raise ConfigError(f"{d} exists and is not a directory", key="output_dir")
     if not resume and (run_dir / "checkpoint.pt").exists():
         raise ConfigError(
             f"{run_dir} already holds a run; use --resume to continue it, or a new name",
@@ -263,14 +271,20 @@ def train(
         }
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    if canaries is not None:
-        from veil.audit.canary import save_canaries
-
-        save_canaries(run_dir / "canaries.npz", canaries)
-    result = fed.run(resume=resume)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        result = _run_with_canaries(fed, run_dir, canaries, resume)
+    finally:
+        torch.set_num_threads(threads_before)
     record["rounds"] = result.rounds
     record["final"] = _final(fed, time.perf_counter() - t0)
     record["privacy"] = {k: v for k, v in result.summary.items()}
+    if fed.privacy_noise:
+        record["privacy"]["noise"] = {
+            k: ({str(kk): vv for kk, vv in v.items()} if isinstance(v, dict) else v)
+            for k, v in fed.privacy_noise.items()
+        }
     torch.save({"params": result.params, "config": record["config"]}, run_dir / MODEL)
     write_json_atomic(run_dir / RECORD, record)
     if cfg.audit.log:
@@ -278,6 +292,14 @@ def train(
 
         AuditLog(Path(cfg.output_dir) / "audit.log").append("run", run_entry(record))
     return TrainOutput(result, run_dir, record)
+
+
+def _run_with_canaries(fed: Federation, run_dir: Path, canaries: Any, resume: bool) -> RunResult:
+    if canaries is not None:
+        from veil.audit.canary import save_canaries
+
+        save_canaries(run_dir / "canaries.npz", canaries)
+    return fed.run(resume=resume)
 
 
 def _final(fed: Federation, wall_s: float) -> dict[str, Any]:
@@ -293,3 +315,59 @@ def _final(fed: Federation, wall_s: float) -> dict[str, Any]:
         "stopped_reason": fed.stopped_reason,
         "wall_s": wall_s,
     }
+
+
+def privacy_sweep(
+    cfg: RunConfig,
+    epsilons: Sequence[float],
+    out_dir: str | Path | None = None,
+    on_run: Callable[[float, TrainOutput], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``cfg`` once per target ε and write the privacy–utility table and curve.
+
+    ``inf`` trains without DP. Each run lives in ``<output_dir>/<name>-eps<ε>``; the
+    table (CSV, Markdown, JSON) and ``sweep.png`` go to ``out_dir``
+    (default ``<output_dir>/<name>-sweep``).
+
+    Raises:
+        ConfigError: the config has no ``[privacy]`` level enabled to sweep over.
+    """
+    import math
+
+    from veil.privacy.sweep import sweep
+
+    p = cfg.privacy
+    if not (p.sample_level.enabled or p.client_level.enabled):
+        raise ConfigError(
+            "a sweep needs privacy.sample_level or privacy.client_level enabled in the config",
+            key="privacy",
+        )
+    out = Path(out_dir) if out_dir is not None else Path(cfg.output_dir) / f"{cfg.name}-sweep"
+
+    def run_one(eps: float) -> dict[str, Any]:
+        tag = "inf" if math.isinf(eps) else f"{eps:g}"
+        raw = cfg.model_dump(mode="json")
+        raw["name"] = f"{cfg.name}-eps{tag}"
+        raw["privacy"]["enabled"] = not math.isinf(eps)
+        if not math.isinf(eps):
+            raw["privacy"]["target_epsilon"] = eps
+            for level in ("sample_level", "client_level"):
+                raw["privacy"][level]["noise_multiplier"] = None
+        run_cfg = RunConfig.model_validate(raw)
+        d = run_cfg.run_dir()
+        if d.exists():
+            import shutil
+
+            shutil.rmtree(d)
+        res = train(run_cfg)
+        if on_run is not None:
+            on_run(eps, res)
+        spent = res.record.get("privacy", {})
+        return {
+            "accuracy": res.final_accuracy,
+            "epsilon_spent": spent.get("epsilon_sample_max", spent.get("epsilon_client")),
+            "rounds": res.result.rounds_completed,
+            "run": str(d),
+        }
+
+    return sweep(run_one, epsilons, out, title=f"{cfg.name}: accuracy vs ε (δ={p.delta:g})")

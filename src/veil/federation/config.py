@@ -164,6 +164,9 @@ class RunConfig(_Section):
     seed: int = Field(0, ge=0, description="seed for data split, init, sampling (recorded)")
     rounds: int = Field(20, ge=1, le=1_000_000, description="federated rounds")
     output_dir: str = Field("runs", description="where run directories are written")
+    threads: int = Field(
+        1, ge=1, le=256, description="torch threads during the run (1 is fastest for small models)"
+    )
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     local: LocalTrainingConfig = LocalTrainingConfig()

@@ -164,6 +164,8 @@ class Federation:
         self.stopped_reason: str | None = None
         #: hash of the config that built this run (checked on resume), if any
         self.fingerprint: str | None = None
+        #: calibrated noise multipliers of the privacy layer (for the record), if any
+        self.privacy_noise: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- planning
     def plan(self) -> RoundPlan:

@@ -16,6 +16,8 @@ Events used by veil:
 
 from __future__ import annotations
 
+import logging
+
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -46,6 +48,18 @@ PLD_DISCRETISATION = 1e-4
 CALIBRATION_DISCRETISATION = 1e-3
 
 
+class _DropRdpConvergenceNotes(logging.Filter):
+    """dp-accounting's RDP accountant logs a warning each time a fractional order's series
+    fails to converge; it then leaves that order out (ε stays a valid upper bound). Those
+    notes flood the console during calibration, so veil drops exactly that message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to converge" not in record.getMessage()
+
+
+_RDP_FILTER = _DropRdpConvergenceNotes()
+
+
 def make_accountant(kind: str, discretisation: float = PLD_DISCRETISATION) -> dpa.PrivacyAccountant:
     """A fresh dp-accounting accountant (add-or-remove-one neighbouring relation).
 
@@ -58,6 +72,9 @@ def make_accountant(kind: str, discretisation: float = PLD_DISCRETISATION) -> dp
         ConfigError: unknown accountant name.
     """
     if kind == "rdp":
+        absl_logger = logging.getLogger("absl")
+        if _RDP_FILTER not in absl_logger.filters:
+            absl_logger.addFilter(_RDP_FILTER)
         return rdp_privacy_accountant.RdpAccountant()
     if kind == "pld":
         return pld_privacy_accountant.PLDAccountant(
