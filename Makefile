@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow bench data clean venv
+.PHONY: run test test-slow bench bench-utility data clean venv
 
 run: $(STAMP)
 	$(BIN)/veil demo
@@ -15,8 +15,13 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
+BENCHES := simulation dpsgd secagg secagg_round audit
+
 bench: $(STAMP)
-	$(BIN)/veil bench all --json benchmarks/latest.json
+	@for b in $(BENCHES); do $(BIN)/veil bench $$b --json benchmarks/latest-$$b.json || exit 1; done
+
+bench-utility: $(STAMP) data
+	$(BIN)/veil bench utility --json benchmarks/latest-utility.json
 
 venv: $(STAMP)
 
