@@ -177,3 +177,29 @@ def test_secure_aggregation_run_matches_plain_quality(tmp_path) -> None:
     assert dropped > 0  # the schedule really dropped sites mid-protocol and recovered
     # unweighted vs weighted mean over near-equal IID sites + quantisation noise: close
     assert abs(sec.final_accuracy - plain.final_accuracy) < 0.1
+
+
+def test_distributed_dp_under_secagg_is_accounted(tmp_path) -> None:
+    priv = {"enabled": True, "target_epsilon": 8.0, "client_level": {"enabled": True, "clip_norm": 0.5, "mechanism": "distributed"}}
+    cfg = _cfg(
+        tmp_path,
+        rounds=3,
+        data={"sites": 20, "partition": "iid"},
+        model={"name": "logreg"},
+        federation={"cohort_size": 10, "dropout_rate": 0.1, "server_optimizer": "fedavg", "server_lr": 1.0},
+        aggregation={"secure_aggregation": True, "quantize_range": 0.5, "expected_dropout": 0.2},
+        privacy=priv,
+    )
+    out = train(cfg)
+    assert out.record["pipeline"] == ["clip", "uniform_mean", "quantize", "distributed_dp", "secagg"]
+    eps = [r["epsilon_client"] for r in out.result.rounds]
+    assert all(b > a for a, b in zip(eps, eps[1:])) and eps[-1] <= 8.0 + 1e-6
+    # the planned schedule was calibrated to the target for the expected survivors
+    assert abs(out.record["privacy"]["privacy_planned_epsilon"]["client"] - 8.0) < 0.05
+    assert all(r["measurements"]["distributed_dp/rho"] > 0 for r in out.result.rounds)
+
+
+def test_distributed_dp_needs_secagg(tmp_path) -> None:
+    priv = {"enabled": True, "client_level": {"enabled": True, "mechanism": "distributed"}}
+    with pytest.raises(ConfigError, match="secure_aggregation"):
+        train(_cfg(tmp_path, rounds=1, privacy=priv))

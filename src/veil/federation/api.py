@@ -125,6 +125,8 @@ def build_federation(
     secure_rng = True
     dp_transforms: list[Transform[Any]] = []
     noise: dict[str, Any] = {}
+    post_quantize: list[Transform[Any]] = []
+    quant = None
     if cfg.privacy.enabled:
         from veil.privacy import build_privacy  # type: ignore[attr-defined]
 
@@ -132,10 +134,17 @@ def build_federation(
             model, ds, parts, Pipeline([], PlainSum()), trainer, make_server_optimizer("fedavg", 1.0),
             rounds=cfg.rounds, seed=cfg.seed, cohort=cfg.cohort, sampling=cfg.federation.sampling,
         )
-        setup = build_privacy(cfg.privacy, fed_probe.plan(), model, ds.task, local, cfg.seed)
+        quant = _secure_sum(cfg)[1] if cfg.aggregation.secure_aggregation else None
+        setup = build_privacy(
+            cfg.privacy, fed_probe.plan(), model, ds.task, local, cfg.seed,
+            quantizer=quant, expected_dropout=cfg.aggregation.expected_dropout,
+        )
         if setup.trainer is not None:
             trainer = setup.trainer
         dp_transforms = list(setup.transforms)
+        post_quantize = list(setup.post_quantize)
+        if setup.quantizer is not None:
+            quant = setup.quantizer
         noise = dict(setup.noise)
         all_hooks = list(setup.hooks) + all_hooks
         secure_rng = bool(getattr(cfg.privacy, "secure_rng", True))
@@ -152,8 +161,9 @@ def build_federation(
         transforms.append(WeightedMean())
     summation: Any = PlainSum()
     if cfg.aggregation.secure_aggregation:
-        summation, quant = _secure_sum(cfg)
-        transforms.append(quant)
+        summation, quant_stage = _secure_sum(cfg)
+        transforms.append(quant if quant is not None else quant_stage)
+        transforms.extend(post_quantize)
     pipeline = Pipeline(transforms, summation)
     fed = Federation(
         model,

@@ -90,12 +90,23 @@ class ClientLevelConfig(_Frozen):
         noise_multiplier: z (noise std on the sum / clip norm); ``None`` = calibrate.
         clip_norm: L2 bound on each site's update (the initial value when adaptive).
         adaptive: adaptive clipping settings (``None`` = fixed clip norm).
+        mechanism: ``"central"`` (the server adds Gaussian noise to the sum) or
+            ``"distributed"`` (each site adds discrete Gaussian noise before SecAgg+, so the
+            server never holds an un-noised sum; needs aggregation.secure_aggregation and a
+            fixed-size cohort).
     """
 
     enabled: bool = False
     noise_multiplier: float | None = Field(default=None, ge=0.0)
     clip_norm: float = Field(default=1.0, gt=0.0)
     adaptive: AdaptiveClipConfig | None = None
+    mechanism: Literal["central", "distributed"] = "central"
+
+    @model_validator(mode="after")
+    def _distributed_is_fixed_clip(self) -> ClientLevelConfig:
+        if self.mechanism == "distributed" and self.adaptive is not None and self.adaptive.enabled:
+            raise ValueError("adaptive clipping is only available with mechanism = 'central'")
+        return self
 
 
 class PrivacyConfig(_Frozen):

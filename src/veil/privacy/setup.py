@@ -17,6 +17,7 @@ rate ``cohort / n_sites``; a fixed-size cohort is charged without amplification.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -252,6 +253,10 @@ class PrivacySetup:
     transforms: tuple[Any, ...]
     hooks: tuple[PrivacyHook, ...]
     noise: dict[str, Any] = field(default_factory=dict)
+    #: stages that go *after* quantisation (distributed DP noise on the integer grid)
+    post_quantize: tuple[Any, ...] = ()
+    #: a quantiser resized for the DP noise's head-room (replaces the runtime's), if any
+    quantizer: Any = None
 
     @property
     def hook(self) -> PrivacyHook:
@@ -267,6 +272,8 @@ def build_privacy(
     local: LocalConfig,
     seed: int,
     engine: str = "auto",
+    quantizer: Any = None,
+    expected_dropout: float = 0.0,
 ) -> PrivacySetup:
     """Calibrate noise and build the DP trainer, transforms and ledger hook for a run.
 
@@ -278,6 +285,9 @@ def build_privacy(
         local: local training settings (lr, momentum, weight decay, epochs).
         seed: run seed (used for noise only when ``cfg.secure_rng`` is false).
         engine: per-example clipping engine for DP-SGD.
+        quantizer: the secure-aggregation :class:`~veil.aggregation.quantize.Quantize`
+            stage (needed by ``client_level.mechanism = "distributed"``).
+        expected_dropout: dropout rate the distributed noise is sized for.
 
     Raises:
         ConfigError: privacy disabled, or no noise reaches the target.
@@ -292,14 +302,96 @@ def build_privacy(
         sig = trainer.noise_multiplier
         noise["sample_noise_multiplier"] = dict(sig) if isinstance(sig, Mapping) else sig
     transforms: list[Any] = []
+    post: list[Any] = []
     client_event: dpe.DpEvent | None = None
-    if cfg.client_on:
+    if cfg.client_on and cfg.client_level.mechanism == "distributed":
+        dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        pre, ddp, client_event = _build_distributed(cfg, plan, dim, quantizer, expected_dropout)
+        transforms.extend(pre)
+        post.append(ddp)
+        quantizer = ddp.quantizer
+        noise["client_noise_multiplier"] = ddp.noise_multiplier
+        noise["client_mechanism"] = "distributed discrete Gaussian"
+    elif cfg.client_on:
         t = _build_client_transform(cfg, plan)
         transforms.append(t)
         client_event = t.round_event()
         noise["client_noise_multiplier"] = t.noise_multiplier
     hook = PrivacyHook(cfg, client_event, trainer)
-    return PrivacySetup(trainer, tuple(transforms), (hook,), noise)
+    return PrivacySetup(
+        trainer, tuple(transforms), (hook,), noise, tuple(post), quantizer if post else None
+    )
+
+
+def _build_distributed(
+    cfg: PrivacyConfig, plan: RoundPlan, dim: int, quantizer: Any, expected_dropout: float
+) -> tuple[list[Any], Any, dpe.DpEvent]:
+    """Clip + fixed-denominator mean before quantisation, discrete Gaussian after it.
+
+    The per-round event is the zCDP bound of the distributed discrete Gaussian for the
+    expected number of survivors; each round then charges the event computed for the
+    survivors actually in the sum (fewer survivors: less noise, a larger charge).
+    """
+    from veil.aggregation.distributed_dp import DistributedDP, ddg_epsilon
+    from veil.aggregation.plain import Clip, UniformMean
+
+    cl = cfg.client_level
+    if quantizer is None:
+        raise ConfigError(
+            "distributed DP needs secure aggregation: set aggregation.secure_aggregation = true "
+            "(or privacy.client_level.mechanism = 'central')",
+            key="privacy.client_level.mechanism",
+        )
+    if plan.sampling != "fixed":
+        raise ConfigError(
+            "distributed DP is accounted for fixed-size cohorts; set federation.sampling = 'fixed'",
+            key="privacy.client_level.mechanism",
+        )
+    n = max(1, int(round(plan.cohort_size)))
+    m = max(1, math.floor(n * (1 - expected_dropout)))
+
+    def make(z: float) -> Any:
+        return DistributedDP(quantizer, cl.clip_norm, z, expected_dropout)
+
+    def round_event(z: float) -> dpe.DpEvent:
+        sigma, delta2 = make(z).site_sigma(n, dim)
+        eps = ddg_epsilon(delta2, sigma, m, dim)
+        return dpe.ZCDpEvent(eps**2 / 2) if math.isfinite(eps) else dpe.NonPrivateDpEvent()
+
+    def calibrated() -> float:
+        z = cl.noise_multiplier
+        if z is None:
+            z = calibrate_noise(
+                lambda v: dpe.SelfComposedDpEvent(round_event(v), plan.rounds),
+                cfg.target_epsilon,
+                cfg.delta,
+                cfg.accountant,
+                "privacy.client_level.noise_multiplier",
+            )
+        if not (math.isfinite(z) and z > 0):
+            raise ConfigError(
+                "noise multiplier must be positive and finite",
+                key="privacy.client_level.noise_multiplier",
+            )
+        return float(z)
+
+    # The summed noise needs head-room in the ring (12 standard deviations): widen the
+    # quantiser's margin until it fits, then calibrate again for the new scale.
+    z = calibrated()
+    for _ in range(40):
+        sigma, _d2 = make(z).site_sigma(n, dim)
+        if 12 * sigma * math.sqrt(n) <= quantizer.headroom(quantizer._n(n, n)):
+            break
+        quantizer = dataclasses.replace(quantizer, margin=quantizer.margin * 2)
+        z = calibrated()
+    else:
+        raise ConfigError(
+            "the distributed DP noise does not fit in the secure-aggregation ring; raise "
+            "aggregation.bits",
+            key="aggregation.bits",
+        )
+    pre = [Clip(cl.clip_norm), UniformMean(fixed_denominator=float(n))]
+    return pre, make(z), round_event(z)
 
 
 def _build_trainer(
