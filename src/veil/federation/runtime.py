@@ -297,7 +297,11 @@ class Federation:
             rec.update(
                 survivors=survivors.tolist(),
                 bytes_sent=sent,
-                bytes_per_site_mean=float(np.mean(list(sent.values()))) if sent else 0.0,
+                # mean over the sites whose update is in the sum (dropped sites sent less)
+                bytes_per_site_mean=float(np.mean([sent.get(str(int(u)), 0) for u in survivors]))
+                if survivors.size
+                else 0.0,
+                bytes_total=int(sum(sent.values())),
                 measurements=res.measurements,
             )
         self._finish(rec, r, t0, events, survivors, cohort)
