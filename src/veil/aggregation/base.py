@@ -91,7 +91,10 @@ class Transform(Protocol[S]):
     returned by :meth:`init` and passed back in each round.
     """
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Unique stage name (prefixes its measurements)."""
+        ...
 
     def init(self) -> S:
         """Return the initial state (broadcast to sites at round start)."""
@@ -146,7 +149,10 @@ class SumProtocol(Protocol):
     them); a plain sum just leaves the dropped rows out.
     """
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Protocol name (prefixes its measurements)."""
+        ...
 
     def aggregate(
         self,
