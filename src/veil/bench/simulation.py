@@ -42,11 +42,17 @@ def _repo_root() -> Path:
 
 
 def flower_python() -> Path | None:
-    """The Flower venv's python (``.peers/flwr/bin/python``), or ``None`` if not set up."""
+    """A python that has Flower: the peer venv (``.peers/flwr/bin/python``, made by
+    ``benchmarks/peers/setup_flower.sh``), else this interpreter when veil's optional
+    ``flower`` extra is installed; ``None`` if neither."""
+    import importlib.util
+
     for base in (Path.cwd(), _repo_root()):
         p = base / ".peers" / "flwr" / "bin" / "python"
         if p.exists():
             return p
+    if importlib.util.find_spec("flwr") is not None:
+        return Path(sys.executable)
     return None
 
 
