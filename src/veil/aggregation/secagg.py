@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -88,9 +89,7 @@ def run_round(
         raise ConfigError(f"unknown dropout stages {sorted(bad)}; use {STAGES}")
     trace = RoundTrace()
     server = SecAggServer(config)
-    clients = {
-        u: SecAggClient(config, u, lambda u=u: inputs(u)) for u in config.site_ids
-    }
+    clients = {u: SecAggClient(config, u, functools.partial(inputs, u)) for u in config.site_ids}
     for u in clients:
         trace.bytes_sent[u] = trace.bytes_received[u] = 0
         trace.site_time_s[u] = {}

@@ -132,7 +132,7 @@ class AuditLog:
                 f"{self.path} fails verification at entry {check.bad_index} ({check.reason}); "
                 "refusing to append. Inspect it with `veil log verify`."
             )
-        entry = {
+        entry: dict[str, Any] = {
             "index": check.n_entries,
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "kind": kind,
@@ -162,20 +162,20 @@ class AuditLog:
         except DataError as e:
             return VerifyResult(False, 0, GENESIS, 0, str(e))
         prev = GENESIS
-        for i, e in enumerate(entries):
-            if not isinstance(e, dict) or "hash" not in e:
+        for i, rec in enumerate(entries):
+            if not isinstance(rec, dict) or "hash" not in rec:
                 return VerifyResult(False, i, prev, i, "entry is not a log record")
-            if e.get("index") != i:
-                return VerifyResult(False, i, prev, i, f"index {e.get('index')} != position {i}")
-            if e.get("prev") != prev:
+            if rec.get("index") != i:
+                return VerifyResult(False, i, prev, i, f"index {rec.get('index')} != position {i}")
+            if rec.get("prev") != prev:
                 return VerifyResult(False, i, prev, i, "chain broken: prev hash does not match")
             try:
-                h = _entry_hash(e)
+                h = _entry_hash(rec)
             except LocalError:
                 return VerifyResult(False, i, prev, i, "entry is not canonical JSON")
-            if h != e["hash"]:
+            if h != rec["hash"]:
                 return VerifyResult(False, i, prev, i, "entry hash mismatch (entry edited)")
-            prev = e["hash"]
+            prev = rec["hash"]
         n = len(entries)
         head = self._read_head()
         if head is None:

@@ -66,8 +66,9 @@ def _init_flat(model: nn.Module, seed: int) -> torch.Tensor:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for mod in m.modules():
-            if hasattr(mod, "reset_parameters"):
-                mod.reset_parameters()
+            reset = getattr(mod, "reset_parameters", None)
+            if callable(reset):
+                reset()
     return flat_params(m)
 
 

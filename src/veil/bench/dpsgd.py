@@ -64,7 +64,9 @@ def _veil_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[
     return step
 
 
-def _veil_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> tuple[Callable[[], None], int]:
+def _veil_train(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int
+) -> tuple[Callable[[], object], int]:
     from veil.federation.local import LocalConfig, SiteData, flat_params
     from veil.privacy.dpsgd import DPSGDTrainer
 

@@ -141,7 +141,8 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     if quick:
         grid = [(n, d) for n in (10, 100) for d in (10_000, 100_000)]
-        drops, max_nk = (0.0, 0.1), 6_000
+        drops: tuple[float, ...] = (0.0, 0.1)
+        max_nk = 6_000
     else:
         grid = [(n, d) for n in (10, 100, 1000) for d in (10_000, 100_000)] + [(100, 1_000_000)]
         drops, max_nk = (0.0, 0.1, 0.3), 100_000

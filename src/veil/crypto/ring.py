@@ -93,7 +93,7 @@ class PrgBuffer:
         if len(seed) not in (16, 32):
             raise LocalError("PRG seed must be 16 or 32 bytes")
         enc = Cipher(algorithms.AES(seed), modes.CTR(b"\x00" * 16)).encryptor()
-        enc.update_into(self._zero, self._buf)
+        enc.update_into(self._zero, self._buf.data)  # .data: writable memoryview
         return self.words
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import torch
@@ -94,7 +95,11 @@ def per_example_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Ten
     return nn.functional.cross_entropy(out, y, reduction="none")
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
+@overload
+def _splitmix64(x: np.uint64) -> np.uint64: ...
+@overload
+def _splitmix64(x: np.ndarray) -> np.ndarray: ...
+def _splitmix64(x: np.ndarray | np.uint64) -> np.ndarray | np.uint64:
     """SplitMix64 finaliser: a fast, well-mixed hash of 64-bit words (not for privacy)."""
     with np.errstate(over="ignore"):
         x = x + np.uint64(0x9E3779B97F4A7C15)

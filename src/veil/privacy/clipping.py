@@ -239,6 +239,7 @@ class PerExampleClipper:
             kind, wn, bn = ops[i]
             s = saved[i]
             if kind == "linear":
+                assert s is not None  # a linear layer saved its input
                 dn = dz.pow(2).sum(-1)
                 t = s.pow(2).sum(-1) * dn  # ‖a_i‖² ‖δ_i‖²
                 if bn is not None:
@@ -323,12 +324,14 @@ def _layer_sq_norms(mod: nn.Module, a: torch.Tensor, d: torch.Tensor):  # type: 
             sq = sq + d3.sum(1).pow(2).sum(-1)
         return sq.view(n, b), prep
     # Conv2d: materialise the (small) per-example weight gradient
-    # (only Linear and Conv2d reach here: _ghost_layers admits nothing else)
+    # (only Linear and Conv2d reach here: _ghost_layers admits nothing else, and only
+    # with numeric padding)
+    assert isinstance(mod, nn.Conv2d) and not isinstance(mod.padding, str)
     cols = nn.functional.unfold(
         a.reshape(n * b, *a.shape[2:]),
         mod.kernel_size,
         dilation=mod.dilation,
-        padding=mod.padding,  # type: ignore[arg-type]
+        padding=mod.padding,
         stride=mod.stride,
     )  # (nB, C k k, L)
     d3 = d.reshape(n * b, d.shape[2], -1)  # (nB, O, L)
@@ -344,7 +347,8 @@ def _layer_weighted_sum(mod: nn.Module, prep, c: torch.Tensor):  # type: ignore[
     """``Σ_i c_i g_i`` for a layer's weight and bias, per site."""
     kind = prep[0]
     n, b = c.shape
-    shape = mod.weight.shape  # type: ignore[union-attr]
+    assert isinstance(mod, (nn.Linear, nn.Conv2d))  # see _ghost_layers
+    shape = mod.weight.shape
     if kind == "lin":
         _, a, d = prep
         dc = d * c.unsqueeze(-1)

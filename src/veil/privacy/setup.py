@@ -398,7 +398,7 @@ def _build_trainer(
     cfg: PrivacyConfig, plan: RoundPlan, model: nn.Module, task: str, local: LocalConfig, engine: str
 ) -> DPSGDTrainer:
     sl = cfg.sample_level
-    kw = dict(
+    kw: dict[str, Any] = dict(
         max_grad_norm=sl.max_grad_norm,
         expected_batch_size=sl.expected_batch_size,
         sampling_rate=sl.sampling_rate,
@@ -406,7 +406,7 @@ def _build_trainer(
         secure_rng=cfg.secure_rng,
         engine=engine,
     )
-    probe = DPSGDTrainer(model, task, local, noise_multiplier=1.0, **kw)  # type: ignore[arg-type]
+    probe = DPSGDTrainer(model, task, local, noise_multiplier=1.0, **kw)
     if sl.noise_multiplier is not None:
         sigma: float | dict[int, float] = float(sl.noise_multiplier)
     else:
@@ -415,17 +415,19 @@ def _build_trainer(
         for n in sorted({int(s) for s in plan.site_sizes}):
             q, t = probe.sampling_rate(n), probe.steps(n)
             if (q, t) not in by_plan:
+
+                def round_events(z: float, q: float = q, t: int = t) -> dpe.DpEvent:
+                    return dpe.SelfComposedDpEvent(dpsgd_round_event(z, q, t), plan.rounds)
+
                 by_plan[(q, t)] = calibrate_noise(
-                    lambda z, q=q, t=t: dpe.SelfComposedDpEvent(
-                        dpsgd_round_event(z, q, t), plan.rounds
-                    ),
+                    round_events,
                     cfg.target_epsilon,
                     cfg.delta,
                     cfg.accountant,
                     "privacy.sample_level.noise_multiplier",
                 )
             sigma[n] = by_plan[(q, t)]
-    return DPSGDTrainer(model, task, local, noise_multiplier=sigma, **kw)  # type: ignore[arg-type]
+    return DPSGDTrainer(model, task, local, noise_multiplier=sigma, **kw)
 
 
 def _build_client_transform(cfg: PrivacyConfig, plan: RoundPlan) -> DPFedAvg | AdaptiveDPFedAvg:
