@@ -1,143 +1,192 @@
 """`veil bench utility`: accuracy of DP training on Fashion-MNIST at (ε = 3, δ = 1e-5).
 
-Two settings, both with sample-level DP-SGD (veil's :class:`~veil.privacy.DPSGDTrainer`,
-noise calibrated with dp-accounting's PLD accountant, ε reported by the ledger):
+Two settings, both with sample-level DP-SGD (Poisson sampling, per-example clipping,
+Gaussian noise from :class:`veil.crypto.prg.SecureRng`), σ calibrated with
+:func:`veil.privacy.calibrate_noise` on dp-accounting's PLD accountant, ε read back from a
+:class:`veil.privacy.PrivacyLedger` (one entity per site):
 
 * ``central``: one site holding all 60k training images (central DP-SGD).
   Target ≥ 90.0% (Tramèr & Boneh 2021: 89.7% with ScatterNet + linear at ε = 3).
-* ``federated``: 10 sites, Dirichlet(α = 0.5) label skew, DP-SGD at every site (each
-  site's ε ≤ 3 for its own examples), FedAvg of the 10 updates. Target ≥ 88%.
+* ``federated``: 10 sites, Dirichlet(α = 0.5) label skew, DP-SGD at every site, i.e. each
+  site's own ε ≤ 3 for its own examples, whatever the other sites or the server do.
+  Target ≥ 88%.
 
-Features are data-independent (no privacy cost): a ScatterNet-like transform computed in
-the Fourier domain — Gabor wavelets at J = 2 scales × L = 8 orientations, modulus, a
-second order for j₂ > j₁, Gaussian low-pass and 4x subsampling (81 × 7 × 7 = 3,969
-features) — then a per-example group normalisation (27 groups of 3 channels, as in
-Tramèr & Boneh). A linear classifier is
-trained on them with DP-SGD (momentum; the iterates are post-processing).
+Model: a linear softmax head on fixed, data-independent features (no privacy cost):
+ScatterNet-like scattering (:mod:`veil.bench._features`, 81 × 7 × 7, per-example group
+normalisation) concatenated with the 784 pixels, normalised per image (4,753 features).
 
-``quick=True`` is a smoke test: 3k training / 1k test images, 5 epochs (< 60 s on an
-idle core; accuracy far below the targets — with 20x fewer examples the same ε costs far
-more noise per example). The full mode uses all 60k / 10k images (feature extraction
-alone takes several minutes on one core).
+Training: a loop of its own (not the federation runtime; same accounting). Each step,
+every site Poisson-samples its examples with the same rate ``q``, clips each example's
+gradient to ``C`` (exact per-example norms for a linear head: ``‖p − y‖ · ‖(x, 1)‖``),
+sums them and adds ``N(0, σ²C²)`` noise; the server averages the sites' noisy means
+weighted by size (FedSGD, McMahan et al. 2017; with one site this *is* DP-SGD) and takes
+a heavy-ball momentum step. Each site's DP event is
+``SelfComposed(PoissonSampled(q, Gaussian(σ)), T)`` — the same event a site of the
+federation runtime spends — so its ε does not depend on label skew or on the other
+sites. The reported model is an exponential moving average of the iterates
+(post-processing, free in privacy).
+
+Noise streams are ``SecureRng.from_seed`` (a reproducible CSPRNG stream, recorded as
+such): fine for a benchmark, a deployment uses fresh OS-keyed streams.
+
+Hyper-parameters were chosen on a held-out split of the training set (train on the first
+50k, validate on the last 10k); the test set is used once, for the reported numbers.
+
+``quick=True`` is a smoke test: 3k training / 1k test images, 10 epochs, well below the
+targets (20x fewer examples at the same ε means far more noise per example).
 """
 
 from __future__ import annotations
 
-import math
 import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from veil.bench._features import N_FEATURES, scatter_features
 from veil.bench._machine import machine_info
+from veil.crypto.prg import SecureRng
+from veil.errors import ConfigError
+from veil.privacy import PrivacyLedger
+from veil.privacy.accounting import calibrate_noise, dpsgd_round_event
+from veil.privacy.dpsgd import gaussian_noise
 
-__all__ = ["run", "scatter_features"]
+__all__ = ["run", "features", "DPLinearConfig", "train_dp_linear"]
 
-
-def _filters(m: int, j_scales: int, n_orient: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gabor band-pass filters ``(J*L, m, m)`` and a Gaussian low-pass ``(m, m)``, in frequency."""
-    w = torch.fft.fftfreq(m, dtype=torch.float64) * 2 * math.pi
-    wy, wx = torch.meshgrid(w, w, indexing="ij")
-    psi = []
-    for j in range(j_scales):
-        s = 0.8 * 2**j
-        xi = 0.75 * math.pi / 2**j
-        for l in range(n_orient):
-            th = math.pi * l / n_orient
-            gabor = torch.exp(-((wx - xi * math.cos(th)) ** 2 + (wy - xi * math.sin(th)) ** 2) * s * s / 2)
-            # Morlet: subtract the Gaussian envelope so the wavelet has zero mean
-            psi.append(gabor - math.exp(-xi * xi * s * s / 2) * torch.exp(-(wx**2 + wy**2) * s * s / 2))
-    s = 0.8 * 2**j_scales
-    phi = torch.exp(-(wx**2 + wy**2) * s * s / 2)
-    return torch.stack(psi).to(torch.complex64), phi.to(torch.complex64)
+EPSILON, DELTA, ACCOUNTANT, SEED = 3.0, 1e-5, "pld", 0
 
 
-def scatter_features(x: np.ndarray, batch: int = 1000) -> np.ndarray:
-    """ScatterNet-like features of ``(N, 1, 28, 28)`` images → ``(N, 3969)`` float32.
+@dataclass(frozen=True)
+class DPLinearConfig:
+    """Hyper-parameters of DP-SGD / DP-FedSGD for a linear head.
 
-    Data-independent: fixed filters, no statistics of any data set are used.
+    Attributes:
+        rate: Poisson sampling rate ``q`` at every site.
+        epochs: expected passes over the data; ``T = round(epochs / q)`` steps.
+        clip: per-example clip bound ``C``.
+        lr: server step size.
+        momentum: heavy-ball momentum.
+        ema: decay of the exponential moving average of the iterates (0: last iterate).
     """
-    j_scales, n_orient, m, step = 2, 8, 32, 4
-    psi, phi = _filters(m, j_scales, n_orient)
-    second = psi[n_orient:]  # j = 1 (second order: j1 = 0 < j2 = 1)
-    out = []
-    for s in range(0, len(x), batch):
-        img = torch.zeros(len(x[s : s + batch]), m, m)
-        img[:, :28, :28] = torch.from_numpy(np.asarray(x[s : s + batch], dtype=np.float32)).reshape(-1, 28, 28)
-        f = torch.fft.fft2(img)
 
-        def low(z: torch.Tensor) -> torch.Tensor:
-            r = torch.fft.ifft2(z * phi).real[..., :28:step, :28:step]
-            return r.reshape(r.shape[0], -1)
+    rate: float = 0.16384
+    epochs: int = 40
+    clip: float = 0.1
+    lr: float = 24.0
+    momentum: float = 0.9
+    ema: float = 0.98
 
-        s0 = low(f.unsqueeze(1))
-        u1 = torch.fft.ifft2(f.unsqueeze(1) * psi).abs()  # (B, 16, m, m)
-        f1 = torch.fft.fft2(u1)
-        s1 = low(f1)
-        u2 = torch.fft.ifft2(f1[:, :n_orient].unsqueeze(2) * second.unsqueeze(0).unsqueeze(0)).abs()
-        s2 = low(torch.fft.fft2(u2.reshape(u2.shape[0], -1, m, m)))
-        feats = torch.cat([s0, s1, s2], dim=1).view(-1, 27, 3 * 49)  # 81 channels → 27 groups
-        feats = (feats - feats.mean(-1, keepdim=True)) / (feats.std(-1, keepdim=True) + 1e-5)
-        out.append(feats.reshape(feats.shape[0], -1).numpy().astype(np.float32))
-    return np.concatenate(out)
+    @property
+    def steps(self) -> int:
+        """Number of DP-SGD steps ``T``."""
+        return max(1, round(self.epochs / self.rate))
 
 
-def _train(
-    feats: np.ndarray, y: np.ndarray, xte: np.ndarray, yte: np.ndarray, parts: list[np.ndarray],
-    epochs: int, batch: int, lr: float, clip: float, eps: float, delta: float, seed: int,
-) -> dict[str, Any]:
-    from veil.federation.hooks import RoundInfo, RoundPlan
-    from veil.federation.local import LocalConfig, SiteData, flat_params
-    from veil.models import LogisticRegression
-    from veil.errors import LocalError
-    from veil.privacy import PrivacyConfig, build_privacy
+def features(x: np.ndarray) -> np.ndarray:
+    """Scattering features and per-image-normalised pixels of ``(N, 1, 28, 28)`` images.
 
-    model = LogisticRegression(feats.shape[1], 10)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-    data = SiteData(feats, y, parts)
-    n_sites = len(parts)
-    plan = RoundPlan(epochs, n_sites, float(n_sites), "fixed", data.sizes.copy(), np.ones(n_sites, int))
-    cfg = PrivacyConfig(
-        enabled=True, target_epsilon=eps, delta=delta, accountant="pld", secure_rng=True,
-        sample_level=dict(enabled=True, max_grad_norm=clip, expected_batch_size=batch, epochs=1),
-    )
-    local = LocalConfig(epochs=1, batch_size=batch, lr=lr, momentum=0.9)
-    setup = build_privacy(cfg, plan, model, "classification", local, seed)
-    hook, trainer = setup.hook, setup.trainer
-    if trainer is None:  # cannot happen: sample level is on
-        raise LocalError("build_privacy returned no DP-SGD trainer")
-    hook.before_run(plan)
-    g = flat_params(model)
-    ids = np.arange(n_sites)
-    xt, yt = torch.from_numpy(xte), torch.from_numpy(yte)
-    acc = 0.0
-    for r in range(epochs):
-        if hook.before_round(r):
-            break
-        upd = trainer.train(g, data, ids, seed, r)
-        g = g + upd.mean(dim=0)  # FedAvg of equal-weight sites (1 site: plain DP-SGD)
-        hook.after_round(RoundInfo(r, ids, ids, ()))
-    w = g[: 10 * feats.shape[1]].view(10, -1)
-    b = g[10 * feats.shape[1] :]
-    acc = float(((xt @ w.t() + b).argmax(1) == yt).float().mean())
-    s = hook.summary()
-    return {
-        "test_accuracy": round(acc, 4),
-        "epsilon_spent_max": round(float(s["epsilon_sample_max"]), 4),
+    Data-independent: every statistic is computed within one image.
+    """
+    px = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    px = (px - px.mean(1, keepdims=True)) / (px.std(1, keepdims=True) + 1e-5)
+    return np.concatenate([scatter_features(x), px], axis=1)
+
+
+def train_dp_linear(
+    x: np.ndarray,
+    y: np.ndarray,
+    parts: list[np.ndarray],
+    cfg: DPLinearConfig,
+    *,
+    epsilon: float = EPSILON,
+    delta: float = DELTA,
+    seed: int = SEED,
+    n_classes: int = 10,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """DP-SGD (one site) or DP-FedSGD (several) for a softmax linear head.
+
+    Args:
+        x: ``(N, d)`` float32 features; ``y``: ``(N,)`` labels.
+        parts: each site's example indices (disjoint).
+        cfg: hyper-parameters.
+        epsilon, delta: per-site budget; σ is calibrated so each site meets it.
+        seed: seed of the (reproducible) sampling and noise streams.
+        n_classes: number of classes.
+
+    Returns:
+        ``(weights, info)``: EMA weights ``(n_classes, d + 1)`` (bias last) and the
+        accounting: σ, steps, ε per site from the ledger.
+
+    Raises:
+        ConfigError: impossible hyper-parameters.
+    """
+    if not (0 < cfg.rate <= 1 and cfg.clip > 0 and cfg.lr > 0 and 0 <= cfg.ema < 1):
+        raise ConfigError(f"invalid DP linear hyper-parameters {cfg}", key="bench.utility")
+    q, steps = cfg.rate, cfg.steps
+    sigma = calibrate_noise(lambda s: dpsgd_round_event(s, q, steps), epsilon, delta, ACCOUNTANT)
+    n, d = x.shape
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    yt = torch.from_numpy(np.asarray(y)).long()
+    norm = (xt * xt).sum(1).add_(1.0).sqrt_()  # ‖(x, 1)‖ per example
+    w = torch.zeros(n_classes, d + 1)
+    buf, avg, grad = torch.zeros_like(w), torch.zeros_like(w), torch.empty_like(w)
+    noise = torch.empty(w.numel(), dtype=torch.float32)
+    sites = [torch.from_numpy(np.asarray(p, dtype=np.int64)) for p in parts]
+    sample = [SecureRng.from_seed(seed, f"bench/utility/sample/s{i}") for i in range(len(parts))]
+    noisy = [SecureRng.from_seed(seed, f"bench/utility/noise/s{i}") for i in range(len(parts))]
+    for t in range(steps):
+        grad.zero_()
+        for i, idx in enumerate(sites):
+            sel = idx[torch.from_numpy(sample[i].uniform(len(idx)) < q)]
+            xb = xt[sel]
+            err = torch.softmax(xb @ w[:, :d].t() + w[:, d], dim=1)
+            err[torch.arange(len(sel)), yt[sel]] -= 1.0  # ∂loss/∂logits = p − onehot(y)
+            err.mul_((cfg.clip / (err.norm(dim=1) * norm[sel])).clamp_(max=1.0).unsqueeze(1))
+            grad[:, :d].addmm_(err.t(), xb)
+            grad[:, d].add_(err.sum(0))
+            gaussian_noise(noisy[i], noise.numel(), out=noise)
+            grad.add_(noise.view_as(grad), alpha=sigma * cfg.clip)
+        grad.div_(q * n)  # size-weighted mean of the sites' noisy means Σ/(q n_i)
+        buf.mul_(cfg.momentum).add_(grad)
+        w.sub_(buf, alpha=cfg.lr)
+        if t == 0:
+            avg.copy_(w)
+        else:
+            avg.mul_(cfg.ema).add_(w, alpha=1.0 - cfg.ema)
+    ledger = PrivacyLedger(delta, ACCOUNTANT)
+    for i in range(len(parts)):
+        ledger.spend(f"site{i}", dpsgd_round_event(sigma, q, steps))
+    eps = [ledger.epsilon(f"site{i}") for i in range(len(parts))]
+    info = {
+        "epsilon_spent_max": round(max(eps), 4),
+        "epsilon_target": epsilon,
         "delta": delta,
-        "noise_multiplier": setup.noise["sample_noise_multiplier"],
-        "epochs": epochs, "expected_batch": batch, "lr": lr, "momentum": 0.9, "clip": clip,
+        "accountant": ACCOUNTANT,
+        "noise_multiplier": round(sigma, 4),
+        "steps": steps,
+        "expected_batch_per_site": [round(q * len(p), 1) for p in parts],
+        **asdict(cfg),
     }
+    return avg, info
+
+
+def _accuracy(w: torch.Tensor, x: np.ndarray, y: np.ndarray) -> float:
+    xt = torch.from_numpy(x)
+    pred = (xt @ w[:, :-1].t() + w[:, -1]).argmax(1)
+    return float((pred == torch.from_numpy(np.asarray(y)).long()).float().mean())
+
+
+CENTRAL = DPLinearConfig(lr=24.0, ema=0.98)
+FEDERATED = DPLinearConfig(lr=8.0, ema=0.95)
 
 
 def run(quick: bool = False) -> dict[str, Any]:
     """Fashion-MNIST at ε = 3, δ = 1e-5: central DP-SGD and 10 Dirichlet sites.
 
     Args:
-        quick: 12k-example subset, few epochs (< 60 s); full mode: all 60k examples.
+        quick: 3k / 1k subset, 10 epochs (a smoke test); full mode: all 60k / 10k images.
 
     Raises:
         DataError: Fashion-MNIST is not installed (the message says how to get it).
@@ -145,40 +194,50 @@ def run(quick: bool = False) -> dict[str, Any]:
     from veil.data import load_fashion_mnist, partition
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(min(2, threads))
     t0 = time.perf_counter()
     try:
         ds = load_fashion_mnist()
         n = 3_000 if quick else len(ds.y_train)
         n_test = 1_000 if quick else len(ds.y_test)
-        xtr, ytr = ds.x_train[:n], ds.y_train[:n]
-        yte = ds.y_test[:n_test]
+        ytr, yte = np.asarray(ds.y_train[:n]), np.asarray(ds.y_test[:n_test])
         tf = time.perf_counter()
-        ftr = scatter_features(xtr)
-        fte = scatter_features(ds.x_test[:n_test])
+        ftr, fte = features(ds.x_train[:n]), features(ds.x_test[:n_test])
         feat_s = time.perf_counter() - tf
-        eps, delta = 3.0, 1e-5
-        if quick:
-            central = _train(ftr, ytr, fte, yte, [np.arange(n)], epochs=5, batch=300,
-                             lr=2.0, clip=0.1, eps=eps, delta=delta, seed=0)
-            parts = partition(ytr, 10, "dirichlet", alpha=0.5, seed=0)
-            fed = _train(ftr, ytr, fte, yte, parts, epochs=5, batch=60,
-                         lr=2.0, clip=0.1, eps=eps, delta=delta, seed=0)
-        else:
-            central = _train(ftr, ytr, fte, yte, [np.arange(n)], epochs=40, batch=4096,
-                             lr=4.0, clip=0.1, eps=eps, delta=delta, seed=0)
-            parts = partition(ytr, 10, "dirichlet", alpha=0.5, seed=0)
-            fed = _train(ftr, ytr, fte, yte, parts, epochs=40, batch=1024,
-                         lr=4.0, clip=0.1, eps=eps, delta=delta, seed=0)
+        settings = {"central_dpsgd": (CENTRAL, [np.arange(n)], 0.90)}
+        parts = partition(ytr, 10, "dirichlet", alpha=0.5, seed=SEED)
+        settings["federated_10_sites_dirichlet_0.5"] = (FEDERATED, parts, 0.88)
+        out: dict[str, Any] = {}
+        for name, (cfg, sites, target) in settings.items():
+            if quick:
+                cfg = DPLinearConfig(**{**asdict(cfg), "epochs": 10})
+            ts = time.perf_counter()
+            w, info = train_dp_linear(ftr, ytr, sites, cfg)
+            acc = _accuracy(w, fte, yte)
+            out[name] = {
+                "test_accuracy": round(acc, 4),
+                "target": target,
+                "met": acc >= target,
+                "sites": len(sites),
+                "site_sizes": [len(p) for p in sites],
+                **info,
+                "train_seconds": round(time.perf_counter() - ts, 1),
+            }
         return {
             "benchmark": "utility",
             "quick": quick,
             "dataset": f"fashion_mnist (train {n}, test {n_test})",
-            "features": "ScatterNet-like (J=2, L=8, Fourier-domain Gabor), 3969 dims, data-independent",
+            "features": f"ScatterNet-like J=2 L=8 ({N_FEATURES}) + pixels (784), per-image "
+            "normalisation, data-independent",
+            "model": "linear softmax head; EMA of iterates reported",
+            "algorithm": "DP-SGD (1 site) / DP-FedSGD (10 sites, 1 local DP-SGD step per "
+            "round, size-weighted mean, server momentum); own loop, veil accounting",
+            "noise_rng": "SecureRng.from_seed (reproducible CSPRNG stream, benchmark only)",
+            "hyper_parameters_chosen_on": "held-out last 10k of the training set",
             "feature_seconds": round(feat_s, 1),
-            "central_dpsgd": {**central, "target": 0.90},
-            "federated_10_sites_dirichlet_0.5": {**fed, "target": 0.88},
+            **out,
             "seconds": round(time.perf_counter() - t0, 1),
+            "torch_threads": torch.get_num_threads(),
             "machine": machine_info(),
         }
     finally:
