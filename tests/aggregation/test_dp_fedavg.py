@@ -1,4 +1,5 @@
-"""DP-FedAvg transforms: clipping bound, noise std (statistical), fixed denominator, adaptive clip."""
+"""DP-FedAvg transforms: clipping bound, noise std (statistical), fixed denominator,
+adaptive clip."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ def _ectx(n: int) -> EncodeContext:
 
 
 def _dctx(n: int, seed: int = 0) -> DecodeContext:
-    return DecodeContext(round=0, survivors=np.arange(n), cohort_size=n, rng=SecureRng.from_seed(seed, "t"))
+    return DecodeContext(
+        round=0, survivors=np.arange(n), cohort_size=n, rng=SecureRng.from_seed(seed, "t")
+    )
 
 
 @pytest.mark.parametrize("clip", [0.01, 1.0, 7.5])
@@ -38,7 +41,10 @@ def test_encode_bounds_every_row(clip: float) -> None:
 
 
 def test_noise_std_statistical() -> None:
-    """Noise on the sum has std z·C: N = 40000 coordinates, sample-std tolerance 5/sqrt(2N) ≈ 1.8%."""
+    """Noise on the sum has std z·C.
+
+    N = 40000 coordinates, sample-std tolerance 5/sqrt(2N) ≈ 1.8%.
+    """
     z, c, m, d = 1.3, 0.7, 8.0, 40_000
     t = DPFedAvg(c, z, m)
     state, mean, meas, ev = t.decode(t.init(), np.zeros(d), _dctx(1, seed=3))

@@ -18,7 +18,12 @@ from veil.errors import AbortError, InvalidUpdateError, LocalError
 
 
 def _ctx(n: int, weights=None) -> EncodeContext:
-    return EncodeContext(round=0, site_ids=np.arange(n), weights=np.ones(n) if weights is None else weights, cohort_size=n)
+    return EncodeContext(
+        round=0,
+        site_ids=np.arange(n),
+        weights=np.ones(n) if weights is None else weights,
+        cohort_size=n,
+    )
 
 
 @settings(max_examples=50, deadline=None, derandomize=True)
@@ -75,7 +80,9 @@ def test_nan_rows_rejected_others_aggregated() -> None:
 def test_all_dropped_aborts_and_bad_shapes() -> None:
     p = Pipeline([WeightedMean()], PlainSum())
     with pytest.raises(AbortError):
-        p.run_round(p.init(), np.ones((2, 2)), _ctx(2), dropouts={0: "before_send", 1: "before_send"})
+        p.run_round(
+            p.init(), np.ones((2, 2)), _ctx(2), dropouts={0: "before_send", 1: "before_send"}
+        )
     with pytest.raises(LocalError):
         p.run_round(p.init(), np.ones(3), _ctx(1))
     with pytest.raises(LocalError, match="unique"):

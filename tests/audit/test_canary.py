@@ -71,7 +71,10 @@ def test_randomized_response_never_above_true_eps_at_confidence(eps: float) -> N
 
 
 def _gauss_delta(eps: float, sigma: float) -> float:
-    return float(norm.cdf(-eps * sigma + 1 / (2 * sigma)) - math.exp(eps) * norm.cdf(-eps * sigma - 1 / (2 * sigma)))
+    return float(
+        norm.cdf(-eps * sigma + 1 / (2 * sigma))
+        - math.exp(eps) * norm.cdf(-eps * sigma - 1 / (2 * sigma))
+    )
 
 
 def test_gaussian_mechanism_on_canary_bits_respects_eps_delta() -> None:

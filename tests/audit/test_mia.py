@@ -6,11 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from veil.audit.mia import evaluate_attack, lira_leave_one_out, lira_scores, logit_confidence, loss_attack, roc_curve
+from veil.audit.mia import (
+    evaluate_attack,
+    lira_leave_one_out,
+    lira_scores,
+    logit_confidence,
+    loss_attack,
+    roc_curve,
+)
 from veil.audit.shadow import TrainParams, models_logits, random_halves, train_models
 from veil.errors import ConfigError
-from veil.models.params import load_flat_params
 from veil.models import build_model
+from veil.models.params import load_flat_params
 
 
 def _random_label_data(n: int = 240, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -43,7 +50,9 @@ def test_loss_attack_separates_memoriser_but_not_untrained_model() -> None:
     members = np.zeros(len(y), bool)
     members[:120] = True
     model = build_model("mlp", (16,), 4, hidden=(256,))
-    flat = train_models(model, x, y, members[None], TrainParams(epochs=150, lr=0.05, batch_size=32), 0)
+    flat = train_models(
+        model, x, y, members[None], TrainParams(epochs=150, lr=0.05, batch_size=32), 0
+    )
     load_flat_params(model, flat[0])
     assert loss_attack(model, x, y, members).auc > 0.9  # random labels: only memorised
     fresh = build_model("mlp", (16,), 4, hidden=(256,), seed=1)

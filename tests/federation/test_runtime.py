@@ -20,7 +20,12 @@ def _cfg(tmp_path, **kw):
         "data": {"dataset": "digits", "sites": 8, "partition": "dirichlet", "alpha": 0.5},
         "model": {"name": "mlp", "hidden": [32]},
         "local": {"epochs": 1, "batch_size": 16, "lr": 0.1, "momentum": 0.5},
-        "federation": {"cohort_size": 5, "dropout_rate": 0.2, "server_optimizer": "fedadam", "server_lr": 0.01},
+        "federation": {
+            "cohort_size": 5,
+            "dropout_rate": 0.2,
+            "server_optimizer": "fedadam",
+            "server_lr": 0.01,
+        },
     }
     for k, v in kw.items():
         raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
@@ -28,7 +33,16 @@ def _cfg(tmp_path, **kw):
 
 
 def test_fedavg_learns_and_writes_record(tmp_path) -> None:
-    cfg = _cfg(tmp_path, rounds=8, federation={"cohort_size": None, "dropout_rate": 0.0, "server_optimizer": "fedavg", "server_lr": 1.0})
+    cfg = _cfg(
+        tmp_path,
+        rounds=8,
+        federation={
+            "cohort_size": None,
+            "dropout_rate": 0.0,
+            "server_optimizer": "fedavg",
+            "server_lr": 1.0,
+        },
+    )
     out = train(cfg)
     rec = json.loads((out.run_dir / "record.json").read_text())
     assert len(rec["rounds"]) == 8
@@ -81,7 +95,9 @@ def test_resume_rejects_other_run(tmp_path) -> None:
 
 
 def test_dropouts_and_deadline(tmp_path) -> None:
-    cfg = _cfg(tmp_path, rounds=4, federation={"dropout_rate": 0.5, "deadline_s": 1.0, "latency_s": 1.0})
+    cfg = _cfg(
+        tmp_path, rounds=4, federation={"dropout_rate": 0.5, "deadline_s": 1.0, "latency_s": 1.0}
+    )
     out = train(cfg)
     for r in out.result.rounds:
         assert set(r["survivors"]) <= set(r["cohort"])
@@ -90,7 +106,17 @@ def test_dropouts_and_deadline(tmp_path) -> None:
 
 
 def test_poisson_cohorts(tmp_path) -> None:
-    cfg = _cfg(tmp_path, rounds=30, data={"sites": 20, "partition": "iid"}, federation={"cohort_size": None, "cohort_fraction": 0.25, "sampling": "poisson", "dropout_rate": 0.0})
+    cfg = _cfg(
+        tmp_path,
+        rounds=30,
+        data={"sites": 20, "partition": "iid"},
+        federation={
+            "cohort_size": None,
+            "cohort_fraction": 0.25,
+            "sampling": "poisson",
+            "dropout_rate": 0.0,
+        },
+    )
     fed = build_federation(cfg)
     sizes = [len(fed.sample_cohort(r)) for r in range(400)]
     assert abs(np.mean(sizes) - 5.0) < 0.5  # binomial(20, .25): sd of mean ≈ 0.1
@@ -165,9 +191,25 @@ def test_run_appends_to_verified_log_and_stores_canaries(tmp_path) -> None:
 
 
 def test_secure_aggregation_run_matches_plain_quality(tmp_path) -> None:
-    kw = dict(rounds=4, data={"sites": 6, "partition": "iid"}, federation={"cohort_size": None, "dropout_rate": 0.25, "server_optimizer": "fedavg", "server_lr": 1.0})
+    kw = dict(
+        rounds=4,
+        data={"sites": 6, "partition": "iid"},
+        federation={
+            "cohort_size": None,
+            "dropout_rate": 0.25,
+            "server_optimizer": "fedavg",
+            "server_lr": 1.0,
+        },
+    )
     plain = train(_cfg(tmp_path, name="plain", aggregation={}, **kw))
-    sec = train(_cfg(tmp_path, name="sec", aggregation={"secure_aggregation": True, "quantize_range": 0.5}, **kw))
+    sec = train(
+        _cfg(
+            tmp_path,
+            name="sec",
+            aggregation={"secure_aggregation": True, "quantize_range": 0.5},
+            **kw,
+        )
+    )
     assert sec.record["pipeline"] == ["uniform_mean", "quantize", "secagg"]
     dropped = 0
     for r in sec.result.rounds:
@@ -180,18 +222,33 @@ def test_secure_aggregation_run_matches_plain_quality(tmp_path) -> None:
 
 
 def test_distributed_dp_under_secagg_is_accounted(tmp_path) -> None:
-    priv = {"enabled": True, "target_epsilon": 8.0, "client_level": {"enabled": True, "clip_norm": 0.5, "mechanism": "distributed"}}
+    priv = {
+        "enabled": True,
+        "target_epsilon": 8.0,
+        "client_level": {"enabled": True, "clip_norm": 0.5, "mechanism": "distributed"},
+    }
     cfg = _cfg(
         tmp_path,
         rounds=3,
         data={"sites": 20, "partition": "iid"},
         model={"name": "logreg"},
-        federation={"cohort_size": 10, "dropout_rate": 0.1, "server_optimizer": "fedavg", "server_lr": 1.0},
+        federation={
+            "cohort_size": 10,
+            "dropout_rate": 0.1,
+            "server_optimizer": "fedavg",
+            "server_lr": 1.0,
+        },
         aggregation={"secure_aggregation": True, "quantize_range": 0.5, "expected_dropout": 0.2},
         privacy=priv,
     )
     out = train(cfg)
-    assert out.record["pipeline"] == ["clip", "uniform_mean", "quantize", "distributed_dp", "secagg"]
+    assert out.record["pipeline"] == [
+        "clip",
+        "uniform_mean",
+        "quantize",
+        "distributed_dp",
+        "secagg",
+    ]
     eps = [r["epsilon_client"] for r in out.result.rounds]
     assert all(b > a for a, b in zip(eps, eps[1:])) and eps[-1] <= 8.0 + 1e-6
     # the planned schedule was calibrated to the target for the expected survivors

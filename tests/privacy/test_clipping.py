@@ -29,7 +29,9 @@ def _opacus_clipped_sum(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: f
 
 
 def _stack(model: nn.Module, n: int) -> dict[str, torch.Tensor]:
-    return {k: v.detach().unsqueeze(0).repeat(n, *[1] * v.dim()) for k, v in model.named_parameters()}
+    return {
+        k: v.detach().unsqueeze(0).repeat(n, *[1] * v.dim()) for k, v in model.named_parameters()
+    }
 
 
 MODELS = [
@@ -49,7 +51,9 @@ def test_clipped_sum_matches_opacus(name, make, shape, engine) -> None:
     x = torch.randn(b, *shape)
     y = torch.randint(0, 4, (b,))
     ref, ref_norms = _opacus_clipped_sum(make_copy(model), x, y, c)
-    clipper = PerExampleClipper(model, [k for k, _ in model.named_parameters()], "classification", engine)
+    clipper = PerExampleClipper(
+        model, [k for k, _ in model.named_parameters()], "classification", engine
+    )
     expect = {"auto": "ghost" if name.startswith("cnn") else "chain"}.get(engine, engine)
     assert clipper.engine == expect
     # three sites: site 1 holds the batch; sites 0 and 2 hold other data

@@ -67,8 +67,22 @@ def test_noise_std_in_update() -> None:
     data = _data(n_sites=1, n=30)
     g0 = flat_params(MLP(5, 3, (8,)))
     kw = dict(expected_batch_size=30, max_grad_norm=0.5)  # q = 1 → one step
-    t1 = DPSGDTrainer(MLP(5, 3, (8,)), "classification", LocalConfig(lr=0.1), noise_multiplier=2.0, secure_rng=False, **kw)
-    t0 = DPSGDTrainer(MLP(5, 3, (8,)), "classification", LocalConfig(lr=0.1), noise_multiplier=0.0, secure_rng=False, **kw)
+    t1 = DPSGDTrainer(
+        MLP(5, 3, (8,)),
+        "classification",
+        LocalConfig(lr=0.1),
+        noise_multiplier=2.0,
+        secure_rng=False,
+        **kw,
+    )
+    t0 = DPSGDTrainer(
+        MLP(5, 3, (8,)),
+        "classification",
+        LocalConfig(lr=0.1),
+        noise_multiplier=0.0,
+        secure_rng=False,
+        **kw,
+    )
     diffs = []
     for r in range(30):
         u1 = t1.train(g0, data, np.array([0]), seed=5, round=r)

@@ -35,7 +35,9 @@ def test_run_reports_epsilon_every_round(tmp_path) -> None:
     rounds = rec["rounds"] if "rounds" in rec else rec.get("records", [])
     eps = [r["epsilon_client"] for r in rounds]
     assert len(eps) == 3 and eps == sorted(eps) and 0 < eps[0]
-    assert all(r["epsilon_sample_max"] > 0 for r in rounds[1:]) or rounds[0]["epsilon_sample_max"] > 0
+    assert (
+        all(r["epsilon_sample_max"] > 0 for r in rounds[1:]) or rounds[0]["epsilon_sample_max"] > 0
+    )
     assert out is not None
 
 

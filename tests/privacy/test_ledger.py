@@ -68,7 +68,9 @@ def test_ledger_matches_direct_pld() -> None:
 
 def _plan(rounds: int = 10, n_sites: int = 10, cohort: float = 10, sampling: str = "fixed",
           sizes: int = 200) -> RoundPlan:
-    return RoundPlan(rounds, n_sites, cohort, sampling, np.full(n_sites, sizes), np.ones(n_sites, int))
+    return RoundPlan(
+        rounds, n_sites, cohort, sampling, np.full(n_sites, sizes), np.ones(n_sites, int)
+    )
 
 
 def _cfg(**kw) -> PrivacyConfig:
@@ -79,7 +81,9 @@ def _cfg(**kw) -> PrivacyConfig:
 
 def test_over_budget_refused_with_actionable_message() -> None:
     cfg = _cfg(client_level=dict(enabled=True, noise_multiplier=4.0, clip_norm=1.0))
-    setup = build_privacy(cfg, _plan(rounds=50), MLP(4, 2, (3,)), "classification", LocalConfig(), 0)
+    setup = build_privacy(
+        cfg, _plan(rounds=50), MLP(4, 2, (3,)), "classification", LocalConfig(), 0
+    )
     with pytest.raises(BudgetExceededError) as e:
         setup.hook.before_run(_plan(rounds=50))
     msg = str(e.value)
@@ -141,9 +145,22 @@ def test_calibration_hits_target(kind: str, rounds: int) -> None:
 
 def test_adaptive_calibration_includes_count_noise() -> None:
     plan = _plan(rounds=20, n_sites=100, cohort=20, sampling="poisson")
-    fixed = build_privacy(_cfg(client_level=dict(enabled=True)), plan, MLP(4, 2, (3,)), "classification", LocalConfig(), 0)
-    adapt = build_privacy(_cfg(client_level=dict(enabled=True, adaptive=dict(count_stddev=5.0))), plan, MLP(4, 2, (3,)),
-                          "classification", LocalConfig(), 0)
+    fixed = build_privacy(
+        _cfg(client_level=dict(enabled=True)),
+        plan,
+        MLP(4, 2, (3,)),
+        "classification",
+        LocalConfig(),
+        0,
+    )
+    adapt = build_privacy(
+        _cfg(client_level=dict(enabled=True, adaptive=dict(count_stddev=5.0))),
+        plan,
+        MLP(4, 2, (3,)),
+        "classification",
+        LocalConfig(),
+        0,
+    )
     # the count costs privacy, so the update noise must be larger to stay within ε
     assert adapt.noise["client_noise_multiplier"] > fixed.noise["client_noise_multiplier"]
     # too little count noise: no update noise can fit

@@ -11,8 +11,8 @@ from veil.aggregation.secagg import run_round
 from veil.crypto.prg import prg_uint64
 from veil.errors import AbortError
 from veil.protocols.secagg import STAGES, SecAggClient, SecAggConfig, SecAggServer, choose_k
-from veil.protocols.secagg.client import mask_seed
 from veil.protocols.secagg import messages as m
+from veil.protocols.secagg.client import mask_seed
 
 
 def cfg_for(n: int, k: int, bits: int = 32, d: int = 16, t: int | None = None, rnd: int = 0):

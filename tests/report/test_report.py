@@ -31,15 +31,35 @@ def _audit(eps_hat: float) -> dict:
     att = {"auc": 0.51, "tpr_at_fpr": {"0.001": 0.001, "0.01": 0.01}, "roc": _ROC,
            "n_members": 10, "n_nonmembers": 10}
     img = [[[[0.5] * 8] * 8]] * 2
-    return {"claimed_epsilon": 1.0,
-            "membership": {"loss": att, "lira": {"online": att, "offline": att, "n_refs": 4,
-                                                  "reference_training": "test"}},
-            "one_run": {"epsilon_lower": eps_hat, "claimed_epsilon": 1.0, "m": 100, "k_pos": 10,
-                        "k_neg": 10, "v": 20, "delta": 1e-5, "confidence": 0.95,
-                        "exceeds_claim": eps_hat > 1.0},
-            "inversion": {"truth": img, "views": {k: {"psnr": 10.0, "ssim": 0.2, "images": img}
-                                                  for k in ("single_site", "secure_sum", "dp")},
-                          "n_sites": 2, "batch_size": 2, "noise_multiplier": 1.0, "noise_psnr": 5.0}}
+    return {
+        "claimed_epsilon": 1.0,
+        "membership": {
+            "loss": att,
+            "lira": {"online": att, "offline": att, "n_refs": 4, "reference_training": "test"},
+        },
+        "one_run": {
+            "epsilon_lower": eps_hat,
+            "claimed_epsilon": 1.0,
+            "m": 100,
+            "k_pos": 10,
+            "k_neg": 10,
+            "v": 20,
+            "delta": 1e-5,
+            "confidence": 0.95,
+            "exceeds_claim": eps_hat > 1.0,
+        },
+        "inversion": {
+            "truth": img,
+            "views": {
+                k: {"psnr": 10.0, "ssim": 0.2, "images": img}
+                for k in ("single_site", "secure_sum", "dp")
+            },
+            "n_sites": 2,
+            "batch_size": 2,
+            "noise_multiplier": 1.0,
+            "noise_psnr": 5.0,
+        },
+    }
 
 
 def _write(run: Path, record: dict, audit: dict | None) -> None:

@@ -290,7 +290,12 @@ class Pipeline:
             meas.update({f"{t.name}/{k}": float(v) for k, v in m.items()})
             if ev is not None:
                 events.append(ev)
-        return PipelineState(tuple(new_states)), np.asarray(x, dtype=np.float64), meas, tuple(events)
+        return (
+            PipelineState(tuple(new_states)),
+            np.asarray(x, dtype=np.float64),
+            meas,
+            tuple(events),
+        )
 
     def run_round(
         self,

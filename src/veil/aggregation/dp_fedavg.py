@@ -71,7 +71,9 @@ def _check_common(noise_multiplier: float, expected_cohort: float, clip_norm: fl
             key="privacy.client_level.noise_multiplier",
         )
     if not expected_cohort > 0:
-        raise ConfigError(f"expected cohort size must be > 0, got {expected_cohort}", key="federation")
+        raise ConfigError(
+            f"expected cohort size must be > 0, got {expected_cohort}", key="federation"
+        )
     if not (math.isfinite(clip_norm) and clip_norm > 0):
         raise ConfigError(f"must be > 0, got {clip_norm}", key="privacy.client_level.clip_norm")
 
@@ -180,7 +182,9 @@ class AdaptiveDPFedAvg:
     @property
     def count_std(self) -> float:
         """σ_b actually used (``count_stddev`` or ``expected_cohort / 20``)."""
-        return float(self.count_stddev if self.count_stddev is not None else self.expected_cohort / 20)
+        return float(
+            self.count_stddev if self.count_stddev is not None else self.expected_cohort / 20
+        )
 
     def round_event(self) -> dpe.DpEvent:
         """Updates (sensitivity C) and unclipped count (sensitivity 1/2), composed."""

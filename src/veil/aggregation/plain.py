@@ -36,7 +36,9 @@ class Clip:
 
     def __post_init__(self) -> None:
         if not self.clip_norm > 0:
-            raise ConfigError(f"clip_norm must be > 0, got {self.clip_norm}", key="aggregation.clip_norm")
+            raise ConfigError(
+                f"clip_norm must be > 0, got {self.clip_norm}", key="aggregation.clip_norm"
+            )
 
     def init(self) -> None:
         return None
@@ -70,7 +72,9 @@ class WeightedMean:
     def encode(
         self, state: None, updates: np.ndarray, ctx: EncodeContext
     ) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
-        w = np.asarray(ctx.weights, dtype=updates.dtype if updates.dtype.kind == "f" else np.float64)
+        w = np.asarray(
+            ctx.weights, dtype=updates.dtype if updates.dtype.kind == "f" else np.float64
+        )
         out = np.empty((updates.shape[0], updates.shape[1] + 1), dtype=w.dtype)
         np.multiply(updates, w[:, None], out=out[:, :-1])
         out[:, -1] = w

@@ -16,12 +16,11 @@ Example:
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 

@@ -78,7 +78,9 @@ def infer_labels(model: nn.Module, update: torch.Tensor, n_images: int) -> np.nd
 
 
 def _tv(x: torch.Tensor) -> torch.Tensor:
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (
+        x[..., :, 1:] - x[..., :, :-1]
+    ).abs().mean()
 
 
 def invert_update(
@@ -230,7 +232,11 @@ def inversion_experiment(
         rec, _ = invert_update(model, u, image_shape, b, None, steps, seed=seed,
                                flatten_input=flatten_input)
         sc = _score(rec, x0)
-        out["views"][name] = {"psnr": sc["psnr"], "ssim": sc["ssim"], "images": sc["images"].tolist()}
+        out["views"][name] = {
+            "psnr": sc["psnr"],
+            "ssim": sc["ssim"],
+            "images": sc["images"].tolist(),
+        }
     g = np.random.default_rng(seed)
     out["noise_psnr"] = float(np.mean([psnr(g.random(x0[0].shape), t) for t in x0]))
     return out

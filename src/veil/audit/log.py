@@ -37,7 +37,9 @@ def _canonical(obj: Any) -> bytes:
     try:
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as e:
-        raise LocalError(f"audit log payload is not plain JSON (no NaN/inf, str keys): {e}") from None
+        raise LocalError(
+            f"audit log payload is not plain JSON (no NaN/inf, str keys): {e}"
+        ) from None
 
 
 def _entry_hash(entry: dict[str, Any]) -> str:
@@ -134,7 +136,7 @@ class AuditLog:
             )
         entry: dict[str, Any] = {
             "index": check.n_entries,
-            "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "kind": kind,
             "payload": payload,
             "prev": check.head,

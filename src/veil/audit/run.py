@@ -26,13 +26,19 @@ import torch
 from veil.audit.canary import audit_canaries, insert_canaries, load_canaries
 from veil.audit.inversion import inversion_experiment
 from veil.audit.log import AuditLog
-from veil.audit.mia import evaluate_attack, lira_scores, logit_confidence, loss_attack, model_outputs
+from veil.audit.mia import (
+    evaluate_attack,
+    lira_scores,
+    logit_confidence,
+    loss_attack,
+    model_outputs,
+)
 from veil.audit.shadow import TrainParams, models_logits, random_halves, train_models
 from veil.data import Dataset, load_dataset
 from veil.errors import DataError
 from veil.federation.record import read_record
-from veil.models.params import load_flat_params
 from veil.models import build_model
+from veil.models.params import load_flat_params
 
 __all__ = ["audit_run", "claimed_epsilon", "load_run_model", "load_run_data", "AUDIT", "CANARIES"]
 
@@ -122,8 +128,12 @@ def _lira(model: torch.nn.Module, ds: Dataset, x_tr: np.ndarray, y_tr: np.ndarra
     phi = logit_confidence(models_logits(model, flat, pool_x), pool_y)
     pt = logit_confidence(model_outputs(model, pool_x), pool_y)
     return {
-        "online": evaluate_attack("lira-online", lira_scores(pt, phi, masks, True), member).to_dict(),
-        "offline": evaluate_attack("lira-offline", lira_scores(pt, phi, masks, False), member).to_dict(),
+        "online": evaluate_attack(
+            "lira-online", lira_scores(pt, phi, masks, True), member
+        ).to_dict(),
+        "offline": evaluate_attack(
+            "lira-offline", lira_scores(pt, phi, masks, False), member
+        ).to_dict(),
         "n_refs": n_refs,
         "reference_training": f"centralised SGD, {epochs} epochs, on random halves of train+test",
     }
@@ -167,7 +177,7 @@ def audit_run(
     x_tr, y_tr = ds.x_train, ds.y_train
     out: dict[str, Any] = {
         "run": record.get("name"),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "claimed_epsilon": eps,
         "delta": delta,
         "membership": {},
@@ -187,7 +197,10 @@ def audit_run(
     if ds.task == "classification":
         rng = np.random.default_rng(seed)
         k = min(len(y_tr), len(ds.y_test))
-        mi, ni = rng.choice(len(y_tr), k, replace=False), rng.choice(len(ds.y_test), k, replace=False)
+        mi, ni = (
+            rng.choice(len(y_tr), k, replace=False),
+            rng.choice(len(ds.y_test), k, replace=False),
+        )
         xs = np.concatenate([x_tr[mi], ds.x_test[ni]])
         ys = np.concatenate([y_tr[mi], ds.y_test[ni]])
         lab = np.r_[np.ones(k, bool), np.zeros(k, bool)]

@@ -49,9 +49,10 @@ def scatter_filters(
         s = 0.8 * 2**j
         xi = 0.75 * math.pi / 2**j
         env = torch.exp(-(wx**2 + wy**2) * s * s / 2)
-        for l in range(orients):
-            th = math.pi * l / orients
-            bump = torch.exp(-((wx - xi * math.cos(th)) ** 2 + (wy - xi * math.sin(th)) ** 2) * s * s / 2)
+        for o in range(orients):
+            th = math.pi * o / orients
+            dist2 = (wx - xi * math.cos(th)) ** 2 + (wy - xi * math.sin(th)) ** 2
+            bump = torch.exp(-dist2 * s * s / 2)
             psi.append(bump - math.exp(-xi * xi * s * s / 2) * env)
     s = 0.8 * 2**scales
     phi = torch.exp(-(wx**2 + wy**2) * s * s / 2)

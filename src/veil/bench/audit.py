@@ -51,7 +51,9 @@ def _opacus_train(x: np.ndarray, y: np.ndarray, eps: float, epochs: int, seed: i
 
     m = build_model("mlp", (64,), 10, hidden=_HIDDEN, seed=seed + 100)
     ds = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
-    dl = torch.utils.data.DataLoader(ds, batch_size=64, generator=torch.Generator().manual_seed(seed))
+    dl = torch.utils.data.DataLoader(
+        ds, batch_size=64, generator=torch.Generator().manual_seed(seed)
+    )
     opt = torch.optim.SGD(m.parameters(), lr=0.5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -123,9 +125,14 @@ def _dp(seed: int, quick: bool) -> dict[str, Any]:
     phr = logit_confidence(models_logits(model, fr, x), y)
     lab = np.concatenate([masks[j] for j in range(n_t)])
     res: dict[str, Any] = {
-        "loss": _brief(evaluate_attack("loss", np.concatenate([-_ce(lt, y) for lt in targets]), lab))}
+        "loss": _brief(
+            evaluate_attack("loss", np.concatenate([-_ce(lt, y) for lt in targets]), lab)
+        )
+    }
     for online in (True, False):
-        s = np.concatenate([lira_scores(logit_confidence(lt, y), phr, refs, online) for lt in targets])
+        s = np.concatenate(
+            [lira_scores(logit_confidence(lt, y), phr, refs, online) for lt in targets]
+        )
         res["lira-online" if online else "lira-offline"] = _brief(evaluate_attack("lira", s, lab))
     accs = [float((lt.argmax(-1) == y)[~masks[j]].mean()) for j, lt in enumerate(targets)]
     return res | {"epsilon_opacus": eps_spent, "noise_multiplier": sigma, "targets": n_t,
@@ -136,14 +143,16 @@ def _dp(seed: int, quick: bool) -> dict[str, Any]:
 def _one_run(seed: int) -> dict[str, Any]:
     from veil.audit.canary import audit_canaries, insert_canaries
     from veil.audit.shadow import TrainParams, train_models
-    from veil.models.params import load_flat_params
     from veil.models import build_model
+    from veil.models.params import load_flat_params
 
     x, y = _pool()
     t = time.perf_counter()
     xc, yc, cs = insert_canaries(x, y, 200, seed, 10)
     model = build_model("mlp", (64,), 10, hidden=_HIDDEN)
-    flat = train_models(model, xc, yc, np.ones((1, len(yc)), bool), TrainParams(epochs=40, lr=0.05), seed)
+    flat = train_models(
+        model, xc, yc, np.ones((1, len(yc)), bool), TrainParams(epochs=40, lr=0.05), seed
+    )
     load_flat_params(model, flat[0])
     plain = audit_canaries(model, cs, 1e-5)
     dpm, _, eps = _opacus_train(xc, yc, 1.0, 15, seed)

@@ -46,7 +46,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         console.print(f"resuming [bold]{cfg.name}[/] after round {start}")
     with round_progress(console, cfg.rounds, cfg.name, start, enabled=not args.quiet) as cb:
         out = train(cfg, resume=args.resume, on_round=cb)
-    console.print(summary_table(f"{cfg.name}: {cfg.data.dataset}, {cfg.data.sites} sites", out.result.rounds))
+    console.print(
+        summary_table(f"{cfg.name}: {cfg.data.dataset}, {cfg.data.sites} sites", out.result.rounds)
+    )
     if out.result.stopped_reason:
         console.print(f"[yellow]stopped early:[/] {out.result.stopped_reason}")
     console.print(f"record: {out.run_dir / 'record.json'}   model: {out.run_dir / 'model.pt'}")
@@ -98,7 +100,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     names = list(BENCHMARKS) if args.name == "all" else [args.name]
     for n in names:
         if n not in BENCHMARKS:
-            raise ConfigError(f"unknown benchmark {n!r}; choose one of {sorted(BENCHMARKS)} or 'all'")
+            raise ConfigError(
+                f"unknown benchmark {n!r}; choose one of {sorted(BENCHMARKS)} or 'all'"
+            )
     results: dict[str, Any] = {}
     for n in names:
         mod_name, fn_name = BENCHMARKS[n].split(":")
@@ -109,7 +113,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json_path:
         p = Path(args.json_path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(results if len(names) > 1 else results[names[0]], indent=1, default=str))
+        p.write_text(
+            json.dumps(results if len(names) > 1 else results[names[0]], indent=1, default=str)
+        )
         console.print(f"written: {p}")
     return 0
 

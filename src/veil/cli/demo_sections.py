@@ -44,7 +44,11 @@ def section_dp_impl(ctx: DemoContext) -> None:
         out = train(private, on_round=cb)
     with c.status("the same model without DP, for comparison"):
         base = train(baseline)
-    c.print(summary_table("DP-SGD at 5 sites (noise calibrated by dp-accounting)", out.result.rounds, max_rows=6))
+    c.print(
+        summary_table(
+            "DP-SGD at 5 sites (noise calibrated by dp-accounting)", out.result.rounds, max_rows=6
+        )
+    )
     priv = out.record.get("privacy", {})
     t = Table(title="privacy vs utility", title_justify="left")
     for col in ("", "test accuracy", "ε spent (δ = 1e-5)", "noise multiplier"):
@@ -89,7 +93,9 @@ def section_secagg_impl(ctx: DemoContext) -> None:
     _fresh(cfg)
     with round_progress(c, cfg.rounds, "secagg") as cb:
         out = train(cfg, on_round=cb)
-    c.print(summary_table("SecAgg+ on digits: the server saw only sums", out.result.rounds, max_rows=6))
+    c.print(
+        summary_table("SecAgg+ on digits: the server saw only sums", out.result.rounds, max_rows=6)
+    )
     rounds = out.result.rounds
     m = rounds[0].get("measurements", {})
     dropped = sum(len(r["cohort"]) - len(r["survivors"]) for r in rounds)
@@ -97,9 +103,11 @@ def section_secagg_impl(ctx: DemoContext) -> None:
     plain = (out.record["plan"]["n_parameters"]) * 4 + 16
     mean_bytes = sum(r["bytes_per_site_mean"] for r in rounds) / max(1, len(rounds))
     c.print(
-        f"neighbours k = {m.get('secagg/k', 0):.0f}, threshold t = {m.get('secagg/threshold', 0):.0f}; "
+        f"neighbours k = {m.get('secagg/k', 0):.0f}, "
+        f"threshold t = {m.get('secagg/threshold', 0):.0f}; "
         f"{dropped} site-rounds dropped and were recovered, {aborted} rounds aborted; "
-        f"bytes per site per round {fmt_bytes(mean_bytes)} (plain float32 update: {fmt_bytes(plain)})"
+        f"bytes per site per round {fmt_bytes(mean_bytes)} "
+        f"(plain float32 update: {fmt_bytes(plain)})"
     )
     ctx.results["secagg_accuracy"] = out.final_accuracy
     ctx.results["secagg_dropped_site_rounds"] = dropped
@@ -116,12 +124,24 @@ def section_audit_report_impl(ctx: DemoContext) -> None:
     c = ctx.console
     c.rule("[bold]Audit[/] — what still leaks")
     t = Table(title="attacks on the released models", title_justify="left")
-    for col in ("run", "ε claimed", "loss AUC", "LiRA AUC", "TPR@.1%", "ε̂ canary", "inversion dB site/sum/DP"):
+    for col in (
+        "run",
+        "ε claimed",
+        "loss AUC",
+        "LiRA AUC",
+        "TPR@.1%",
+        "ε̂ canary",
+        "inversion dB site/sum/DP",
+    ):
         t.add_column(col, justify="right")
     for label, run_dir in ctx.run_dirs.items():
         with c.status(f"auditing {label} (membership inference, canaries, gradient inversion)"):
-            res = audit_run(run_dir, lira_refs=8 if ctx.quick else 16, inversion_steps=100 if ctx.quick else 300,
-                            log_path=ctx.out / "audit.log")
+            res = audit_run(
+                run_dir,
+                lira_refs=8 if ctx.quick else 16,
+                inversion_steps=100 if ctx.quick else 300,
+                log_path=ctx.out / "audit.log",
+            )
         mem = res.get("membership", {})
         lira = mem.get("lira", {}).get("online", mem.get("lira", {}))
         one = res.get("one_run") or {}
@@ -136,7 +156,9 @@ def section_audit_report_impl(ctx: DemoContext) -> None:
         noised = (views.get("dp") or {}).get("psnr") if isinstance(views, dict) else None
         t.add_row(
             label,
-            f(res.get("claimed_epsilon"), "{:.2f}") if res.get("claimed_epsilon") is not None else "∞",
+            f(res.get("claimed_epsilon"), "{:.2f}")
+            if res.get("claimed_epsilon") is not None
+            else "∞",
             f(mem.get("loss", {}).get("auc")),
             f(lira.get("auc")),
             f(lira.get("tpr_at_fpr", {}).get("0.001")),

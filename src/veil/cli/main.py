@@ -104,7 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         Console(stderr=True).print(f"[bold red]error:[/] {type(e).__name__}: {e}", highlight=False)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; a run can be continued with `veil train --resume CONFIG`", file=sys.stderr)
+        print(
+            "\ninterrupted; a run can be continued with `veil train --resume CONFIG`",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -65,7 +65,10 @@ def summary_table(title: str, rounds: list[dict[str, Any]], max_rows: int = 12) 
     t.add_column("test loss", justify="right")
     t.add_column("sites in sum", justify="right")
     t.add_column("bytes / site", justify="right")
-    has_eps = any(r.get("epsilon_client") is not None or r.get("epsilon_sample_max") is not None for r in rounds)
+    has_eps = any(
+        r.get("epsilon_client") is not None or r.get("epsilon_sample_max") is not None
+        for r in rounds
+    )
     if has_eps:
         t.add_column("ε spent", justify="right")
     step = max(1, -(-len(rounds) // max_rows))

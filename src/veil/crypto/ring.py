@@ -4,8 +4,9 @@ Arithmetic wraps modulo 2**64 natively and is then masked to b bits, which is th
 as working modulo 2**b. For b ≤ 32 the hot paths may hold vectors in ``uint32``
 (:func:`ring_dtype`): wrapping modulo 2**32 is again the same as working modulo 2**b, with
 half the memory traffic and half the AES-CTR keystream per element.
-:func:`pack`/:func:`unpack` give the b-bit wire form (exactly ``ceil(d·b/8)`` bytes); :func:`prg_ring` expands a seed into a uniform ring vector with
-the AES-CTR PRG of :mod:`veil.crypto.prg`.
+:func:`pack`/:func:`unpack` give the b-bit wire form (exactly ``ceil(d·b/8)`` bytes);
+:func:`prg_ring` expands a seed into a uniform ring vector with the AES-CTR PRG of
+:mod:`veil.crypto.prg`.
 """
 
 from __future__ import annotations

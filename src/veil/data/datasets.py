@@ -172,7 +172,12 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def _find_idx(directory: Path, stem: str) -> Path:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+    for name in (
+        stem,
+        stem + ".gz",
+        stem.replace("-idx", ".idx"),
+        stem.replace("-idx", ".idx") + ".gz",
+    ):
         if (directory / name).exists():
             return directory / name
     raise DataError(f"{stem} not found in {directory}")
@@ -280,7 +285,9 @@ def load_csv(
     xtr, xte, ytr, yte = _split(x, y, test_fraction, seed, task == "classification")
     if standardise:
         xtr, xte = _standardise(xtr, xte)
-    return Dataset(p.stem, xtr.astype(np.float32), ytr, xte.astype(np.float32), yte, task, n_classes)
+    return Dataset(
+        p.stem, xtr.astype(np.float32), ytr, xte.astype(np.float32), yte, task, n_classes
+    )
 
 
 DATASETS = ("digits", "breast_cancer", "diabetes", "fashion_mnist", "csv")

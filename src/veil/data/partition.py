@@ -47,7 +47,9 @@ def partition(
             key="data.sites",
         )
     if scheme not in PARTITIONS:
-        raise ConfigError(f"unknown scheme {scheme!r}; choose one of {PARTITIONS}", key="data.partition")
+        raise ConfigError(
+            f"unknown scheme {scheme!r}; choose one of {PARTITIONS}", key="data.partition"
+        )
     if scheme != "iid" and not alpha > 0:
         raise ConfigError(f"must be > 0, got {alpha}", key="data.alpha")
     rng = np.random.default_rng(seed)

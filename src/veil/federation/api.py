@@ -43,10 +43,24 @@ def load_data(cfg: RunConfig) -> Dataset:
     elif d.dataset == "fashion_mnist":
         kwargs = {"path": d.path, "flat": not d.image}
     elif d.dataset == "csv":
-        kwargs = {"path": d.path, "label": d.label, "task": d.task, "test_fraction": d.test_fraction, "seed": cfg.seed}
+        kwargs = {
+            "path": d.path,
+            "label": d.label,
+            "task": d.task,
+            "test_fraction": d.test_fraction,
+            "seed": cfg.seed,
+        }
     ds = load_dataset(d.dataset, **kwargs)
     if d.limit is not None and d.limit < len(ds.y_train):
-        ds = Dataset(ds.name, ds.x_train[: d.limit], ds.y_train[: d.limit], ds.x_test, ds.y_test, ds.task, ds.n_classes)
+        ds = Dataset(
+            ds.name,
+            ds.x_train[: d.limit],
+            ds.y_train[: d.limit],
+            ds.x_test,
+            ds.y_test,
+            ds.task,
+            ds.n_classes,
+        )
     return ds
 
 
@@ -109,11 +123,15 @@ def build_federation(
     """
     ds = dataset if dataset is not None else load_data(cfg)
     if model is None:
-        model = build_model(cfg.model.name, ds.input_shape, ds.n_classes, cfg.model.hidden, seed=cfg.seed)
+        model = build_model(
+            cfg.model.name, ds.input_shape, ds.n_classes, cfg.model.hidden, seed=cfg.seed
+        )
     parts = partition(
         ds.y_train if ds.task == "classification" else np.zeros(len(ds.y_train), dtype=np.int64),
         cfg.data.sites,
-        cfg.data.partition if ds.task == "classification" or cfg.data.partition != "dirichlet" else "iid",
+        cfg.data.partition
+        if ds.task == "classification" or cfg.data.partition != "dirichlet"
+        else "iid",
         cfg.data.alpha,
         seed=cfg.seed,
     )
@@ -131,8 +149,16 @@ def build_federation(
         from veil.privacy import build_privacy  # type: ignore[attr-defined]
 
         fed_probe = Federation(
-            model, ds, parts, Pipeline([], PlainSum()), trainer, make_server_optimizer("fedavg", 1.0),
-            rounds=cfg.rounds, seed=cfg.seed, cohort=cfg.cohort, sampling=cfg.federation.sampling,
+            model,
+            ds,
+            parts,
+            Pipeline([], PlainSum()),
+            trainer,
+            make_server_optimizer("fedavg", 1.0),
+            rounds=cfg.rounds,
+            seed=cfg.seed,
+            cohort=cfg.cohort,
+            sampling=cfg.federation.sampling,
         )
         quant = _secure_sum(cfg)[1] if cfg.aggregation.secure_aggregation else None
         setup = build_privacy(
@@ -171,13 +197,19 @@ def build_federation(
         parts,
         pipeline,
         trainer,
-        make_server_optimizer(cfg.federation.server_optimizer, cfg.federation.server_lr, cfg.federation.server_momentum),
+        make_server_optimizer(
+            cfg.federation.server_optimizer,
+            cfg.federation.server_lr,
+            cfg.federation.server_momentum,
+        ),
         rounds=cfg.rounds,
         seed=cfg.seed,
         cohort=cfg.cohort,
         sampling=cfg.federation.sampling,
         dropout_rate=cfg.federation.dropout_rate,
-        deadline_s=cfg.federation.deadline_s if cfg.federation.deadline_s is not None else float("inf"),
+        deadline_s=cfg.federation.deadline_s
+        if cfg.federation.deadline_s is not None
+        else float("inf"),
         latency_s=cfg.federation.latency_s,
         latency_spread=cfg.federation.latency_spread,
         hooks=all_hooks,
@@ -255,7 +287,9 @@ def train(
 
         if ds.task != "classification":
             raise ConfigError("canary audits need a classification data set", key="audit.canaries")
-        x, y, canaries = insert_canaries(ds.x_train, ds.y_train, cfg.audit.canaries, cfg.seed, ds.n_classes)
+        x, y, canaries = insert_canaries(
+            ds.x_train, ds.y_train, cfg.audit.canaries, cfg.seed, ds.n_classes
+        )
         ds = Dataset(ds.name, x, y, ds.x_test, ds.y_test, ds.task, ds.n_classes)
     fed = build_federation(cfg, hooks, ds, model, _on_round)
     record.update(

@@ -61,7 +61,9 @@ def load_checkpoint(fed: Federation, run_dir: Path) -> None:
     try:
         state = torch.load(path, weights_only=False)
     except Exception as e:  # corrupt or truncated file
-        raise ConfigError(f"checkpoint {path} is unreadable ({type(e).__name__}); start afresh") from None
+        raise ConfigError(
+            f"checkpoint {path} is unreadable ({type(e).__name__}); start afresh"
+        ) from None
     if state.get("format") != _FORMAT:
         raise ConfigError(f"checkpoint {path} has an unknown format")
     if (

@@ -103,7 +103,9 @@ class FederationConfig(_Section):
     )
     dropout_rate: float = Field(0.0, ge=0, lt=1, description="chance a selected site drops out")
     deadline_s: float | None = Field(
-        None, gt=0, description="simulated per-round deadline; slower sites count as dropped (off if unset)"
+        None,
+        gt=0,
+        description="simulated per-round deadline; slower sites count as dropped (off if unset)",
     )
     latency_s: float = Field(1.0, gt=0, description="simulated median time of a site's round")
     latency_spread: float = Field(0.5, ge=0, description="log-normal sigma of site latency")
@@ -130,12 +132,16 @@ class AggregationConfig(_Section):
     secure_aggregation: bool = Field(
         False, description="SecAgg+: the server learns only the sum of the updates"
     )
-    bits: int = Field(32, ge=8, le=62, description="SecAgg: ring width b (bits per quantised coordinate)")
+    bits: int = Field(
+        32, ge=8, le=62, description="SecAgg: ring width b (bits per quantised coordinate)"
+    )
     quantize_range: float = Field(
         1.0, gt=0, description="SecAgg: coordinates are clipped to [-range, range] before rounding"
     )
     neighbours: int | None = Field(
-        None, ge=2, description="SecAgg+: neighbourhood size k (default: chosen from n, dropout, corrupt)"
+        None,
+        ge=2,
+        description="SecAgg+: neighbourhood size k (default: chosen from n, dropout, corrupt)",
     )
     expected_dropout: float = Field(
         0.1, ge=0, lt=1, description="SecAgg+: dropout rate the neighbourhood size must survive"
@@ -298,7 +304,9 @@ def _attribute_docs(model: type[BaseModel]) -> dict[str, str]:
     return out
 
 
-def describe_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+def describe_keys(
+    model: type[BaseModel] = RunConfig, prefix: str = ""
+) -> list[tuple[str, str, str]]:
     """Every config key as ``(dotted key, default, description)``, for help texts.
 
     Descriptions come from each field's ``description`` or, failing that, from the

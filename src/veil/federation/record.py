@@ -23,7 +23,7 @@ MODEL = "model.pt"
 
 def now_iso() -> str:
     """Current UTC time, ISO 8601."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _default(o: Any) -> Any:

@@ -171,7 +171,10 @@ class Federation:
     def plan(self) -> RoundPlan:
         """What hooks (the ledger) need to vet the run before it starts."""
         steps = np.asarray(
-            [self.trainer.config.epochs * -(-int(s) // self.trainer.config.batch_size) for s in self.data.sizes]
+            [
+                self.trainer.config.epochs * -(-int(s) // self.trainer.config.batch_size)
+                for s in self.data.sizes
+            ]
         )
         return RoundPlan(
             rounds=self.rounds,
@@ -244,7 +247,9 @@ class Federation:
         summary: dict[str, Any] = {}
         for h in self.hooks:
             summary.update(h.summary())
-        return RunResult(self.params.clone(), list(self.records), self.next_round, self.stopped_reason, summary)
+        return RunResult(
+            self.params.clone(), list(self.records), self.next_round, self.stopped_reason, summary
+        )
 
     def run_round(self, r: int) -> dict[str, Any]:
         """One round; returns its record. The global model changes only if it succeeds."""
@@ -257,9 +262,15 @@ class Federation:
             self._finish(rec, r, t0, (), np.asarray([], dtype=np.int64), cohort)
             return rec
         # sites that drop before sending don't need to train (saves simulation time)
-        train_ids = np.asarray([s for s in cohort if dropouts.get(int(s)) != "before_send"], dtype=np.int64)
+        train_ids = np.asarray(
+            [s for s in cohort if dropouts.get(int(s)) != "before_send"], dtype=np.int64
+        )
         t1 = time.perf_counter()
-        updates = self.trainer.train(self.params, self.data, train_ids, self.seed, r) if train_ids.size else torch.zeros(0, self.params.numel())
+        updates = (
+            self.trainer.train(self.params, self.data, train_ids, self.seed, r)
+            if train_ids.size
+            else torch.zeros(0, self.params.numel())
+        )
         rec["train_s"] = time.perf_counter() - t1
         mid_drops = {s: st for s, st in dropouts.items() if st != "before_send"}
         ctx = EncodeContext(
@@ -308,12 +319,26 @@ class Federation:
         return rec
 
     def _finish(
-        self, rec: dict[str, Any], r: int, t0: float, events: tuple[Any, ...], survivors: np.ndarray, cohort: np.ndarray
+        self,
+        rec: dict[str, Any],
+        r: int,
+        t0: float,
+        events: tuple[Any, ...],
+        survivors: np.ndarray,
+        cohort: np.ndarray,
     ) -> None:
         if (r + 1) % self.eval_every == 0 or r + 1 == self.rounds:
-            loss, acc = evaluate(self.model, self.params, self.dataset.x_test, self.dataset.y_test, self.task)
+            loss, acc = evaluate(
+                self.model, self.params, self.dataset.x_test, self.dataset.y_test, self.task
+            )
             rec["test_loss"], rec["test_accuracy"] = loss, acc
-        info = RoundInfo(round=r, cohort=cohort, survivors=survivors, dp_events=events, measurements=rec.setdefault("measurements", {}))
+        info = RoundInfo(
+            round=r,
+            cohort=cohort,
+            survivors=survivors,
+            dp_events=events,
+            measurements=rec.setdefault("measurements", {}),
+        )
         for h in self.hooks:
             rec.update(h.after_round(info))
         rec["duration_s"] = time.perf_counter() - t0

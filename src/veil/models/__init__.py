@@ -5,4 +5,11 @@ from veil.models.zoo import MLP, MODELS, LogisticRegression, SmallCNN, build_mod
 
 __all__ = [
     "flat_params",
-    "load_flat_params","MLP", "MODELS", "LogisticRegression", "SmallCNN", "build_model", "n_parameters"]
+    "load_flat_params",
+    "MLP",
+    "MODELS",
+    "LogisticRegression",
+    "SmallCNN",
+    "build_model",
+    "n_parameters",
+]

@@ -17,7 +17,6 @@ Events used by veil:
 from __future__ import annotations
 
 import logging
-
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -80,7 +79,9 @@ def make_accountant(kind: str, discretisation: float = PLD_DISCRETISATION) -> dp
         return pld_privacy_accountant.PLDAccountant(
             value_discretization_interval=discretisation
         )
-    raise ConfigError(f"unknown accountant {kind!r}; choose one of {ACCOUNTANTS}", key="privacy.accountant")
+    raise ConfigError(
+        f"unknown accountant {kind!r}; choose one of {ACCOUNTANTS}", key="privacy.accountant"
+    )
 
 
 def epsilon(event: dpe.DpEvent, delta: float, kind: str) -> float:

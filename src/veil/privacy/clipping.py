@@ -77,7 +77,9 @@ class PerExampleClipper:
         ConfigError: ``engine="ghost"`` for a model it does not support, or unknown engine.
     """
 
-    def __init__(self, model: nn.Module, names: Sequence[str], task: str, engine: str = "auto") -> None:
+    def __init__(
+        self, model: nn.Module, names: Sequence[str], task: str, engine: str = "auto"
+    ) -> None:
         if engine not in ENGINES:
             raise ConfigError(f"unknown engine {engine!r}; choose one of {ENGINES}")
         self.model = model
@@ -131,7 +133,9 @@ class PerExampleClipper:
         return self._vmap(params, xb, yb, mb, max_norm)
 
     # -- ghost engine --------------------------------------------------------------------
-    def _forward_fn(self, probes_given: bool) -> Callable[..., tuple[torch.Tensor, tuple[torch.Tensor, ...]]]:
+    def _forward_fn(
+        self, probes_given: bool
+    ) -> Callable[..., tuple[torch.Tensor, tuple[torch.Tensor, ...]]]:
         mods = [m for _, m in self.layers or []]
 
         def f(params: dict[str, torch.Tensor], x: torch.Tensor, probes: Sequence[torch.Tensor]):
@@ -139,7 +143,9 @@ class PerExampleClipper:
             handles = []
             for i, mod in enumerate(mods):
 
-                def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor, i: int = i):
+                def hook(
+                    _m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor, i: int = i
+                ):
                     acts.append(inp[0])
                     return out + probes[i] if probes_given else out
 
@@ -153,7 +159,9 @@ class PerExampleClipper:
 
         return f
 
-    def _probe_shapes(self, params: dict[str, torch.Tensor], xb: torch.Tensor) -> list[torch.Size] | None:
+    def _probe_shapes(
+        self, params: dict[str, torch.Tensor], xb: torch.Tensor
+    ) -> list[torch.Size] | None:
         """Output shape (per example) of every ghost layer; None if a layer runs twice."""
         key = tuple(xb.shape[2:])
         if key in self._shapes:
@@ -221,7 +229,11 @@ class PerExampleClipper:
             elif kind == "linear":
                 saved.append(h)
                 wt = params[wn].transpose(1, 2)
-                h = torch.bmm(h, wt) if bn is None else torch.baddbmm(params[bn].unsqueeze(1), h, wt)
+                h = (
+                    torch.bmm(h, wt)
+                    if bn is None
+                    else torch.baddbmm(params[bn].unsqueeze(1), h, wt)
+                )
             else:
                 h = getattr(torch, kind)(h)
                 saved.append(h)

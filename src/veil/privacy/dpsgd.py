@@ -46,7 +46,14 @@ def gaussian_noise(rng: SecureRng, n: int, out: torch.Tensor | None = None) -> t
     """
     m = (n + 1) // 2
     w = torch.frombuffer(bytearray(rng.bytes(16 * m)), dtype=torch.int64)
-    u = w.bitwise_right_shift_(11).bitwise_and_((1 << 53) - 1).to(torch.float64).add_(0.5).mul_(2.0**-53).view(2, m)
+    u = (
+        w.bitwise_right_shift_(11)
+        .bitwise_and_((1 << 53) - 1)
+        .to(torch.float64)
+        .add_(0.5)
+        .mul_(2.0**-53)
+        .view(2, m)
+    )
     r = u[0].log_().mul_(-2.0).sqrt_()
     th = u[1].mul_(2.0 * math.pi)
     if out is None:
@@ -131,14 +138,22 @@ class DPSGDTrainer(VectorisedTrainer):
     ) -> None:
         super().__init__(model, task, config, chunk)
         if not (math.isfinite(max_grad_norm) and max_grad_norm > 0):
-            raise ConfigError(f"must be > 0, got {max_grad_norm}", key="privacy.sample_level.max_grad_norm")
+            raise ConfigError(
+                f"must be > 0, got {max_grad_norm}", key="privacy.sample_level.max_grad_norm"
+            )
         if expected_batch_size < 1:
             raise ConfigError("must be >= 1", key="privacy.sample_level.expected_batch_size")
         if sampling_rate is not None and not 0 < sampling_rate <= 1:
             raise ConfigError("must be in (0, 1]", key="privacy.sample_level.sampling_rate")
-        sig = noise_multiplier.values() if isinstance(noise_multiplier, Mapping) else [noise_multiplier]
+        sig = (
+            noise_multiplier.values()
+            if isinstance(noise_multiplier, Mapping)
+            else [noise_multiplier]
+        )
         if any(not (math.isfinite(s) and s >= 0) for s in sig):
-            raise ConfigError("must be finite and >= 0", key="privacy.sample_level.noise_multiplier")
+            raise ConfigError(
+                "must be finite and >= 0", key="privacy.sample_level.noise_multiplier"
+            )
         self.noise_multiplier = noise_multiplier
         self.max_grad_norm = float(max_grad_norm)
         self.expected_batch_size = int(expected_batch_size)

@@ -93,7 +93,11 @@ class PrivacyHook(BaseHook):
             out["client"] = epsilon(ev, self.cfg.delta, self.cfg.accountant)
         if self.trainer is not None:
             out["sample"] = max(
-                epsilon(dpe.SelfComposedDpEvent(self._site_event(int(n)), rounds), self.cfg.delta, self.cfg.accountant)
+                epsilon(
+                    dpe.SelfComposedDpEvent(self._site_event(int(n)), rounds),
+                    self.cfg.delta,
+                    self.cfg.accountant,
+                )
                 for n in np.unique(p.site_sizes)
             )
         return out
@@ -123,8 +127,9 @@ class PrivacyHook(BaseHook):
             self._client_sampled = self._sampled(self.client_event)
             if cfg.delta >= 1.0 / plan.n_sites:
                 raise ConfigError(
-                    f"delta={cfg.delta} is not below 1/n_sites={1 / plan.n_sites:.3g}: client-level "
-                    "DP with such a delta can reveal a whole site; lower privacy.delta",
+                    f"delta={cfg.delta} is not below 1/n_sites={1 / plan.n_sites:.3g}: "
+                    "client-level DP with such a delta can reveal a whole site; "
+                    "lower privacy.delta",
                     key="privacy.delta",
                 )
         if self.trainer is not None and cfg.delta >= 1.0 / int(np.min(plan.site_sizes)):
@@ -170,9 +175,9 @@ class PrivacyHook(BaseHook):
             nxt = self.ledger.epsilon_if(FEDERATION, self._client_sampled)
             if nxt > target:
                 return (
-                    f"privacy budget reached (client level): ε={self.ledger.epsilon(FEDERATION):.3f}"
-                    f" spent, round {round} would bring it to {nxt:.3f} > {self.cfg.target_epsilon:g}"
-                    f" at δ={self.cfg.delta:g}"
+                    "privacy budget reached (client level): "
+                    f"ε={self.ledger.epsilon(FEDERATION):.3f} spent, round {round} would bring it "
+                    f"to {nxt:.3f} > {self.cfg.target_epsilon:g} at δ={self.cfg.delta:g}"
                 )
         if self.trainer is not None:
             for i, n in enumerate(p.site_sizes):
@@ -180,7 +185,8 @@ class PrivacyHook(BaseHook):
                 if nxt > target:
                     return (
                         f"privacy budget reached (sample level, site {i}): round {round} could "
-                        f"bring ε to {nxt:.3f} > {self.cfg.target_epsilon:g} at δ={self.cfg.delta:g}"
+                        f"bring ε to {nxt:.3f} > {self.cfg.target_epsilon:g} "
+                        f"at δ={self.cfg.delta:g}"
                     )
         return None
 
@@ -395,7 +401,12 @@ def _build_distributed(
 
 
 def _build_trainer(
-    cfg: PrivacyConfig, plan: RoundPlan, model: nn.Module, task: str, local: LocalConfig, engine: str
+    cfg: PrivacyConfig,
+    plan: RoundPlan,
+    model: nn.Module,
+    task: str,
+    local: LocalConfig,
+    engine: str,
 ) -> DPSGDTrainer:
     sl = cfg.sample_level
     kw: dict[str, Any] = dict(
@@ -444,12 +455,16 @@ def _build_client_transform(cfg: PrivacyConfig, plan: RoundPlan) -> DPFedAvg | A
     z = cl.noise_multiplier
     if z is None:
         z = calibrate_noise(
-            lambda v: dpe.SelfComposedDpEvent(sampled(make(v).round_event(), plan.sampling, rate), plan.rounds),
+            lambda v: dpe.SelfComposedDpEvent(
+                sampled(make(v).round_event(), plan.sampling, rate), plan.rounds
+            ),
             cfg.target_epsilon,
             cfg.delta,
             cfg.accountant,
             "privacy.client_level.noise_multiplier",
         )
     if not math.isfinite(z):
-        raise ConfigError("noise multiplier must be finite", key="privacy.client_level.noise_multiplier")
+        raise ConfigError(
+            "noise multiplier must be finite", key="privacy.client_level.noise_multiplier"
+        )
     return make(float(z))

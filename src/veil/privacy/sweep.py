@@ -32,7 +32,9 @@ def parse_epsilons(text: str) -> list[float]:
         try:
             v = float(p)
         except ValueError:
-            raise ConfigError(f"not a number: {p!r}; write e.g. 0.5,1,2,3,8,inf", key="--epsilons") from None
+            raise ConfigError(
+                f"not a number: {p!r}; write e.g. 0.5,1,2,3,8,inf", key="--epsilons"
+            ) from None
         if not v > 0:
             raise ConfigError(f"every ε must be > 0 (or inf), got {p}", key="--epsilons")
         out.append(v)
@@ -85,7 +87,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def write_sweep(rows: Sequence[dict[str, Any]], out_dir: str | Path, title: str = "Privacy–utility trade-off") -> Path:
+def write_sweep(
+    rows: Sequence[dict[str, Any]], out_dir: str | Path, title: str = "Privacy–utility trade-off"
+) -> Path:
     """Write the sweep table (CSV, Markdown, JSON) and the accuracy-vs-ε PNG.
 
     Non-private rows (ε = inf) are drawn as a dashed horizontal line.
@@ -107,7 +111,13 @@ def write_sweep(rows: Sequence[dict[str, Any]], out_dir: str | Path, title: str 
     lines += ["| " + " | ".join(_fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
     (out / "sweep.md").write_text("\n".join(lines) + "\n")
     (out / "sweep.json").write_text(
-        json.dumps([{k: (str(v) if isinstance(v, float) and math.isinf(v) else v) for k, v in r.items()} for r in rows], indent=2)
+        json.dumps(
+            [
+                {k: (str(v) if isinstance(v, float) and math.isinf(v) else v) for k, v in r.items()}
+                for r in rows
+            ],
+            indent=2,
+        )
     )
     _plot(rows, out / "sweep.png", title)
     return out

@@ -169,7 +169,9 @@ def inversion_figure(inv: dict[str, Any]) -> str | None:
             ax.imshow(im, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-        label = name if meta is None else f"{name}\nPSNR {meta['psnr']:.1f} dB\nSSIM {meta['ssim']:.2f}"
+        label = (
+            name if meta is None else f"{name}\nPSNR {meta['psnr']:.1f} dB\nSSIM {meta['ssim']:.2f}"
+        )
         axes[i][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle("Gradient inversion of one site's batch", fontsize=10)
     return _encode(fig)

@@ -22,26 +22,33 @@ __all__ = ["render_report", "build_html", "REPORT"]
 REPORT = "report.html"
 
 _CSS = """
-body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:0;\
+background:#f5f6f8;color:#1d2330}
 main{max-width:1080px;margin:0 auto;padding:24px}
-h1{margin:0 0 4px 0;font-size:26px} h2{border-bottom:2px solid #dde1e7;padding-bottom:4px;margin-top:32px}
+h1{margin:0 0 4px 0;font-size:26px} \
+h2{border-bottom:2px solid #dde1e7;padding-bottom:4px;margin-top:32px}
 .meta{color:#5b6475;font-size:13px}
 .cards{display:flex;flex-wrap:wrap;gap:12px;margin:18px 0}
-.card{background:#fff;border-radius:8px;padding:12px 16px;min-width:150px;box-shadow:0 1px 3px rgba(0,0,0,.08)}
+.card{background:#fff;border-radius:8px;padding:12px 16px;min-width:150px;\
+box-shadow:0 1px 3px rgba(0,0,0,.08)}
 .card .v{font-size:22px;font-weight:600} .card .k{font-size:12px;color:#5b6475}
 .card.bad{border-left:5px solid #d62728} .card.good{border-left:5px solid #2ca02c}
-section{background:#fff;border-radius:8px;padding:4px 20px 16px;margin:14px 0;box-shadow:0 1px 3px rgba(0,0,0,.06)}
+section{background:#fff;border-radius:8px;padding:4px 20px 16px;margin:14px 0;\
+box-shadow:0 1px 3px rgba(0,0,0,.06)}
 .row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 .row>img,.row>div{flex:1 1 440px;max-width:520px;min-width:0}
 .row>img{width:48%}
 img{max-width:100%} table{border-collapse:collapse;font-size:14px;margin:8px 0}
 td,th{border-bottom:1px solid #e5e8ee;padding:4px 10px;text-align:left} th{background:#f0f2f5}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
-.chip{display:inline-block;background:#e8eefc;color:#1f3d8a;border-radius:12px;padding:3px 10px;margin:2px;font-size:13px}
+.chip{display:inline-block;background:#e8eefc;color:#1f3d8a;border-radius:12px;padding:3px 10px;\
+margin:2px;font-size:13px}
 .arrow{color:#8a93a5;margin:0 2px}
-.flag{background:#fde8e8;color:#a31515;border:1px solid #d62728;border-radius:6px;padding:8px 12px;font-weight:600}
+.flag{background:#fde8e8;color:#a31515;border:1px solid #d62728;border-radius:6px;padding:8px 12px;\
+font-weight:600}
 .ok{background:#e9f7ec;color:#1c6b2c;border:1px solid #2ca02c;border-radius:6px;padding:8px 12px}
-.note{color:#5b6475;font-size:13px} pre{background:#f5f6f8;padding:10px;overflow:auto;font-size:12px}
+.note{color:#5b6475;font-size:13px} \
+pre{background:#f5f6f8;padding:10px;overflow:auto;font-size:12px}
 """
 
 
@@ -60,7 +67,11 @@ def _pct(v: Any) -> str:
 
 
 def _img(uri: str | None, alt: str) -> str:
-    return f'<img src="{uri}" alt="{_e(alt)}">' if uri else f'<p class="note">No data for {_e(alt)}.</p>'
+    return (
+        f'<img src="{uri}" alt="{_e(alt)}">'
+        if uri
+        else f'<p class="note">No data for {_e(alt)}.</p>'
+    )
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
@@ -73,7 +84,9 @@ def _td(v: str, num: bool = False) -> str:
     return f'<td class="n">{v}</td>' if num else f"<td>{v}</td>"
 
 
-def _claimed(record: dict[str, Any], audit: dict[str, Any] | None) -> tuple[float | None, float | None]:
+def _claimed(
+    record: dict[str, Any], audit: dict[str, Any] | None
+) -> tuple[float | None, float | None]:
     pv = record.get("privacy") or {}
     eps = pv.get("epsilon_spent", pv.get("epsilon"))
     if isinstance(eps, dict):
@@ -98,9 +111,15 @@ def _claimed(record: dict[str, Any], audit: dict[str, Any] | None) -> tuple[floa
 def _cards(record: dict[str, Any], audit: dict[str, Any] | None) -> str:
     final = record.get("final") or {}
     eps, target = _claimed(record, audit)
-    cards = [("final test accuracy", _pct(final.get("test_accuracy")), ""),
-             ("rounds completed", _e(final.get("rounds_completed", len(record.get("rounds") or []))), ""),
-             ("ε spent (claimed)", _num(eps, "{:.2f}") if eps is not None else "no DP", "")]
+    cards = [
+        ("final test accuracy", _pct(final.get("test_accuracy")), ""),
+        (
+            "rounds completed",
+            _e(final.get("rounds_completed", len(record.get("rounds") or []))),
+            "",
+        ),
+        ("ε spent (claimed)", _num(eps, "{:.2f}") if eps is not None else "no DP", ""),
+    ]
     if target is not None:
         cards.append(("ε budget", _num(target, "{:.2f}"), ""))
     bpr = [r.get("bytes_per_site_mean") for r in record.get("rounds") or []]
@@ -154,18 +173,25 @@ def _privacy_section(record: dict[str, Any], audit: dict[str, Any] | None) -> st
 
 def _attack_section(audit: dict[str, Any] | None) -> str:
     if not audit:
-        return ('<section><h2>What the attacks achieved</h2><p class="note">No audit yet: run '
-                "<code>veil audit RUN</code> to attack this run, then render the report again.</p></section>")
+        return (
+            '<section><h2>What the attacks achieved</h2><p class="note">No audit yet: run '
+            "<code>veil audit RUN</code> to attack this run, then render the report again.</p>"
+            "</section>"
+        )
     parts = ["<section><h2>What the attacks achieved</h2>"]
     att = _attacks(audit.get("membership") or {})
     if att:
-        parts.append("<h3>Membership inference against the released model</h3><div class='row'><div>")
+        parts.append(
+            "<h3>Membership inference against the released model</h3><div class='row'><div>"
+        )
         rows = [[_td(_e(n)), _td(_num(r.get("auc")), True),
                  _td(_pct((r.get("tpr_at_fpr") or {}).get("0.001")), True),
                  _td(_pct((r.get("tpr_at_fpr") or {}).get("0.01")), True),
                  _td(_e(f"{r.get('n_members', '?')} / {r.get('n_nonmembers', '?')}"), True)]
                 for n, r in att.items()]
-        parts.append(_table(["attack", "AUC", "TPR @ 0.1 % FPR", "TPR @ 1 % FPR", "members / non"], rows))
+        parts.append(
+            _table(["attack", "AUC", "TPR @ 0.1 % FPR", "TPR @ 1 % FPR", "members / non"], rows)
+        )
         parts.append('<p class="note">AUC 0.5 and TPR equal to the FPR mean the attacker does no '
                      "better than guessing. TPR at low FPR is what matters: it counts examples "
                      "identified with confidence.</p>")
@@ -174,19 +200,25 @@ def _attack_section(audit: dict[str, Any] | None) -> str:
             parts.append(f'<p class="note">LiRA reference models: {_e(lira.get("n_refs"))} × '
                          f'{_e(lira["reference_training"])}.</p>')
         parts.append("</div><div>")
-        parts.append(_img(figures.roc_figure({n: r.get("roc") or {} for n, r in att.items()}), "ROC"))
+        parts.append(
+            _img(figures.roc_figure({n: r.get("roc") or {} for n, r in att.items()}), "ROC")
+        )
         parts.append("</div></div>")
     one = audit.get("one_run")
     parts.append("<h3>One-run canary audit (Steinke, Nasr &amp; Jagielski 2023)</h3>")
     if one:
         eh, ec = one.get("epsilon_lower"), one.get("claimed_epsilon")
         if one.get("exceeds_claim"):
-            parts.append(f'<p class="flag">⚠ Empirical lower bound ε̂ = {_num(eh, "{:.2f}")} exceeds '
-                         f'the claimed ε = {_num(ec, "{:.2f}")}: the privacy guarantee does not hold '
-                         "(a bug in the mechanism, its accounting or its implementation).</p>")
+            parts.append(
+                f'<p class="flag">⚠ Empirical lower bound ε̂ = {_num(eh, "{:.2f}")} exceeds '
+                f"the claimed ε = {_num(ec, '{:.2f}')}: the privacy guarantee does not hold "
+                "(a bug in the mechanism, its accounting or its implementation).</p>"
+            )
         else:
-            parts.append(f'<p class="ok">ε̂ = {_num(eh, "{:.2f}")} ≤ claimed ε = '
-                         f'{_num(ec, "{:.2f}", "none (no DP)")}: consistent with the guarantee.</p>')
+            parts.append(
+                f'<p class="ok">ε̂ = {_num(eh, "{:.2f}")} ≤ claimed ε = '
+                f"{_num(ec, '{:.2f}', 'none (no DP)')}: consistent with the guarantee.</p>"
+            )
         rows = [[_td(_e(k)), _td(_e(_num(one.get(k), "{:.4g}") if isinstance(one.get(k), float)
                                     else one.get(k)), True)]
                 for k in ("epsilon_lower", "claimed_epsilon", "m", "k_pos", "k_neg", "v", "delta",
@@ -207,9 +239,21 @@ def _attack_section(audit: dict[str, Any] | None) -> str:
         names = {"single_site": "one site's update (no SecAgg)",
                  "secure_sum": f"secure sum of {inv.get('n_sites', 'n')} sites",
                  "dp": f"clipped + DP noise (σ = {inv.get('noise_multiplier', '?')})"}
-        rows = [[_td(_e(names.get(k, k))), _td(_num(v.get("psnr"), "{:.1f}"), True),
-                 _td(_num(v.get("ssim"), "{:.2f}"), True)] for k, v in (inv.get("views") or {}).items()]
-        rows.append([_td("random images (chance)"), _td(_num(inv.get("noise_psnr"), "{:.1f}"), True), _td("")])
+        rows = [
+            [
+                _td(_e(names.get(k, k))),
+                _td(_num(v.get("psnr"), "{:.1f}"), True),
+                _td(_num(v.get("ssim"), "{:.2f}"), True),
+            ]
+            for k, v in (inv.get("views") or {}).items()
+        ]
+        rows.append(
+            [
+                _td("random images (chance)"),
+                _td(_num(inv.get("noise_psnr"), "{:.1f}"), True),
+                _td(""),
+            ]
+        )
         if inv.get("mean_image_psnr") is not None:
             rows.append([_td("the average training image"),
                          _td(_num(inv.get("mean_image_psnr"), "{:.1f}"), True), _td("")])
@@ -233,13 +277,18 @@ def build_html(record: dict[str, Any], audit: dict[str, Any] | None = None,
          f"<h1>veil run report: {_e(name)}</h1>",
          f"<div class='meta'>created {_e(record.get('created', '?'))} · veil "
          f"{_e(record.get('veil_version', '?'))} · report rendered "
-         f"{_e(_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))}</div>",
+         f"{_e(_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC'))}</div>",
          _cards(record, audit)]
     p.append("<section><h2>What was protected, and how</h2><h3>Threat model</h3>")
-    p.append(f"<p>{_e(record.get('threat_model') or 'No threat model recorded.')}</p><h3>Pipeline</h3><p>")
+    p.append(
+        f"<p>{_e(record.get('threat_model') or 'No threat model recorded.')}</p>"
+        "<h3>Pipeline</h3><p>"
+    )
     stages = [str(s) for s in record.get("pipeline") or []]
-    p.append(" <span class='arrow'>→</span> ".join(f"<span class='chip'>{_e(s)}</span>" for s in stages)
-             or "<span class='note'>no stages recorded</span>")
+    p.append(
+        " <span class='arrow'>→</span> ".join(f"<span class='chip'>{_e(s)}</span>" for s in stages)
+        or "<span class='note'>no stages recorded</span>"
+    )
     plan = record.get("plan") or {}
     data = (record.get("config") or {}).get("data") or {}
     p.append("</p>" + _table(["plan", "value"], [[_td(_e(k)), _td(_e(v))] for k, v in
@@ -286,7 +335,9 @@ def render_report(run_dir: str | Path, log_path: str | Path | None = None) -> Pa
         raise DataError(f"no record.json in {run}: is it a veil run directory?")
     try:
         record = json.loads(rec_p.read_text())
-        audit = json.loads((run / "audit.json").read_text()) if (run / "audit.json").is_file() else None
+        audit = (
+            json.loads((run / "audit.json").read_text()) if (run / "audit.json").is_file() else None
+        )
     except json.JSONDecodeError as e:
         raise DataError(f"cannot parse the run's JSON files in {run}: {e}") from None
     head = None
@@ -295,7 +346,9 @@ def render_report(run_dir: str | Path, log_path: str | Path | None = None) -> Pa
         from veil.audit.log import AuditLog
 
         res = AuditLog(lp).verify()
-        head = res.head if res.ok else f"log FAILS verification at entry {res.bad_index}: {res.reason}"
+        head = (
+            res.head if res.ok else f"log FAILS verification at entry {res.bad_index}: {res.reason}"
+        )
     out = run / REPORT
     out.write_text(build_html(record, audit, head), encoding="utf-8")
     return out
