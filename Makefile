@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow bench bench-utility data clean venv
+.PHONY: run test test-slow lint bench bench-utility data clean venv
 
 run: $(STAMP)
 	$(BIN)/veil demo
@@ -14,6 +14,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# Type check and lint (installs the `lint` extra: mypy, ruff); not part of `make test`.
+lint: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[lint]' && $(BIN)/python -m ruff check src tests && $(BIN)/python -m mypy src/veil
 
 BENCHES := simulation dpsgd secagg secagg_round audit
 
