@@ -101,7 +101,8 @@ def load_run_model(run_dir: Path, record: dict[str, Any], ds: Dataset) -> torch.
 def claimed_epsilon(record: dict[str, Any]) -> tuple[float | None, float]:
     """(claimed ε or None, δ) from the record's privacy summary or its last round."""
     pv = record.get("privacy") or {}
-    delta = float(pv.get("delta", 1e-5) or 1e-5)
+    cfg_priv = (record.get("config") or {}).get("privacy") or {}
+    delta = float(pv.get("privacy_delta", pv.get("delta", cfg_priv.get("delta", 1e-5))) or 1e-5)
     eps = pv.get("epsilon_spent", pv.get("epsilon"))
     if isinstance(eps, dict):  # e.g. {"client": .., "sample": ..}
         vals = [v for v in eps.values() if isinstance(v, (int, float))]

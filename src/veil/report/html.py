@@ -87,24 +87,20 @@ def _td(v: str, num: bool = False) -> str:
 def _claimed(
     record: dict[str, Any], audit: dict[str, Any] | None
 ) -> tuple[float | None, float | None]:
-    pv = record.get("privacy") or {}
-    eps = pv.get("epsilon_spent", pv.get("epsilon"))
-    if isinstance(eps, dict):
-        vals = [v for v in eps.values() if isinstance(v, (int, float))]
-        eps = max(vals) if vals else None
+    """(ε spent, ε budget) — the same reading of the record as the audit uses."""
+    from veil.audit.run import claimed_epsilon
+
+    eps, _delta = claimed_epsilon(record)
     if eps is None and audit:
         eps = audit.get("claimed_epsilon")
-    if eps is None:
-        for r in reversed(record.get("rounds") or []):
-            vals = [r.get(k) for k in ("epsilon_client", "epsilon_sample_max")]
-            vals = [v for v in vals if isinstance(v, (int, float))]
-            if vals:
-                eps = max(vals)
-                break
-    target = pv.get("target_epsilon")
+    pv = record.get("privacy") or {}
+    target = pv.get("privacy_target_epsilon", pv.get("target_epsilon"))
     if target is None and (record.get("config", {}).get("privacy") or {}).get("enabled"):
         target = record["config"]["privacy"].get("target_epsilon")
-    ok = lambda v: float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None  # noqa: E731
+
+    def ok(v: Any) -> float | None:
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
     return ok(eps), ok(target)
 
 
