@@ -260,3 +260,27 @@ def test_distributed_dp_needs_secagg(tmp_path) -> None:
     priv = {"enabled": True, "client_level": {"enabled": True, "mechanism": "distributed"}}
     with pytest.raises(ConfigError, match="secure_aggregation"):
         train(_cfg(tmp_path, rounds=1, privacy=priv))
+
+
+def test_user_model_and_own_dataset(tmp_path) -> None:
+    from torch import nn
+
+    from veil.data import load_breast_cancer
+
+    class Mine(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(30, 8)
+            self.b = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.b(torch.tanh(self.a(x)) * 2.0)
+
+    torch.manual_seed(0)
+    out = train(
+        _cfg(tmp_path, rounds=5, data={"sites": 4, "partition": "iid"}, federation={"cohort_size": None, "dropout_rate": 0.0}),
+        model=Mine(),
+        dataset=load_breast_cancer(seed=7),
+    )
+    assert out.record["plan"]["dataset"] == "breast_cancer"
+    assert out.final_accuracy > 0.85
