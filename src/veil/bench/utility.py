@@ -179,7 +179,9 @@ def _accuracy(w: torch.Tensor, x: np.ndarray, y: np.ndarray) -> float:
 
 
 CENTRAL = DPLinearConfig(lr=24.0, ema=0.98)
-FEDERATED = DPLinearConfig(lr=8.0, ema=0.95)
+# 10 sites: larger per-site batches (q = 0.5, 200 rounds) — held-out 87.69% vs 87.53% at
+# q = 0.16384 / 40 epochs / lr 8 (see docs/differential-privacy.md).
+FEDERATED = DPLinearConfig(rate=0.5, epochs=100, lr=6.0, ema=0.95)
 
 
 def run(quick: bool = False) -> dict[str, Any]:
