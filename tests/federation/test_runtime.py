@@ -278,7 +278,12 @@ def test_user_model_and_own_dataset(tmp_path) -> None:
 
     torch.manual_seed(0)
     out = train(
-        _cfg(tmp_path, rounds=5, data={"sites": 4, "partition": "iid"}, federation={"cohort_size": None, "dropout_rate": 0.0}),
+        _cfg(
+            tmp_path,
+            rounds=5,
+            data={"sites": 4, "partition": "iid"},
+            federation={"cohort_size": None, "dropout_rate": 0.0},
+        ),
         model=Mine(),
         dataset=load_breast_cancer(seed=7),
     )
