@@ -25,7 +25,7 @@ from veil.federation.config import RunConfig, config_hash
 from veil.federation.hooks import RunHook
 from veil.federation.local import LocalConfig, VectorisedTrainer
 from veil.federation.record import MODEL, RECORD, now_iso, versions, write_json_atomic
-from veil.federation.runtime import Federation, RunResult
+from veil.federation.runtime import Federation, RunResult, make_plan
 from veil.federation.server_opt import make_server_optimizer
 from veil.models import build_model, n_parameters
 
@@ -148,21 +148,13 @@ def build_federation(
     if cfg.privacy.enabled:
         from veil.privacy import build_privacy  # type: ignore[attr-defined]
 
-        fed_probe = Federation(
-            model,
-            ds,
-            parts,
-            Pipeline([], PlainSum()),
-            trainer,
-            make_server_optimizer("fedavg", 1.0),
-            rounds=cfg.rounds,
-            seed=cfg.seed,
-            cohort=cfg.cohort,
-            sampling=cfg.federation.sampling,
+        plan = make_plan(
+            np.asarray([len(p) for p in parts]), cfg.rounds, cfg.cohort,
+            cfg.federation.sampling, local,
         )
         quant = _secure_sum(cfg)[1] if cfg.aggregation.secure_aggregation else None
         setup = build_privacy(
-            cfg.privacy, fed_probe.plan(), model, ds.task, local, cfg.seed,
+            cfg.privacy, plan, model, ds.task, local, cfg.seed,
             quantizer=quant, expected_dropout=cfg.aggregation.expected_dropout,
         )
         if setup.trainer is not None:

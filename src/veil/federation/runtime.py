@@ -31,10 +31,16 @@ from veil.crypto.prg import SecureRng
 from veil.data import Dataset
 from veil.errors import AbortError, ConfigError, InvalidUpdateError
 from veil.federation.hooks import RoundInfo, RoundPlan, RunHook
-from veil.federation.local import SiteData, VectorisedTrainer, flat_params, load_flat_params
+from veil.federation.local import (
+    LocalConfig,
+    SiteData,
+    VectorisedTrainer,
+    flat_params,
+    load_flat_params,
+)
 from veil.federation.server_opt import ServerOptimizer
 
-__all__ = ["Federation", "RunResult", "evaluate"]
+__all__ = ["Federation", "RunResult", "evaluate", "make_plan"]
 
 
 @dataclass
@@ -170,19 +176,8 @@ class Federation:
     # ---------------------------------------------------------------- planning
     def plan(self) -> RoundPlan:
         """What hooks (the ledger) need to vet the run before it starts."""
-        steps = np.asarray(
-            [
-                self.trainer.config.epochs * -(-int(s) // self.trainer.config.batch_size)
-                for s in self.data.sizes
-            ]
-        )
-        return RoundPlan(
-            rounds=self.rounds,
-            n_sites=self.n_sites,
-            cohort_size=self.cohort,
-            sampling=self.sampling,
-            site_sizes=self.data.sizes.copy(),
-            local_steps=steps,
+        return make_plan(
+            self.data.sizes, self.rounds, self.cohort, self.sampling, self.trainer.config
         )
 
     def sample_cohort(self, round: int) -> np.ndarray:
@@ -348,6 +343,22 @@ class Federation:
         """The model with the current global parameters loaded."""
         load_flat_params(self.model, self.params)
         return self.model
+
+
+def make_plan(
+    site_sizes: np.ndarray, rounds: int, cohort: float, sampling: str, local: LocalConfig
+) -> RoundPlan:
+    """The :class:`RoundPlan` of a run, from the sites' sizes and the schedule."""
+    sizes = np.asarray(site_sizes, dtype=np.int64)
+    steps = local.epochs * -(-sizes // local.batch_size)
+    return RoundPlan(
+        rounds=rounds,
+        n_sites=len(sizes),
+        cohort_size=float(cohort),
+        sampling=sampling,
+        site_sizes=sizes.copy(),
+        local_steps=steps,
+    )
 
 
 def round_half(x: float) -> int:
