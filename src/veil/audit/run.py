@@ -33,7 +33,7 @@ from veil.audit.mia import (
     loss_attack,
     model_outputs,
 )
-from veil.audit.shadow import TrainParams, models_logits, random_halves, train_models
+from veil.audit.shadow import DPParams, TrainParams, models_logits, random_halves, train_models
 from veil.data import Dataset, load_dataset
 from veil.errors import DataError
 from veil.federation.record import read_record
@@ -119,15 +119,38 @@ def claimed_epsilon(record: dict[str, Any]) -> tuple[float | None, float]:
     return float(eps), delta
 
 
+def _reference_dp(record: dict[str, Any]) -> DPParams | None:
+    """DP-SGD settings that mimic the run's sample-level DP (σ, C), if it had any.
+
+    LiRA is strongest when the reference models are trained like the target; for a
+    DP-SGD run that means with the same clipping and noise multiplier.
+    """
+    priv = (record.get("config") or {}).get("privacy") or {}
+    sample = priv.get("sample_level") or {}
+    if not (priv.get("enabled") and sample.get("enabled")):
+        return None
+    sig = ((record.get("privacy") or {}).get("noise") or {}).get("sample_noise_multiplier")
+    if isinstance(sig, dict):
+        vals = [float(v) for v in sig.values() if isinstance(v, (int, float))]
+        sig = float(np.median(vals)) if vals else None
+    if not isinstance(sig, (int, float)) or not math.isfinite(sig) or sig <= 0:
+        return None
+    return DPParams(noise_multiplier=float(sig), clip=float(sample.get("max_grad_norm", 1.0)))
+
+
 def _lira(model: torch.nn.Module, ds: Dataset, x_tr: np.ndarray, y_tr: np.ndarray,
-          n_refs: int, epochs: int, seed: int) -> dict[str, Any]:
+          n_refs: int, epochs: int, seed: int, dp: DPParams | None = None) -> dict[str, Any]:
     pool_x = np.concatenate([x_tr, ds.x_test])
     pool_y = np.concatenate([y_tr, ds.y_test])
     member = np.r_[np.ones(len(y_tr), bool), np.zeros(len(ds.y_test), bool)]
     masks = random_halves(n_refs, len(pool_y), seed)
-    flat = train_models(model, pool_x, pool_y, masks, TrainParams(epochs=epochs, lr=0.05), seed)
+    params = TrainParams(epochs=epochs, lr=0.5 if dp else 0.05)
+    flat = train_models(model, pool_x, pool_y, masks, params, seed, dp=dp)
     phi = logit_confidence(models_logits(model, flat, pool_x), pool_y)
     pt = logit_confidence(model_outputs(model, pool_x), pool_y)
+    how = "centralised SGD" if dp is None else (
+        f"centralised DP-SGD like the target (σ={dp.noise_multiplier:.3g}, C={dp.clip:g})"
+    )
     return {
         "online": evaluate_attack(
             "lira-online", lira_scores(pt, phi, masks, True), member
@@ -136,7 +159,7 @@ def _lira(model: torch.nn.Module, ds: Dataset, x_tr: np.ndarray, y_tr: np.ndarra
             "lira-offline", lira_scores(pt, phi, masks, False), member
         ).to_dict(),
         "n_refs": n_refs,
-        "reference_training": f"centralised SGD, {epochs} epochs, on random halves of train+test",
+        "reference_training": f"{how}, {epochs} epochs, on random halves of train+test",
     }
 
 
@@ -207,7 +230,9 @@ def audit_run(
         lab = np.r_[np.ones(k, bool), np.zeros(k, bool)]
         out["membership"]["loss"] = loss_attack(model, xs, ys, lab).to_dict()
         if lira_refs >= 4:
-            out["membership"]["lira"] = _lira(model, ds, x_tr, y_tr, lira_refs, lira_epochs, seed)
+            out["membership"]["lira"] = _lira(
+                model, ds, x_tr, y_tr, lira_refs, lira_epochs, seed, _reference_dp(record)
+            )
     shape = ds.input_shape
     img = shape if len(shape) == 3 else ((1, 8, 8) if ds.name == "digits" else None)
     if inversion and img is not None and ds.task == "classification":
