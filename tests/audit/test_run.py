@@ -44,3 +44,19 @@ def test_audit_run_writes_audit_json_and_log(tmp_path: Path) -> None:
     assert one["exceeds_claim"] == (one["epsilon_lower"] > 1.0)
     assert set(out["inversion"]["views"]) == {"single_site", "secure_sum", "dp"}
     assert AuditLog(log).verify().ok and AuditLog(log).entries()[0]["kind"] == "audit"
+
+
+def test_reference_models_mimic_the_runs_dp_sgd() -> None:
+    from veil.audit.run import _reference_dp
+
+    rec = {
+        "config": {
+            "privacy": {"enabled": True, "sample_level": {"enabled": True, "max_grad_norm": 0.7}}
+        },
+        "privacy": {"noise": {"sample_noise_multiplier": {"280": 4.5, "290": 4.7, "300": 4.9}}},
+    }
+    dp = _reference_dp(rec)
+    assert dp is not None and dp.noise_multiplier == 4.7 and dp.clip == 0.7
+    assert _reference_dp({"config": {"privacy": {"enabled": False}}}) is None
+    rec["privacy"]["noise"]["sample_noise_multiplier"] = float("nan")
+    assert _reference_dp(rec) is None
