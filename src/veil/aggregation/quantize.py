@@ -97,17 +97,27 @@ class Quantize:
         """
         if ctx.rng is None:
             raise LocalError("Quantize needs ctx.rng (a veil.crypto.SecureRng) for rounding")
-        x = np.asarray(updates, dtype=np.float64)
+        x = np.asarray(updates)
+        if x.ndim != 2:
+            raise LocalError("Quantize expects a 2-D batch of rows")
         n = self._n(ctx.cohort_size, x.shape[0])
-        clipped = np.abs(x) > self.clip
-        scaled = np.clip(x, -self.clip, self.clip) * self.scale(n)
-        low = np.floor(scaled)
-        # Round up with probability frac: compare 32 CSPRNG bits with frac · 2^32 (the
-        # probability is off by < 2^-32 per coordinate, far below the rounding noise).
-        bits = np.frombuffer(ctx.rng.bytes(4 * x.size), dtype="<u4").reshape(x.shape)
-        up = bits < (scaled - low) * 4294967296.0
-        q = np.clip(low.astype(np.int64) + up, -self.levels(n), self.levels(n))
-        return q, {"clipped_fraction": clipped.mean(axis=1) if x.size else np.zeros(0)}
+        scale, lv = self.scale(n), self.levels(n)
+        q = np.empty(x.shape, dtype=np.int64)
+        clipped = np.empty(x.shape[0], dtype=np.float64)
+        for i in range(x.shape[0]):  # row by row: the temporaries stay in cache
+            row = x[i].astype(np.float64)
+            clipped[i] = np.count_nonzero(np.abs(row) > self.clip) / max(1, row.size)
+            np.clip(row, -self.clip, self.clip, out=row)
+            row *= scale
+            low = np.floor(row)
+            row -= low  # the fractional part
+            # Round up with probability frac: compare 32 CSPRNG bits with frac · 2^32 (off
+            # by < 2^-32 per coordinate, far below the rounding noise itself).
+            bits = np.frombuffer(ctx.rng.bytes(4 * row.size), dtype="<u4")
+            row *= 4294967296.0
+            np.add(low.astype(np.int64), bits < row, out=q[i])
+        np.clip(q, -lv, lv, out=q)
+        return q, {"clipped_fraction": clipped}
 
     def decode(
         self, state: None, aggregate: np.ndarray, ctx: DecodeContext
