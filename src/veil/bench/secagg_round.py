@@ -21,19 +21,15 @@ taken within this run.
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from veil.bench._machine import machine_info
-from veil.bench.simulation import flower_python
+from veil.bench._peers import run_peer_script
 
 __all__ = ["run"]
 
@@ -41,10 +37,6 @@ SITES = 100
 DROPOUT = 0.1
 #: (n, d) cells of the Flower comparison
 CELLS = ((10, 100_000), (20, 100_000), (10, 1_000_000), (20, 1_000_000))
-
-
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parents[3]
 
 
 def _federation(secure: bool, out_dir: str) -> Any:
@@ -132,35 +124,9 @@ def _veil_cell(n: int, d: int, rounds: int) -> dict[str, Any]:
 
 
 def _flower_cell(n: int, d: int, k: int, t: int, rounds: int) -> dict[str, Any]:
-    py = flower_python()
-    if py is None:
-        return {"status": "not installed (run benchmarks/peers/setup_flower.sh)"}
-    script = _repo_root() / "benchmarks" / "peers" / "flower_secagg.py"
-    if not script.exists():
-        return {"status": f"{script} not found (run from a veil checkout)"}
     args = ["--sites", str(n), "--dim", str(d), "--k", str(k), "--t", str(t)]
     args += ["--rounds", str(rounds), "--timeout", "60", "--cpus", "2"]
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "flower.json"
-        cmd = [str(py), str(script), *args, "--out", str(out)]
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        env["OMP_NUM_THREADS"] = "1"
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=400, env=env, cwd=tmp, check=False
-            )
-        except subprocess.TimeoutExpired:
-            return {"status": "timed out after 400 s"}
-        if proc.returncode != 0 or not out.exists():
-            return {
-                "status": f"failed (exit {proc.returncode})",
-                "log_tail": (proc.stderr or proc.stdout)[-800:],
-            }
-        res: dict[str, Any] = json.loads(out.read_text())
-    res["status"] = "ok"
-    shown = [".peers/flwr/bin/python", "benchmarks/peers/flower_secagg.py", *args]
-    res["command"] = " ".join(shown)
-    return res
+    return run_peer_script("flower_secagg.py", args, 400)
 
 
 def run(quick: bool = False) -> dict[str, Any]:

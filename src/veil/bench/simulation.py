@@ -20,40 +20,18 @@ Rates are medians over rounds after warm-up; ratios are taken within this run.
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
+
+from veil.bench._peers import flower_python, run_peer_script
 
 __all__ = ["run", "SITES", "flower_python"]
 
 #: Sites per round (all of them take part).
 SITES = 100
 _SEED = 0
-
-
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parents[3]
-
-
-def flower_python() -> Path | None:
-    """A python that has Flower: the peer venv (``.peers/flwr/bin/python``, made by
-    ``benchmarks/peers/setup_flower.sh``), else this interpreter when veil's optional
-    ``flower`` extra is installed; ``None`` if neither."""
-    import importlib.util
-
-    for base in (Path.cwd(), _repo_root()):
-        p = base / ".peers" / "flwr" / "bin" / "python"
-        if p.exists():
-            return p
-    if importlib.util.find_spec("flwr") is not None:
-        return Path(sys.executable)
-    return None
 
 
 def _task() -> tuple[Any, Any, Any, Any, Any]:
@@ -193,30 +171,9 @@ def _bench_in_process(rounds: int, warmup: int) -> tuple[dict[str, Any], dict[st
 
 
 def _bench_flower(rounds: int) -> dict[str, Any]:
-    py = flower_python()
-    if py is None:
-        return {"status": "flower: not installed (run benchmarks/peers/setup_flower.sh)"}
-    script = _repo_root() / "benchmarks" / "peers" / "flower_sim.py"
-    if not script.exists():
-        return {"status": f"flower: {script} not found (run from a veil checkout)"}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "flower.json"
-        cmd = [str(py), str(script), "--rounds", str(rounds), "--cpus", "2", "--out", str(out)]
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        env["OMP_NUM_THREADS"] = "1"
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp, check=False
-            )
-        except subprocess.TimeoutExpired:
-            return {"status": "flower: timed out after 600 s"}
-        if proc.returncode != 0 or not out.exists():
-            tail = (proc.stderr or proc.stdout)[-800:]
-            return {"status": f"flower: failed (exit {proc.returncode})", "log_tail": tail}
-        res = json.loads(out.read_text())
-    res["status"] = "ok"
-    shown = [".peers/flwr/bin/python", "benchmarks/peers/flower_sim.py", *cmd[2:-2]]
-    res["command"] = " ".join(shown)
+    res = run_peer_script("flower_sim.py", ["--rounds", str(rounds), "--cpus", "2"], 600)
+    if res["status"] != "ok":
+        res["status"] = "flower: " + res["status"]
     return res
 
 
