@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from secagg_harness import inputs_for, plain_sum, run_until
 
 from veil.aggregation.secagg import run_round
 from veil.errors import (
@@ -14,7 +15,7 @@ from veil.errors import (
     PeerError,
     ProtocolError,
 )
-from veil.protocols.secagg import TRANSITIONS, SecAggConfig, SecAggServer, State
+from veil.protocols.secagg import TRANSITIONS, SecAggConfig, State
 from veil.protocols.secagg import messages as m
 
 
@@ -22,33 +23,9 @@ def cfg_for(n: int = 7, k: int = 4, d: int = 12, rnd: int = 0) -> SecAggConfig:
     return SecAggConfig(rnd, tuple(range(n)), d, 24, k, k // 2 + 1, bytes(32))
 
 
-def inputs_for(cfg: SecAggConfig) -> dict[int, np.ndarray]:
-    gen = np.random.default_rng(7)
-    return {u: gen.integers(0, 2**24, cfg.dim, dtype=np.uint64) for u in cfg.site_ids}
-
-
-def expected(cfg, x, ids) -> np.ndarray:
-    return sum((x[u] for u in ids), np.zeros(cfg.dim, np.uint64)) & np.uint64(2**24 - 1)
-
-
-def run_until(cfg, x, stop):
-    from veil.protocols.secagg import STAGES, SecAggClient
-
-    server = SecAggServer(cfg)
-    clients = {u: SecAggClient(cfg, u, x[u]) for u in cfg.site_ids}
-    inbox = None
-    for stage in STAGES:
-        if stage == stop:
-            break
-        for u, c in clients.items():
-            server.receive(u, c.start() if inbox is None else c.receive(inbox[u]))
-        inbox = server.close_stage()
-    return server, clients, inbox
-
-
 def test_request_for_both_secrets_of_a_peer_is_refused() -> None:
     cfg = cfg_for()
-    x = inputs_for(cfg)
+    x = inputs_for(cfg, seed=7)
     _, clients, inbox = run_until(cfg, x, "unmask")
     req = m.decode(inbox[0], cfg)
     peer = req.seed_of[0]
@@ -60,7 +37,7 @@ def test_request_for_both_secrets_of_a_peer_is_refused() -> None:
 
 def test_key_share_of_a_survivor_is_refused() -> None:
     cfg = cfg_for()
-    x = inputs_for(cfg)
+    x = inputs_for(cfg, seed=7)
     _, clients, inbox = run_until(cfg, x, "unmask")
     req = m.decode(inbox[0], cfg)
     bad = dataclasses.replace(req, seed_of=req.seed_of[1:], key_of=(req.seed_of[0],))
@@ -70,7 +47,7 @@ def test_key_share_of_a_survivor_is_refused() -> None:
 
 def test_inconsistent_survivor_lists_are_detected() -> None:
     cfg = cfg_for(n=7, k=6)
-    x = inputs_for(cfg)
+    x = inputs_for(cfg, seed=7)
     # the server tells site 0 that site 6 dropped, and everybody else that it survived
     def tamper(stage, site, direction, data):
         if stage == "masked" and direction == "down" and site == 0:
@@ -82,7 +59,7 @@ def test_inconsistent_survivor_lists_are_detected() -> None:
     # refused and the round goes on without it, with an exact sum
     out, trace = run_round(cfg, x.__getitem__, tamper=tamper)
     assert ("server", "consistency", "ProtocolError") in trace.errors
-    assert np.array_equal(out.total, expected(cfg, x, out.survivors))
+    assert np.array_equal(out.total, plain_sum(cfg, x, out.survivors))
     # a lying server that forwards the tags anyway: site 1 sees that site 0's tag is over
     # another list (IntegrityError) and reveals nothing
     _, clients, inbox = run_until(cfg, x, "consistency")
@@ -101,7 +78,7 @@ def test_inconsistent_survivor_lists_are_detected() -> None:
 
 def test_tampered_ciphertext_detected_and_round_continues() -> None:
     cfg = cfg_for(n=8, k=6)
-    x = inputs_for(cfg)
+    x = inputs_for(cfg, seed=7)
 
     def flip(stage, site, direction, data):
         if stage == "share" and direction == "down" and site == 3:
@@ -113,12 +90,12 @@ def test_tampered_ciphertext_detected_and_round_continues() -> None:
     out, trace = run_round(cfg, x.__getitem__, tamper=flip)
     assert ("site 3", "masked", "IntegrityError") in trace.errors
     assert 3 not in out.survivors
-    assert np.array_equal(out.total, expected(cfg, x, out.survivors))
+    assert np.array_equal(out.total, plain_sum(cfg, x, out.survivors))
 
 
 def test_replayed_and_reattributed_ciphertexts_rejected() -> None:
     cfg1, cfg2 = cfg_for(rnd=1), cfg_for(rnd=2)
-    x = inputs_for(cfg1)
+    x = inputs_for(cfg1, seed=7)
     _, _, inbox1 = run_until(cfg1, x, "masked")
     _, clients2, inbox2 = run_until(cfg2, x, "masked")
     with pytest.raises(IntegrityError, match="replayed"):
@@ -139,7 +116,7 @@ def test_replayed_and_reattributed_ciphertexts_rejected() -> None:
 )
 def test_malformed_site_message_refused_and_round_continues(mangle) -> None:
     cfg = cfg_for(n=8, k=6)
-    x = inputs_for(cfg)
+    x = inputs_for(cfg, seed=7)
 
     def tamper(stage, site, direction, data):
         return mangle(data) if (stage, site, direction) == ("masked", 5, "up") else data
@@ -148,12 +125,12 @@ def test_malformed_site_message_refused_and_round_continues(mangle) -> None:
     assert trace.errors and trace.errors[0][0] == "server"
     assert trace.errors[0][2] in {"MalformedMessageError", "IntegrityError"}
     assert 5 not in out.survivors and len(out.survivors) == 7
-    assert np.array_equal(out.total, expected(cfg, x, out.survivors))
+    assert np.array_equal(out.total, plain_sum(cfg, x, out.survivors))
 
 
 def test_server_refuses_out_of_stage_and_duplicate_messages() -> None:
     cfg = cfg_for()
-    x = inputs_for(cfg)
+    x = inputs_for(cfg, seed=7)
     server, clients, inbox = run_until(cfg, x, "masked")
     masked = clients[0].receive(inbox[0])
     server.receive(0, masked)
@@ -169,7 +146,7 @@ def test_server_refuses_out_of_stage_and_duplicate_messages() -> None:
 
 def test_client_missing_transition_names_role_state_event() -> None:
     cfg = cfg_for()
-    x = inputs_for(cfg)
+    x = inputs_for(cfg, seed=7)
     _, clients, inbox = run_until(cfg, x, "masked")
     bogus = m.SurvivorList(cfg.round, 0xFFFFFFFF, tuple(range(7))).to_bytes()
     with pytest.raises(ProtocolError, match="client in state SHARED cannot handle SurvivorList"):

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from secagg_harness import inputs_for, plain_sum, run_until
 
 from veil.aggregation.secagg import run_round
 from veil.crypto.prg import prg_uint64
 from veil.errors import AbortError
-from veil.protocols.secagg import STAGES, SecAggClient, SecAggConfig, SecAggServer, choose_k
+from veil.protocols.secagg import STAGES, SecAggConfig, choose_k
 from veil.protocols.secagg import messages as m
 from veil.protocols.secagg.client import mask_seed
 
@@ -18,33 +19,6 @@ from veil.protocols.secagg.client import mask_seed
 def cfg_for(n: int, k: int, bits: int = 32, d: int = 16, t: int | None = None, rnd: int = 0):
     k = min(k, n - 1)
     return SecAggConfig(rnd, tuple(range(n)), d, bits, k, t or k // 2 + 1, bytes(range(32)))
-
-
-def inputs_for(cfg: SecAggConfig, seed: int = 0) -> dict[int, np.ndarray]:
-    gen = np.random.default_rng(seed)  # test data only; masks never use numpy's RNG
-    hi = 2**63 if cfg.bits == 64 else 2**cfg.bits
-    return {u: gen.integers(0, hi, cfg.dim, dtype=np.uint64) for u in cfg.site_ids}
-
-
-def plain_sum(cfg: SecAggConfig, x: dict[int, np.ndarray], ids) -> np.ndarray:
-    tot = np.zeros(cfg.dim, dtype=np.uint64)
-    for u in ids:
-        tot += x[u]
-    return tot & np.uint64((1 << cfg.bits) - 1 if cfg.bits < 64 else 2**64 - 1)
-
-
-def run_until(cfg: SecAggConfig, x, stop: str):
-    """Honest run up to (not including) ``stop``; returns server, clients and their inbox."""
-    server = SecAggServer(cfg)
-    clients = {u: SecAggClient(cfg, u, x[u]) for u in cfg.site_ids}
-    inbox = None
-    for stage in STAGES:
-        if stage == stop:
-            break
-        for u, c in clients.items():
-            server.receive(u, c.start() if inbox is None else c.receive(inbox[u]))
-        inbox = server.close_stage()
-    return server, clients, inbox
 
 
 @pytest.mark.parametrize("n,k", [(7, 4), (7, 6), (12, 4), (12, 11)])
