@@ -85,18 +85,25 @@ def _horner(coeffs: Sequence[int], x: int, prime: int) -> int:
     return y % prime
 
 
-def lagrange_at_zero_simple(xs: Sequence[int], prime: int = PRIME) -> list[int]:
-    """Textbook Lagrange coefficients at 0 (one inversion each): the reference that
-    :func:`lagrange_at_zero` is tested against."""
-    lam = []
+def _lagrange_terms(xs: Sequence[int], prime: int) -> tuple[list[int], list[int]]:
+    """Numerators Π_{j≠i} x_j and denominators Π_{j≠i} (x_j − x_i) of each λ_i, mod p."""
+    nums, dens = [], []
     for i, xi in enumerate(xs):
         num, den = 1, 1
         for j, xj in enumerate(xs):
             if i != j:
                 num = num * xj % prime
                 den = den * (xj - xi) % prime
-        lam.append(num * pow(den, -1, prime) % prime)
-    return lam
+        nums.append(num)
+        dens.append(den)
+    return nums, dens
+
+
+def lagrange_at_zero_simple(xs: Sequence[int], prime: int = PRIME) -> list[int]:
+    """Textbook Lagrange coefficients at 0 (one inversion each): the reference that
+    :func:`lagrange_at_zero` is tested against."""
+    nums, dens = _lagrange_terms(xs, prime)
+    return [n * pow(d, -1, prime) % prime for n, d in zip(nums, dens)]
 
 
 def lagrange_at_zero(xs: Sequence[int], prime: int = PRIME) -> list[int]:
@@ -110,17 +117,9 @@ def lagrange_at_zero(xs: Sequence[int], prime: int = PRIME) -> list[int]:
         MalformedMessageError: if two points coincide modulo ``prime``.
     """
     t = len(xs)
-    nums, dens = [], []
-    for i, xi in enumerate(xs):
-        num, den = 1, 1
-        for j, xj in enumerate(xs):
-            if i != j:
-                num = num * xj % prime
-                den = den * (xj - xi) % prime
-        if den == 0:
-            raise MalformedMessageError("repeated share points")
-        nums.append(num)
-        dens.append(den)
+    nums, dens = _lagrange_terms(xs, prime)
+    if any(den == 0 for den in dens):
+        raise MalformedMessageError("repeated share points")
     prefix = [1] * (t + 1)
     for i, den in enumerate(dens):
         prefix[i + 1] = prefix[i] * den % prime
