@@ -13,7 +13,12 @@ from collections.abc import Sequence
 
 from veil.errors import VeilError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXTRA_COMMANDS"]
+
+# Commands that live in their own module ``veil.cli.cmd_<name>``: each module has
+# ``register(subparsers)`` (adds its parser; must import nothing heavy) and ``run(args) -> int``.
+# A new command is one module plus one line here.
+EXTRA_COMMANDS: dict[str, str] = {}
 
 
 def _train_epilog() -> str:
@@ -72,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     lg = sub.add_parser("log", help="the hash-chained audit log")
     lg.add_argument("action", choices=["verify", "show"])
     lg.add_argument("path", nargs="?", default="runs/audit.log", help="log file")
+
+    for module_name in EXTRA_COMMANDS.values():
+        import importlib
+
+        importlib.import_module(module_name).register(sub)
     return p
 
 
@@ -93,9 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Small models run fastest on one thread, and extra threads thrash a shared machine.
     torch.set_num_threads(int(os.environ.get("VEIL_THREADS", "1")))
-    from veil.cli import commands
+    if args.command in EXTRA_COMMANDS:
+        import importlib
 
-    handler = getattr(commands, "cmd_" + args.command)
+        handler = importlib.import_module(EXTRA_COMMANDS[args.command]).run
+    else:
+        from veil.cli import commands
+
+        handler = getattr(commands, "cmd_" + args.command)
     try:
         return int(handler(args) or 0)
     except VeilError as e:
