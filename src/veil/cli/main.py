@@ -32,6 +32,17 @@ def _train_epilog() -> str:
     return "\n".join(lines)
 
 
+_TRAIN_EPILOG = "\0veil-train-epilog"
+
+
+class _TrainHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Builds the config-key epilog only when ``veil train --help`` is shown: it imports the
+    config module (and through it torch), which ``veil --help`` must not wait for."""
+
+    def add_text(self, text: str | None) -> None:
+        super().add_text(_train_epilog() if text == _TRAIN_EPILOG else text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     p = argparse.ArgumentParser(
@@ -48,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train",
         help="run a federated training job from a TOML config",
-        epilog=_train_epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_TRAIN_EPILOG,
+        formatter_class=_TrainHelpFormatter,
     )
     t.add_argument("config", help="TOML run config")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
