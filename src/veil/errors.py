@@ -15,6 +15,7 @@ __all__ = [
     "LocalError",
     "PeerError",
     "ProtocolError",
+    "PeerTimeoutError",
     "MalformedMessageError",
     "IntegrityError",
     "AbortError",
@@ -62,6 +63,10 @@ class PeerError(VeilError):
 
 class ProtocolError(PeerError):
     """A message arrived that the protocol state machine does not allow in its state."""
+
+
+class PeerTimeoutError(PeerError):
+    """A peer sent nothing before a deadline (silent, slow or gone); ``peer`` names it."""
 
 
 class MalformedMessageError(PeerError):
