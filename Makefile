@@ -35,9 +35,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Fashion-MNIST (only for `veil bench utility`): Debian's package, IDX files.
+# Fashion-MNIST (only for `veil bench utility`): Debian's package, gzipped IDX files.
+# `dpkg -L dataset-fashion-mnist` (bookworm) puts them in /usr/share/datasets/fashion-mnist;
+# apt runs only when no known location holds them.
+FMNIST_DIRS := /usr/share/datasets/fashion-mnist /usr/share/dataset-fashion-mnist /usr/share/fashion-mnist
+
 data:
-	@test -d /usr/share/dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
+	@for d in $(FMNIST_DIRS); do \
+	  if ls $$d/train-images-idx3-ubyte* >/dev/null 2>&1; then echo "Fashion-MNIST: $$d"; exit 0; fi; \
+	done; \
+	apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist && \
+	dpkg -L dataset-fashion-mnist | grep 'train-images-idx3-ubyte'
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -31,9 +31,9 @@ __all__ = [
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts the IDX files (first match wins).
 FASHION_MNIST_DIRS = (
+    "/usr/share/datasets/fashion-mnist",  # bookworm's package (`dpkg -L dataset-fashion-mnist`)
     "/usr/share/dataset-fashion-mnist",
     "/usr/share/fashion-mnist",
-    "/usr/share/datasets/fashion-mnist",
 )
 
 
