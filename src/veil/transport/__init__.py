@@ -1,0 +1,17 @@
+"""Moving protocol bytes between parties, and the clock.
+
+* :mod:`veil.transport.channel` — the :class:`Channel` protocol (one party's view of a
+  network) and :class:`InProcessNetwork`.
+* :mod:`veil.transport.tcp` — TCP with mutual TLS 1.3 between OS processes
+  (:func:`connect_mesh`).
+* :mod:`veil.transport.driver` — the in-process driver that runs n sans-IO parties to
+  completion with stage deadlines (:func:`drive`), and :func:`run_party`, one party's
+  loop over a :class:`Channel`.
+
+Nothing here knows any protocol: parties are opaque machines with one interface.
+Submodules are imported on use (no work at import time).
+"""
+
+from veil.transport.channel import Channel, InProcessNetwork
+
+__all__ = ["Channel", "InProcessNetwork"]
