@@ -89,6 +89,23 @@ def _common_name(cert: x509.Certificate) -> str:
     return str(attrs[0].value) if attrs else ""
 
 
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: PrivateKey, days: int
+) -> x509.CertificateBuilder:
+    if days < 1:
+        raise ConfigError("certificate validity must be at least one day")
+    now = _dt.datetime.now(_dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _dt.timedelta(minutes=5))
+        .not_valid_after(now + _dt.timedelta(days=days))
+    )
+
+
 def make_ca(name: str = "veil-ca", days: int = 365, kind: KeyKind = "ed25519") -> CertKey:
     """A self-signed CA certificate (basic constraints CA, path length 0).
 
@@ -96,19 +113,10 @@ def make_ca(name: str = "veil-ca", days: int = 365, kind: KeyKind = "ed25519") -
         ConfigError: on a bad name, key kind or validity.
     """
     _check_name(name)
-    if days < 1:
-        raise ConfigError("certificate validity must be at least one day")
     key = _new_key(kind)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = _dt.datetime.now(_dt.UTC)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _dt.timedelta(minutes=5))
-        .not_valid_after(now + _dt.timedelta(days=days))
+        _builder(subject, subject, key, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -130,18 +138,10 @@ def issue(ca: CertKey, name: str, days: int = 365, kind: KeyKind = "ed25519") ->
         ConfigError: on a bad name, key kind or validity.
     """
     _check_name(name)
-    if days < 1:
-        raise ConfigError("certificate validity must be at least one day")
     key = _new_key(kind)
-    now = _dt.datetime.now(_dt.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _dt.timedelta(minutes=5))
-        .not_valid_after(now + _dt.timedelta(days=days))
+        _builder(subject, ca.cert.subject, key, days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(_URI_PREFIX + name)]),
