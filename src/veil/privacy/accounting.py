@@ -8,10 +8,18 @@ formula of its own.
 Events used by veil:
 
 * DP-SGD at a site, one round: ``SelfComposed(PoissonSampled(q, Gaussian(σ)), steps)``.
-* DP-FedAvg, one round: ``Gaussian(z)`` (fixed clip) or
+* DP-FedAvg, one round for a fixed set of contributors: ``Gaussian(z)`` (fixed clip) or
   ``Composed([Gaussian(z), Gaussian(2 σ_b)])`` (adaptive clip: updates and the
-  unclipped count, sensitivity 1/2), wrapped in ``PoissonSampled(q_sites, ·)`` when the
-  runtime samples sites by Poisson sampling.
+  unclipped count, sensitivity 1/2). :func:`sampled` turns it into the round's event for
+  the cohort scheme under add/remove-one-site (:mod:`veil.privacy.neighbouring`):
+  ``PoissonSampled(q, Gaussian(z'))`` for Poisson cohorts, ``PoissonSampled(m/N,
+  Gaussian(z'/2))`` for fixed-size cohorts (an added site displaces one), where z' merges
+  composed Gaussians into one.
+
+Every accountant/event pair is checked with the accountant's ``supports()`` before it is
+used (:func:`check_supported`): an unsupported pair is a :class:`ConfigError` naming
+``privacy.accountant`` and the accountant that does support it, never dp-accounting's
+``UnsupportedEventError``.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from veil.errors import ConfigError, LocalError
 
 __all__ = [
     "make_accountant",
+    "check_supported",
     "epsilon",
     "dpsgd_round_event",
     "sampled",
@@ -84,8 +93,47 @@ def make_accountant(kind: str, discretisation: float = PLD_DISCRETISATION) -> dp
     )
 
 
+def check_supported(event: dpe.DpEvent, kind: str, what: str = "this run") -> None:
+    """Refuse an event that the ``kind`` accountant cannot compose (before anything runs).
+
+    Args:
+        event: the DP event (e.g. a whole planned schedule).
+        kind: ``"rdp"`` or ``"pld"``.
+        what: what the event describes, for the message.
+
+    Raises:
+        ConfigError: (key ``privacy.accountant``) the accountant does not support the
+            event; the message names an accountant that does, if any.
+    """
+    if make_accountant(kind).supports(event):
+        return
+    others = [k for k in ACCOUNTANTS if k != kind and make_accountant(k).supports(event)]
+    fix = (
+        f'set privacy.accountant = "{others[0]}"'
+        if others
+        else "no dp-accounting accountant supports it; change the mechanism or the sampling"
+    )
+    raise ConfigError(
+        f"the {kind!r} accountant cannot account {what} "
+        f"({_describe(event)}); {fix}",
+        key="privacy.accountant",
+    )
+
+
+def _describe(event: dpe.DpEvent) -> str:
+    name = type(event).__name__.removesuffix("DpEvent").replace("ZC", "zCDP")
+    inner = [getattr(event, "event", None)] + list(getattr(event, "events", None) or [])
+    parts = [_describe(e) for e in inner if isinstance(e, dpe.DpEvent)]
+    return f"{name}({', '.join(dict.fromkeys(parts))})" if parts else name
+
+
 def epsilon(event: dpe.DpEvent, delta: float, kind: str) -> float:
-    """ε(δ) of ``event`` on a fresh accountant of ``kind`` (``inf`` if not private)."""
+    """ε(δ) of ``event`` on a fresh accountant of ``kind`` (``inf`` if not private).
+
+    Raises:
+        ConfigError: the accountant does not support the event (:func:`check_supported`).
+    """
+    check_supported(event, kind)
     return float(make_accountant(kind).compose(event).get_epsilon(delta))
 
 
@@ -99,17 +147,30 @@ def dpsgd_round_event(noise_multiplier: float, sampling_rate: float, steps: int)
     return dpe.SelfComposedDpEvent(inner, int(steps))
 
 
-def sampled(event: dpe.DpEvent, sampling: str, rate: float) -> dpe.DpEvent:
-    """Wrap a per-round client-level event in the runtime's site sampling.
+def sampled(
+    event: dpe.DpEvent, sampling: str, rate: float, amplify: bool = True
+) -> dpe.DpEvent:
+    """A per-round client-level event for the runtime's cohort scheme (add/remove one site).
 
-    Poisson sampling of sites (each independently with probability ``rate``) amplifies
-    privacy; a fixed-size cohort is accounted without amplification (a valid upper bound:
-    the worst-case site is selected every round), since dp-accounting only supports
-    sampling without replacement under the replace-one relation.
+    ``rate`` is ``cohort / n_sites``. Poisson cohorts: ``PoissonSampled(rate, event)``;
+    fixed-size cohorts: ``PoissonSampled(rate, event with doubled sensitivity)`` (an added
+    site displaces another; derivation in :mod:`veil.privacy.neighbouring`); ``rate = 1``
+    with a fixed cohort (every site every round): the event itself. Composed Gaussians
+    are merged into the one Gaussian they equal, so both accountants support the result.
+
+    Args:
+        event: the round's event for a fixed set of contributors.
+        sampling: ``"poisson"`` or ``"fixed"``.
+        rate: cohort / n_sites.
+        amplify: ``False`` when the observer knows the cohorts (public-seed sampling,
+            recorded cohorts): no subsampling amplification is claimed.
+
+    Raises:
+        ConfigError: unknown sampling or a rate outside (0, 1].
     """
-    if sampling == "poisson" and rate < 1.0:
-        return dpe.PoissonSampledDpEvent(float(rate), event)
-    return event
+    from veil.privacy.neighbouring import event_at_rate
+
+    return event_at_rate(event, sampling, float(rate), amplify)
 
 
 def calibrate_noise(
@@ -139,6 +200,7 @@ def calibrate_noise(
     # Below ~0.3 the PLD grids get huge and DP-SGD is barely private; a budget already met
     # at the lowest value returns it (more noise than strictly needed, never less).
     lowest = 0.3
+    check_supported(make_event(lowest), kind, what)
     try:
         low = make_accountant(kind, CALIBRATION_DISCRETISATION).compose(make_event(lowest))
         if low.get_epsilon(delta) <= target_epsilon:
