@@ -113,3 +113,19 @@ def test_partition_rejects_impossible() -> None:
         partition(y, 0, "iid")
     with pytest.raises(ConfigError, match="data.alpha"):
         partition(np.arange(100) % 3, 4, "dirichlet", alpha=0.0)
+
+
+def test_csv_labels_1_and_1_0_are_one_class_and_a_single_example_class_loads(tmp_path) -> None:
+    p = tmp_path / "l.csv"
+    rows = [f"{i},{lab}" for i, lab in enumerate(["0", "1", "1.0", "0.0", " 1", "0"] * 3 + ["2"])]
+    p.write_text("a,y\n" + "\n".join(rows) + "\n")
+    ds = load_csv(p, label="y", test_fraction=0.25)
+    assert ds.n_classes == 3  # 0, 1 and the single-example class 2 (not five classes)
+    assert len(ds.y_train) + len(ds.y_test) == 19
+
+
+def test_csv_error_names_column_and_value(tmp_path) -> None:
+    p = tmp_path / "v.csv"
+    p.write_text("a,b,y\n1,2,0\n3,oops,1\n4,5,1\n")
+    with pytest.raises(DataError, match=r"v.csv:3: .*'oops' in column 'b'"):
+        load_csv(p, label="y")

@@ -1,4 +1,4 @@
-"""Data sets and their partitioning across sites."""
+"""Data sets, their partitioning across sites, and each site's own file with a schema."""
 
 from veil.data.datasets import (
     DATASETS,
@@ -12,8 +12,40 @@ from veil.data.datasets import (
     read_idx,
 )
 from veil.data.partition import PARTITIONS, partition
+from veil.data.schema import (
+    ArrayFeatures,
+    CategoricalColumn,
+    Label,
+    NumericColumn,
+    Schema,
+    canonical_value,
+    parse_schema,
+)
+from veil.data.sites import (
+    FederatedArrays,
+    SiteData,
+    SiteSource,
+    SiteSplit,
+    load_site,
+    load_sites,
+    parse_sources,
+)
 
 __all__ = [
+    "ArrayFeatures",
+    "CategoricalColumn",
+    "FederatedArrays",
+    "Label",
+    "NumericColumn",
+    "Schema",
+    "SiteData",
+    "SiteSource",
+    "SiteSplit",
+    "canonical_value",
+    "load_site",
+    "load_sites",
+    "parse_schema",
+    "parse_sources",
     "DATASETS",
     "Dataset",
     "PARTITIONS",

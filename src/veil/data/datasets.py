@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from veil.data.schema import canonical_value
 from veil.errors import DataError
 
 __all__ = [
@@ -259,17 +260,24 @@ def load_csv(
             continue
         if len(row) != len(header):
             raise DataError(f"{p}:{n}: expected {len(header)} fields, got {len(row)}")
-        try:
-            vals = [float(v) for i, v in enumerate(row) if i != li]
-        except ValueError:
-            raise DataError(f"{p}:{n}: non-numeric feature value") from None
+        vals = []
+        for i, v in enumerate(row):
+            if i == li:
+                continue
+            try:
+                vals.append(float(v))
+            except ValueError:
+                raise DataError(
+                    f"{p}:{n}: non-numeric feature value {v!r} in column {header[i]!r} (for "
+                    "categorical or missing values declare a schema: docs/own-data.md)"
+                ) from None
         feats.append(vals)
-        labels.append(row[li].strip())
+        labels.append(canonical_value(row[li]))
     x = np.asarray(feats, dtype=np.float64)
     if not np.isfinite(x).all():
         raise DataError(f"{p}: features contain NaN or inf")
     if task == "classification":
-        classes = sorted(set(labels))
+        classes = sorted(set(labels), key=_label_order)  # "1" and "1.0" are one class
         if len(classes) < 2:
             raise DataError(f"{p}: label column {label!r} has fewer than two classes")
         y = np.asarray([classes.index(v) for v in labels], dtype=np.int64)
@@ -282,12 +290,20 @@ def load_csv(
         n_classes = 1
     else:
         raise DataError(f"task must be 'classification' or 'regression', got {task!r}")
-    xtr, xte, ytr, yte = _split(x, y, test_fraction, seed, task == "classification")
+    stratify = task == "classification" and int(np.bincount(y).min()) >= 2
+    xtr, xte, ytr, yte = _split(x, y, test_fraction, seed, stratify)
     if standardise:
         xtr, xte = _standardise(xtr, xte)
     return Dataset(
         p.stem, xtr.astype(np.float32), ytr, xte.astype(np.float32), yte, task, n_classes
     )
+
+
+def _label_order(label: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
 
 
 DATASETS = ("digits", "breast_cancer", "diabetes", "fashion_mnist", "csv")
