@@ -1,11 +1,13 @@
 """A shared n-party harness for the SecAgg+ tests: inputs, the expected plain sum, and an
-honest run of every site and the server up to a chosen stage (h11-style test helpers)."""
+honest run of every site and the server up to a chosen stage, through the one in-process
+driver (:func:`veil.transport.driver.drive`); h11-style test helpers."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from veil.protocols.secagg import STAGES, SecAggClient, SecAggConfig, SecAggServer
+from veil.protocols.secagg import SERVER, SecAggClient, SecAggConfig, SecAggServer, site_of
+from veil.transport.driver import drive
 
 
 def inputs_for(cfg: SecAggConfig, seed: int = 0) -> dict[int, np.ndarray]:
@@ -22,14 +24,32 @@ def plain_sum(cfg: SecAggConfig, x: dict[int, np.ndarray], ids) -> np.ndarray:
 
 
 def run_until(cfg: SecAggConfig, x, stop: str):
-    """Honest run up to (not including) ``stop``; returns server, clients and their inbox."""
+    """Honest run up to (not including) ``stop``; returns server, clients and their inbox
+    (site id → the server's message that opens ``stop``; None for the first stage)."""
     server = SecAggServer(cfg)
     clients = {u: SecAggClient(cfg, u, x[u]) for u in cfg.site_ids}
-    inbox = None
-    for stage in STAGES:
-        if stage == stop:
-            break
-        for u, c in clients.items():
-            server.receive(u, c.start() if inbox is None else c.receive(inbox[u]))
-        inbox = server.close_stage()
+    if stop == "advertise":
+        return server, clients, None
+    trace = drive([server, *clients.values()], until=stop)
+    inbox = {site_of(to): data for sender, to, data in trace.undelivered if sender == SERVER}
     return server, clients, inbox
+
+
+def reply(party, data: bytes, sender: str = SERVER) -> bytes:
+    """Deliver one message and return the single reply the party queued."""
+    party.receive(sender, data)
+    (_, out), = party.outbox()
+    return out
+
+
+def first(party) -> bytes:
+    """Start a site and return its first message."""
+    party.start()
+    (_, out), = party.outbox()
+    return out
+
+
+def close(server) -> dict[int, bytes]:
+    """Close the server's stage; site id → its message for the next stage."""
+    server.on_deadline()
+    return {site_of(to): data for to, data in server.outbox()}

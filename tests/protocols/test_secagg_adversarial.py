@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from secagg_harness import inputs_for, plain_sum, run_until
+from secagg_harness import inputs_for, plain_sum, reply, run_until
 
 from veil.aggregation.secagg import run_round
 from veil.errors import (
@@ -31,7 +31,7 @@ def test_request_for_both_secrets_of_a_peer_is_refused() -> None:
     peer = req.seed_of[0]
     bad = dataclasses.replace(req, key_of=tuple(sorted({*req.key_of, peer})))
     with pytest.raises(ProtocolError, match="both secrets"):
-        clients[0].receive(bad.to_bytes())
+        reply(clients[0], bad.to_bytes())
     assert clients[0].state is State.ERROR
 
 
@@ -42,7 +42,7 @@ def test_key_share_of_a_survivor_is_refused() -> None:
     req = m.decode(inbox[0], cfg)
     bad = dataclasses.replace(req, seed_of=req.seed_of[1:], key_of=(req.seed_of[0],))
     with pytest.raises(ProtocolError, match="inconsistent"):
-        clients[0].receive(bad.to_bytes())
+        reply(clients[0], bad.to_bytes())
 
 
 def test_inconsistent_survivor_lists_are_detected() -> None:
@@ -64,16 +64,16 @@ def test_inconsistent_survivor_lists_are_detected() -> None:
     # another list (IntegrityError) and reveals nothing
     _, clients, inbox = run_until(cfg, x, "consistency")
     lie = m.decode(inbox[0], cfg)
-    tag_msg = m.decode(clients[0].receive(
+    tag_msg = m.decode(reply(clients[0],
         dataclasses.replace(lie, survivors=lie.survivors[:-1]).to_bytes()), cfg)
-    honest = {u: m.decode(clients[u].receive(inbox[u]), cfg) for u in range(1, 7)}
+    honest = {u: m.decode(reply(clients[u], inbox[u]), cfg) for u in range(1, 7)}
     req = m.UnmaskRequest(
         cfg.round, 0xFFFFFFFF, tuple(v for v in range(7) if v != 1), (), tuple(
             [(0, dict(tag_msg.tags)[1])] + [(u, dict(honest[u].tags)[1]) for u in range(2, 7)]
         ),
     )
     with pytest.raises(IntegrityError):
-        clients[1].receive(req.to_bytes())
+        reply(clients[1], req.to_bytes())
 
 
 def test_tampered_ciphertext_detected_and_round_continues() -> None:
@@ -99,13 +99,13 @@ def test_replayed_and_reattributed_ciphertexts_rejected() -> None:
     _, _, inbox1 = run_until(cfg1, x, "masked")
     _, clients2, inbox2 = run_until(cfg2, x, "masked")
     with pytest.raises(IntegrityError, match="replayed"):
-        clients2[0].receive(inbox1[0])  # a relay from round 1 shown in round 2
+        reply(clients2[0], inbox1[0])  # a relay from round 1 shown in round 2
     _, clients2, inbox2 = run_until(cfg2, x, "masked")
     relay = m.decode(inbox2[0], cfg2)
     (u, ct), (w, _) = relay.cts[0], relay.cts[1]
     swapped = dataclasses.replace(relay, cts=((u, relay.cts[1][1]), (w, ct), *relay.cts[2:]))
     with pytest.raises(IntegrityError):
-        clients2[0].receive(swapped.to_bytes())
+        reply(clients2[0], swapped.to_bytes())
 
 
 @pytest.mark.parametrize(
@@ -132,15 +132,15 @@ def test_server_refuses_out_of_stage_and_duplicate_messages() -> None:
     cfg = cfg_for()
     x = inputs_for(cfg, seed=7)
     server, clients, inbox = run_until(cfg, x, "masked")
-    masked = clients[0].receive(inbox[0])
-    server.receive(0, masked)
+    masked = reply(clients[0], inbox[0])
+    server.receive(str(0), masked)
     with pytest.raises(ProtocolError, match="second message"):
-        server.receive(0, masked)
+        server.receive(str(0), masked)
     adv = m.AdvertiseKeys(cfg.round, 1, bytes(32), bytes(32)).to_bytes()
     with pytest.raises(ProtocolError, match="server in state COLLECT_MASKED cannot handle"):
-        server.receive(1, adv)
+        server.receive(str(1), adv)
     with pytest.raises(ProtocolError, match="another sender"):
-        server.receive(2, masked)
+        server.receive(str(2), masked)
     assert server.state is State.COLLECT_MASKED  # peer errors do not break the server
 
 
@@ -150,7 +150,7 @@ def test_client_missing_transition_names_role_state_event() -> None:
     _, clients, inbox = run_until(cfg, x, "masked")
     bogus = m.SurvivorList(cfg.round, 0xFFFFFFFF, tuple(range(7))).to_bytes()
     with pytest.raises(ProtocolError, match="client in state SHARED cannot handle SurvivorList"):
-        clients[0].receive(bogus)
+        reply(clients[0], bogus)
     assert clients[0].state is State.ERROR
     assert all(isinstance(k[2], str) and v[0].startswith("_") for k, v in TRANSITIONS.items())
 

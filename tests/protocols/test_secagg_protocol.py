@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from secagg_harness import inputs_for, plain_sum, run_until
+from secagg_harness import inputs_for, plain_sum, reply, run_until
 
 from veil.aggregation.secagg import run_round
 from veil.crypto.prg import prg_uint64
@@ -71,9 +71,9 @@ def test_below_threshold_aborts_without_result(stage: str, drop: int) -> None:
     assert f"stage {stage}" in msg and "threshold 3" in msg or "fewer than 3 shares" in msg
     server, clients, inbox = run_until(cfg, x, "unmask")
     for u in range(drop, 6):  # only 2 of 6 answer the unmask request
-        server.receive(u, clients[u].receive(inbox[u]))
+        server.receive(str(u), reply(clients[u], inbox[u]))
     with pytest.raises(AbortError, match="stage unmask"):
-        server.close_stage()
+        server.on_deadline()
     assert server.result is None and server.state.value == "ERROR"
 
 
@@ -82,7 +82,7 @@ def test_masks_are_aes_ctr_prg_expansions() -> None:
     zero = {u: np.zeros(cfg.dim, dtype=np.uint64) for u in cfg.site_ids}
     server, clients, inbox = run_until(cfg, zero, "masked")
     c0 = clients[0]
-    y = m.decode(c0.receive(inbox[0]), cfg)
+    y = m.decode(reply(c0, inbox[0]), cfg)
     expected = prg_uint64(c0._seed, cfg.dim).copy()
     for v in (1, 2, 3):
         expected += prg_uint64(mask_seed(c0._mask, c0._peer_keys[v][1], cfg.round), cfg.dim)
@@ -97,12 +97,12 @@ def test_secrets_never_in_repr_or_errors() -> None:
     secret_hex = [
         c._seed.hex()[:16], c._mask.private_bytes().hex()[:16], c._enc.private_bytes().hex()[:16]
     ]
-    resp = m.decode(c.receive(inbox[0]), cfg)
+    resp = m.decode(reply(c, inbox[0]), cfg)
     texts = [repr(c), str(c), repr(server), repr(resp), str(resp), repr(cfg), repr(c._mask)]
     for share in resp.shares:
         secret_hex.append(share[2].hex()[:16])
     try:
-        c.receive(inbox[0])
+        reply(c, inbox[0])
     except Exception as exc:  # ProtocolError: DONE state takes no more messages
         texts.append(str(exc))
     blob = " ".join(texts)
@@ -138,7 +138,7 @@ def test_masks_for_narrow_rings_are_aes_ctr_32_bit_words() -> None:
     zero = {u: np.zeros(cfg.dim, dtype=np.uint64) for u in cfg.site_ids}
     server, clients, inbox = run_until(cfg, zero, "masked")
     c0 = clients[0]
-    y = m.decode(c0.receive(inbox[0]), cfg)
+    y = m.decode(reply(c0, inbox[0]), cfg)
     expected = prg_uint32(c0._seed, cfg.dim).copy()
     for v in (1, 2, 3):
         expected += prg_uint32(mask_seed(c0._mask, c0._peer_keys[v][1], cfg.round), cfg.dim)

@@ -1,11 +1,12 @@
-"""SecAgg+ as a summation protocol: the in-process transport that drives the machines.
+"""SecAgg+ as a summation protocol, run by the in-process driver.
 
 :class:`SecAggSum` implements :class:`~veil.aggregation.base.SumProtocol`: it builds one
 :class:`~veil.protocols.secagg.SecAggClient` per site and a
-:class:`~veil.protocols.secagg.SecAggServer`, and moves *bytes only* between them, stage
-by stage. Each stage has a deadline: a site scheduled to drop at that stage, a site whose
-machine failed, or a site slower than ``stage_deadline_s`` is silent, and the server
-closes the stage without it — nothing ever waits forever.
+:class:`~veil.protocols.secagg.SecAggServer` and hands them to
+:func:`veil.transport.driver.drive`, which moves *bytes only* between them and owns the
+clock: a site scheduled to drop at a stage, a site whose machine failed, or a site whose
+handler runs past ``stage_deadline_s`` is silent, and the server closes the stage without
+it — nothing ever waits forever.
 
 Example:
     >>> from veil.aggregation.base import Pipeline
@@ -17,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -26,9 +26,20 @@ import numpy as np
 
 from veil.aggregation.base import SumResult
 from veil.crypto.prg import derive_key
-from veil.errors import ConfigError, LocalError, VeilError
-from veil.protocols.secagg import STAGES, SecAggClient, SecAggConfig, SecAggServer, choose_k
+from veil.errors import LocalError
+from veil.protocols.secagg import (
+    SERVER,
+    STAGES,
+    SecAggClient,
+    SecAggConfig,
+    SecAggServer,
+    choose_k,
+    site_name,
+    site_of,
+)
 from veil.protocols.secagg.server import SecAggOutput
+from veil.transport.driver import DEFAULT_STAGE_DEADLINE_S, drive
+from veil.transport.driver import Tamper as DriverTamper
 
 __all__ = ["SecAggSum", "RoundTrace", "run_round"]
 
@@ -65,14 +76,16 @@ def run_round(
     stage_deadline_s: float | None = None,
     tamper: Tamper | None = None,
 ) -> tuple[SecAggOutput, RoundTrace]:
-    """Run one SecAgg+ round in process.
+    """Run one SecAgg+ round in process through :func:`veil.transport.driver.drive`.
 
     Args:
         config: public round parameters.
         inputs: site id → its integer input vector (called once per site, lazily).
         dropouts: site id → stage name (one of :data:`~veil.protocols.secagg.STAGES`) at
             which the site goes silent.
-        stage_deadline_s: a site whose handler takes longer than this is dropped.
+        stage_deadline_s: a site whose handler takes longer than this in a stage is
+            dropped (None: the driver's default,
+            :data:`~veil.transport.driver.DEFAULT_STAGE_DEADLINE_S`).
         tamper: test hook to alter or drop bytes in transit.
 
     Returns:
@@ -82,63 +95,32 @@ def run_round(
         AbortError: too few sites at some stage; no partial result.
         ConfigError: unknown stage names in ``dropouts``.
     """
-    dropouts = dict(dropouts or {})
-    bad = {s for s in dropouts.values() if s not in STAGES}
-    if bad:
-        raise ConfigError(f"unknown dropout stages {sorted(bad)}; use {STAGES}")
-    trace = RoundTrace()
     server = SecAggServer(config)
     clients = {u: SecAggClient(config, u, functools.partial(inputs, u)) for u in config.site_ids}
-    for u in clients:
-        trace.bytes_sent[u] = trace.bytes_received[u] = 0
-        trace.site_time_s[u] = {}
-    inbox: dict[int, bytes] = {}
-    for stage in STAGES:
-        for u, client in clients.items():
-            if u in trace.dropped:
-                continue
-            if dropouts.get(u) == stage or (stage != "advertise" and u not in inbox):
-                trace.dropped[u] = stage
-                continue
-            t0 = time.perf_counter()
-            try:
-                out = client.start() if stage == "advertise" else client.receive(inbox[u])
-            except VeilError as exc:
-                trace.errors.append((f"site {u}", stage, type(exc).__name__))
-                trace.dropped[u] = stage
-                continue
-            finally:
-                trace.site_time_s[u][stage] = time.perf_counter() - t0
-            if stage_deadline_s is not None and trace.site_time_s[u][stage] > stage_deadline_s:
-                trace.dropped[u] = stage
-                continue
-            trace.bytes_sent[u] += len(out)
-            data = tamper(stage, u, "up", out) if tamper else out
-            if data is None:
-                continue
-            t0 = time.perf_counter()
-            try:
-                server.receive(u, data)
-            except VeilError as exc:
-                trace.errors.append(("server", stage, type(exc).__name__))
-            trace.server_time_s[stage] = trace.server_time_s.get(stage, 0.0) + (
-                time.perf_counter() - t0
-            )
-        t0 = time.perf_counter()
-        try:
-            outgoing = server.close_stage()
-        finally:
-            trace.server_time_s[stage] = trace.server_time_s.get(stage, 0.0) + (
-                time.perf_counter() - t0
-            )
-        inbox = {}
-        for u, data in outgoing.items():
-            trace.bytes_received[u] += len(data)
-            delivered = tamper(stage, u, "down", data) if tamper else data
-            if delivered is not None:
-                inbox[u] = delivered
-    trace.words_expanded = {u: c.words_expanded for u, c in clients.items()}
-    if server.result is None:  # pragma: no cover - close_stage either aborts or sets it
+
+    hook: DriverTamper | None = None
+    if tamper is not None:
+        def hook(stage: str, sender: str, receiver: str, data: bytes) -> bytes | None:
+            up = receiver == SERVER
+            return tamper(stage, site_of(sender if up else receiver), "up" if up else "down", data)
+
+    dt = drive(
+        [server, *clients.values()],
+        stage_deadline_s=DEFAULT_STAGE_DEADLINE_S if stage_deadline_s is None else stage_deadline_s,
+        drops={site_name(u): s for u, s in (dropouts or {}).items()},
+        tamper=hook,
+        stages=STAGES,
+    )
+    trace = RoundTrace(
+        bytes_sent={u: dt.bytes_sent[site_name(u)] for u in clients},
+        bytes_received={u: dt.bytes_received[site_name(u)] for u in clients},
+        site_time_s={u: dt.time_s[site_name(u)] for u in clients},
+        server_time_s=dt.time_s[SERVER],
+        dropped={site_of(p): s for p, s in dt.dropped.items()},
+        errors=[(p if p == SERVER else f"site {p}", s, e) for p, s, e in dt.errors],
+        words_expanded={u: c.words_expanded for u, c in clients.items()},
+    )
+    if server.result is None:  # pragma: no cover - the last deadline aborts or sets it
         raise LocalError("SecAgg round ended without a result")
     return server.result, trace
 
@@ -168,7 +150,9 @@ class SecAggSum:
     stage_deadline_s: float | None = None
     graph_key: bytes = field(default=b"veil/secagg/graph", repr=False)
     name: str = "secagg"
-    #: protocol stages at which the simulation may drop a site
+    #: protocol stages at which the simulation may drop a site (derived from the table)
+    stages: ClassVar[tuple[str, ...]] = STAGES
+    #: old name of :attr:`stages`, read by ``federation.runtime`` until it moves to ``stages``
     dropout_stages: ClassVar[tuple[str, ...]] = STAGES
 
     def config(self, site_ids: np.ndarray, dim: int, round: int) -> SecAggConfig:

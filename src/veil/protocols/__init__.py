@@ -1,3 +1,7 @@
-"""Sans-IO protocol state machines (messages in → messages out; no sockets)."""
+"""Sans-IO protocol state machines (messages in → messages out; no sockets).
+
+:mod:`veil.protocols.machine` holds the generic table-driven :class:`Machine` every
+protocol role derives from; :mod:`veil.protocols.secagg` is SecAgg+.
+"""
 
 __all__: list[str] = []

@@ -33,8 +33,9 @@ from veil.crypto.ka import KeyPair
 from veil.crypto.prg import derive_key, derive_keys
 from veil.errors import AbortError, LocalError, ProtocolError
 from veil.protocols.secagg import messages as m
-from veil.protocols.secagg.config import SERVER_ID, SecAggConfig
-from veil.protocols.secagg.transitions import Machine, Role, State
+from veil.protocols.machine import Machine
+from veil.protocols.secagg.config import SERVER, SERVER_ID, SecAggConfig, site_name
+from veil.protocols.secagg.transitions import TABLE, Role
 
 __all__ = ["SecAggClient", "add_masks", "mask_seed", "survivor_digest"]
 
@@ -84,7 +85,7 @@ def survivor_digest(round: int, survivors: Iterable[int]) -> bytes:
 
 
 class SecAggClient(Machine):
-    """One site in one round.
+    """One site in one round (party name ``str(site_id)``; the server is ``"server"``).
 
     Args:
         config: the round's public parameters.
@@ -97,6 +98,7 @@ class SecAggClient(Machine):
         LocalError: if the site is not in the cohort or the input has the wrong shape.
     """
 
+    table = TABLE
     role = Role.CLIENT
 
     def __init__(
@@ -106,9 +108,9 @@ class SecAggClient(Machine):
             raise LocalError(f"site {site_id} is not in this round's cohort")
         if not callable(value):
             self._check_input(value, config.dim)
+        super().__init__(site_name(site_id))
         self.config = config
         self.site_id = int(site_id)
-        self.state = State.INIT
         self._value = value
         self._nbrs = config.neighbours_of(self.site_id)
         self._enc: KeyPair | None = None
@@ -129,14 +131,9 @@ class SecAggClient(Machine):
     def __reduce__(self) -> None:  # type: ignore[override]
         raise TypeError("SecAggClient holds secrets and cannot be pickled")
 
-    # ---- public API -----------------------------------------------------------------
-    def start(self) -> bytes:
-        """Step 1: return the AdvertiseKeys message."""
-        out: bytes = self._dispatch("Start")
-        return out
-
-    def receive(self, data: bytes) -> bytes:
-        """Handle one server message and return this site's reply.
+    # ---- public API (the party interface of veil.protocols.machine) ------------------
+    def receive(self, sender: str, data: bytes) -> None:
+        """Handle one server message; the reply is queued in :meth:`outbox`.
 
         Raises:
             MalformedMessageError, IntegrityError, ProtocolError: the server (or the link)
@@ -144,14 +141,15 @@ class SecAggClient(Machine):
             AbortError: the round cannot go on safely from this site's view.
         """
         try:
+            if sender != SERVER:
+                raise ProtocolError("sites take messages from the server only", peer=sender)
             msg = m.decode(data, self.config)
             if msg.sender != SERVER_ID:
-                raise ProtocolError("message does not come from the server", peer=msg.sender)
+                raise ProtocolError("message does not come from the server", peer=sender)
         except BaseException:
-            self.state = State.ERROR
+            self._fail()
             raise
-        out: bytes = self._dispatch(type(msg).__name__, msg)
-        return out
+        self._dispatch(type(msg).__name__, msg, sender=sender)
 
     @staticmethod
     def _check_input(value: np.ndarray, dim: int) -> np.ndarray:
@@ -166,14 +164,14 @@ class SecAggClient(Machine):
             raise LocalError("keys used before step 1")
         return self._enc, self._mask
 
-    def _on_start(self) -> bytes:
+    def _on_start(self) -> None:
         self._enc, self._mask = KeyPair.generate(), KeyPair.generate()
         self._seed = secrets.token_bytes(32)
-        return m.AdvertiseKeys(
+        self._send(SERVER, m.AdvertiseKeys(
             self.config.round, self.site_id, self._enc.public, self._mask.public
-        ).to_bytes()
+        ).to_bytes())
 
-    def _on_keys(self, msg: m.KeyBroadcast) -> bytes:
+    def _on_keys(self, msg: m.KeyBroadcast) -> None:
         cfg, me = self.config, self.site_id
         enc, mask = self._keypairs()
         keys = {i: (c, s) for i, c, s in msg.keys}
@@ -204,9 +202,9 @@ class SecAggClient(Machine):
             )
             ad = aead.bind("veil/secagg/v1/share", cfg.round, me, v)
             cts.append((v, aead.seal(self._chan[v][0], plain, ad)))
-        return m.ShareKeys(cfg.round, me, tuple(cts)).to_bytes()
+        self._send(SERVER, m.ShareKeys(cfg.round, me, tuple(cts)).to_bytes())
 
-    def _on_relay(self, msg: m.ShareRelay) -> bytes:
+    def _on_relay(self, msg: m.ShareRelay) -> None:
         cfg, me = self.config, self.site_id
         _, mask = self._keypairs()
         for u, ct in msg.cts:
@@ -234,9 +232,9 @@ class SecAggClient(Machine):
         y = self._check_input(raw, cfg.dim).astype(ring.ring_dtype(cfg.bits))
         self._value = np.zeros(0, dtype=np.uint64)
         self.words_expanded += add_masks(y, seeds)
-        return m.MaskedInput(cfg.round, me, ring.pack(y, cfg.bits)).to_bytes()
+        self._send(SERVER, m.MaskedInput(cfg.round, me, ring.pack(y, cfg.bits)).to_bytes())
 
-    def _on_survivors(self, msg: m.SurvivorList) -> bytes:
+    def _on_survivors(self, msg: m.SurvivorList) -> None:
         cfg, me = self.config, self.site_id
         u3 = frozenset(msg.survivors)
         if me not in u3:
@@ -252,9 +250,9 @@ class SecAggClient(Machine):
         self._survivors = u3
         digest = survivor_digest(cfg.round, msg.survivors)
         tags = tuple((v, aead.mac(self._chan[v][1], digest)) for v in sorted(u3 & set(self._held)))
-        return m.ConsistencyAck(cfg.round, me, tags).to_bytes()
+        self._send(SERVER, m.ConsistencyAck(cfg.round, me, tags).to_bytes())
 
-    def _on_unmask(self, msg: m.UnmaskRequest) -> bytes:
+    def _on_unmask(self, msg: m.UnmaskRequest) -> None:
         cfg, me, u3 = self.config, self.site_id, self._survivors
         seed_of, key_of = set(msg.seed_of), set(msg.key_of)
         both = seed_of & key_of
@@ -277,4 +275,4 @@ class SecAggClient(Machine):
             + [(u, m.MASK_KEY, self._held[u][1]) for u in key_of]
         )
         self._held.clear()  # never reveal anything again this round
-        return m.UnmaskResponse(cfg.round, me, tuple(shares)).to_bytes()
+        self._send(SERVER, m.UnmaskResponse(cfg.round, me, tuple(shares)).to_bytes())

@@ -5,13 +5,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from veil.errors import ConfigError, InsecureParametersError
+from veil.errors import ConfigError, InsecureParametersError, ProtocolError
 from veil.protocols.secagg.graph import neighbours, neighbours_of, ring_order
 
-__all__ = ["SecAggConfig", "SERVER_ID"]
+__all__ = ["SecAggConfig", "SERVER_ID", "SERVER", "site_name", "site_of"]
 
 #: Sender id the server uses in message headers (sites use their own ids).
 SERVER_ID = 0xFFFFFFFF
+#: The server's party name on a transport (site u is ``str(u)``).
+SERVER = "server"
+
+
+def site_name(site: int) -> str:
+    """Party name of site ``site`` on a transport."""
+    return str(int(site))
+
+
+def site_of(name: str) -> int:
+    """Site id of the party called ``name``.
+
+    Raises:
+        ProtocolError: if ``name`` is not a site's party name.
+    """
+    if not isinstance(name, str) or not name.isdigit() or name != str(int(name)):
+        raise ProtocolError("sender is not a site of this protocol", peer=name)
+    return int(name)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """SecAgg+ server: a sans-IO state machine collecting one stage at a time.
 
-Feed each site's bytes with :meth:`SecAggServer.receive` (the transport says which site
-sent them: channels are authenticated), then call :meth:`SecAggServer.close_stage` when
-the stage's deadline passes; it returns the messages for the next stage, keyed by site.
+Feed each site's bytes with :meth:`SecAggServer.receive` (the transport says which party
+sent them: channels are authenticated), then call :meth:`SecAggServer.on_deadline` when
+the stage's deadline passes; the next stage's messages are then in :meth:`outbox`.
 At each close, fewer than t responders abort the round (:class:`~veil.errors.AbortError`
 naming the stage and the counts); after the last stage :attr:`SecAggServer.result` holds
 the sum of the survivors' inputs modulo 2^b, and nothing is released before that.
@@ -21,11 +21,12 @@ import numpy as np
 
 from veil.crypto import ring, shamir
 from veil.crypto.ka import KeyPair
-from veil.errors import AbortError, LocalError, PeerError, ProtocolError
+from veil.errors import AbortError, PeerError, ProtocolError
 from veil.protocols.secagg import messages as m
 from veil.protocols.secagg.client import add_masks, mask_seed
-from veil.protocols.secagg.config import SERVER_ID, SecAggConfig
-from veil.protocols.secagg.transitions import STAGES, Machine, Role, State
+from veil.protocols.machine import Machine
+from veil.protocols.secagg.config import SERVER, SERVER_ID, SecAggConfig, site_name, site_of
+from veil.protocols.secagg.transitions import TABLE, Role, State
 
 __all__ = ["SecAggServer", "SecAggOutput"]
 
@@ -54,11 +55,12 @@ class SecAggServer(Machine):
         config: the round's public parameters.
     """
 
+    table = TABLE
     role = Role.SERVER
 
     def __init__(self, config: SecAggConfig) -> None:
+        super().__init__(SERVER)
         self.config = config
-        self.state = State.COLLECT_KEYS
         self._graph = config.graph()
         self._keys: dict[int, tuple[bytes, bytes]] = {}
         self._listed: dict[int, frozenset[int]] = {}
@@ -72,7 +74,7 @@ class SecAggServer(Machine):
         self._shares: dict[tuple[int, int], list[tuple[int, int]]] = {}
         self._answered: set[int] = set()
         self.counts: dict[str, int] = {}
-        self.errors: list[tuple[int, str, str]] = []
+        self.errors: list[tuple[int | str, str, str]] = []
         self.result: SecAggOutput | None = None
 
     def __repr__(self) -> str:
@@ -81,17 +83,27 @@ class SecAggServer(Machine):
     __str__ = __repr__
 
     @property
-    def stage(self) -> str:
-        """Name of the stage being collected (or the final state)."""
-        idx = {
-            State.COLLECT_KEYS: 0, State.COLLECT_SHARES: 1, State.COLLECT_MASKED: 2,
-            State.COLLECT_CHECKS: 3, State.COLLECT_UNMASK: 4,
-        }.get(self.state)
-        return STAGES[idx] if idx is not None else self.state.value.lower()
+    def waiting_for(self) -> frozenset[str]:
+        """Sites the current stage still expects an answer from."""
+        expected: set[int] | frozenset[int]
+        got: object
+        if self.state is State.COLLECT_KEYS:
+            expected, got = set(self._graph), self._keys
+        elif self.state is State.COLLECT_SHARES:
+            expected, got = set(self._listed), self._cts
+        elif self.state is State.COLLECT_MASKED:
+            expected, got = set(self._relayed), self._masked
+        elif self.state is State.COLLECT_CHECKS:
+            expected, got = set(self._u3), self._acks
+        elif self.state is State.COLLECT_UNMASK:
+            expected, got = set(self._asked), self._answered
+        else:
+            return frozenset()
+        return frozenset(site_name(u) for u in expected if u not in got)  # type: ignore[operator]
 
-    # ---- public API -----------------------------------------------------------------
-    def receive(self, peer: int, data: bytes) -> None:
-        """Take one message from ``peer``.
+    # ---- public API (the party interface of veil.protocols.machine) ------------------
+    def receive(self, sender: str, data: bytes) -> None:
+        """Take one message from the party ``sender``.
 
         A message that is malformed, replayed, out of stage or inconsistent is refused
         with a :class:`~veil.errors.PeerError` subclass; the server stays in its state and
@@ -99,34 +111,19 @@ class SecAggServer(Machine):
 
         Raises:
             MalformedMessageError, IntegrityError, ProtocolError: the peer misbehaved.
-            LocalError: the server is not collecting (finished or in ERROR).
         """
-        if self.state in (State.DONE, State.ERROR):
-            raise LocalError(f"server is {self.state.value}; it takes no more messages")
         stage = self.stage
         try:
+            peer = site_of(sender)
             if peer not in self._graph:
                 raise ProtocolError("sender is not in this round's cohort", peer=peer)
             msg = m.decode(data, self.config)
             if msg.sender != peer:
                 raise ProtocolError("header names another sender", peer=peer)
-            self._dispatch(type(msg).__name__, peer, msg, peer_errors_are_local=False)
+            self._dispatch(type(msg).__name__, peer, msg, sender=sender)
         except PeerError as exc:
-            self.errors.append((peer, stage, type(exc).__name__))
+            self.errors.append((sender, stage, type(exc).__name__))
             raise
-
-    def close_stage(self) -> dict[int, bytes]:
-        """The current stage's deadline passed: return the next stage's messages.
-
-        Raises:
-            AbortError: fewer than t sites responded (or secrets cannot be rebuilt); the
-                server moves to ``ERROR`` and releases nothing.
-            LocalError: called after the round finished.
-        """
-        if self.state in (State.DONE, State.ERROR):
-            raise LocalError(f"server is {self.state.value}; no stage to close")
-        out: dict[int, bytes] = self._dispatch("Deadline")
-        return out
 
     # ---- helpers --------------------------------------------------------------------
     def _need(self, stage: str, have: int) -> None:
@@ -137,6 +134,9 @@ class SecAggServer(Machine):
                 f"{self.config.n} sites responded, threshold {self.config.threshold}"
             )
 
+    def _on_start(self) -> None:
+        """The server sends nothing first: sites open the round."""
+
     def _no_repeat(self, peer: int, seen: object) -> None:
         if peer in seen:  # type: ignore[operator]
             raise ProtocolError(f"second message in stage {self.stage}", peer=peer)
@@ -146,15 +146,13 @@ class SecAggServer(Machine):
         self._no_repeat(peer, self._keys)
         self._keys[peer] = (msg.enc_pk, msg.mask_pk)
 
-    def _close_keys(self) -> dict[int, bytes]:
+    def _close_keys(self) -> None:
         u1 = set(self._keys)
         self._need("advertise", len(u1))
-        out = {}
         for u in sorted(u1):
             self._listed[u] = frozenset(self._graph[u] & u1)
             keys = tuple((v, *self._keys[v]) for v in sorted(self._listed[u] | {u}))
-            out[u] = m.KeyBroadcast(self.config.round, SERVER_ID, keys).to_bytes()
-        return out
+            self._send(site_name(u), m.KeyBroadcast(self.config.round, SERVER_ID, keys).to_bytes())
 
     # ---- step 2 ---------------------------------------------------------------------
     def _on_shares(self, peer: int, msg: m.ShareKeys) -> None:
@@ -165,16 +163,14 @@ class SecAggServer(Machine):
             raise ProtocolError("shares must go to exactly the listed neighbours", peer=peer)
         self._cts[peer] = dict(msg.cts)
 
-    def _close_shares(self) -> dict[int, bytes]:
+    def _close_shares(self) -> None:
         u2 = set(self._cts)
         self._need("share", len(u2))
-        out = {}
         for v in sorted(u2):
             senders = sorted(u for u in self._graph[v] & u2 if v in self._cts[u])
             self._relayed[v] = frozenset(senders)
             cts = tuple((u, self._cts[u][v]) for u in senders)
-            out[v] = m.ShareRelay(self.config.round, SERVER_ID, cts).to_bytes()
-        return out
+            self._send(site_name(v), m.ShareRelay(self.config.round, SERVER_ID, cts).to_bytes())
 
     # ---- step 3 ---------------------------------------------------------------------
     def _on_masked(self, peer: int, msg: m.MaskedInput) -> None:
@@ -185,11 +181,12 @@ class SecAggServer(Machine):
         self._sum += ring.unpack(msg.payload, cfg.dim, cfg.bits, self._sum.dtype.type)
         self._masked.add(peer)
 
-    def _close_masked(self) -> dict[int, bytes]:
+    def _close_masked(self) -> None:
         self._need("masked", len(self._masked))
         self._u3 = tuple(sorted(self._masked))
         data = m.SurvivorList(self.config.round, SERVER_ID, self._u3).to_bytes()
-        return {u: data for u in self._u3}
+        for u in self._u3:
+            self._send(site_name(u), data)
 
     # ---- step 4 ---------------------------------------------------------------------
     def _on_ack(self, peer: int, msg: m.ConsistencyAck) -> None:
@@ -200,19 +197,17 @@ class SecAggServer(Machine):
             raise ProtocolError("consistency tags must go to the surviving neighbours", peer=peer)
         self._acks[peer] = dict(msg.tags)
 
-    def _close_checks(self) -> dict[int, bytes]:
+    def _close_checks(self) -> None:
         u4 = sorted(self._acks)
         self._need("consistency", len(u4))
-        out = {}
         for v in u4:
             seed_of = self._relayed[v] & self._masked
             key_of = self._relayed[v] - self._masked
             self._asked[v] = (seed_of, key_of)
             tags = tuple((u, self._acks[u][v]) for u in u4 if v in self._acks[u])
-            out[v] = m.UnmaskRequest(
+            self._send(site_name(v), m.UnmaskRequest(
                 self.config.round, SERVER_ID, tuple(sorted(seed_of)), tuple(sorted(key_of)), tags
-            ).to_bytes()
-        return out
+            ).to_bytes())
 
     # ---- step 5 ---------------------------------------------------------------------
     def _on_unmask_response(self, peer: int, msg: m.UnmaskResponse) -> None:
@@ -229,7 +224,7 @@ class SecAggServer(Machine):
             self._shares.setdefault((u, k), []).append((peer + 1, y))
         self._answered.add(peer)
 
-    def _close_unmask(self) -> dict[int, bytes]:
+    def _close_unmask(self) -> None:
         cfg = self.config
         self._need("unmask", len(self._answered))
         dropped = sorted(set(self._relayed) - self._masked)
@@ -265,4 +260,3 @@ class SecAggServer(Machine):
         total = total.astype(np.uint64) & ring.ring_mask(cfg.bits)
         self.counts["dropped_after_sharing"] = len(dropped)
         self.result = SecAggOutput(total, self._u3, dict(self.counts), words)
-        return {}

@@ -1,4 +1,4 @@
-"""The one transition table of SecAgg+ (both roles) and the state-machine base.
+"""The one transition table of SecAgg+ (both roles).
 
 Protocol steps (Bonawitz et al. 2017; sparse graph of Bell et al. 2020):
 
@@ -13,20 +13,19 @@ step   client state          event                               server state
 =====  ===================  ==================================  ===========================
 
 The server closes each collection stage on a ``Deadline`` event (sites silent by then are
-dropped at that stage). A (role, state, event) triple missing from :data:`TRANSITIONS`
-raises :class:`~veil.errors.ProtocolError` naming all three. Any exception moves a client
-to ``ERROR``; the server isolates errors caused by one peer's message (that message is
-refused, the peer counts as silent) and moves to ``ERROR`` on anything else.
+dropped at that stage). :data:`STAGES` — the stage order used in dropout schedules,
+deadlines and AbortError messages — is derived from :data:`TABLE`. The generic rules
+(missing entries, whose fault, ``ERROR``) are those of :class:`veil.protocols.machine.Machine`;
+the server isolates errors caused by one site's message.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
 
-from veil.errors import PeerError, ProtocolError
+from veil.protocols.machine import DEADLINE, START, TransitionTable
 
-__all__ = ["Role", "State", "TRANSITIONS", "STAGES", "Machine"]
+__all__ = ["Role", "State", "TABLE", "TRANSITIONS", "STAGES"]
 
 
 class Role(str, Enum):
@@ -53,52 +52,42 @@ class State(str, Enum):
     ERROR = "ERROR"
 
 
-#: Stage names used in dropout schedules, deadlines and AbortError messages.
-STAGES = ("advertise", "share", "masked", "consistency", "unmask")
-
 C, S = Role.CLIENT, Role.SERVER
 
 #: (role, state, event) → (handler method, next state)
 TRANSITIONS: dict[tuple[Role, State, str], tuple[str, State]] = {
-    (C, State.INIT, "Start"): ("_on_start", State.ADVERTISED),
+    (C, State.INIT, START): ("_on_start", State.ADVERTISED),
     (C, State.ADVERTISED, "KeyBroadcast"): ("_on_keys", State.SHARED),
     (C, State.SHARED, "ShareRelay"): ("_on_relay", State.MASKED),
     (C, State.MASKED, "SurvivorList"): ("_on_survivors", State.CHECKED),
     (C, State.CHECKED, "UnmaskRequest"): ("_on_unmask", State.DONE),
+    (S, State.COLLECT_KEYS, START): ("_on_start", State.COLLECT_KEYS),
     (S, State.COLLECT_KEYS, "AdvertiseKeys"): ("_on_advertise", State.COLLECT_KEYS),
-    (S, State.COLLECT_KEYS, "Deadline"): ("_close_keys", State.COLLECT_SHARES),
+    (S, State.COLLECT_KEYS, DEADLINE): ("_close_keys", State.COLLECT_SHARES),
     (S, State.COLLECT_SHARES, "ShareKeys"): ("_on_shares", State.COLLECT_SHARES),
-    (S, State.COLLECT_SHARES, "Deadline"): ("_close_shares", State.COLLECT_MASKED),
+    (S, State.COLLECT_SHARES, DEADLINE): ("_close_shares", State.COLLECT_MASKED),
     (S, State.COLLECT_MASKED, "MaskedInput"): ("_on_masked", State.COLLECT_MASKED),
-    (S, State.COLLECT_MASKED, "Deadline"): ("_close_masked", State.COLLECT_CHECKS),
+    (S, State.COLLECT_MASKED, DEADLINE): ("_close_masked", State.COLLECT_CHECKS),
     (S, State.COLLECT_CHECKS, "ConsistencyAck"): ("_on_ack", State.COLLECT_CHECKS),
-    (S, State.COLLECT_CHECKS, "Deadline"): ("_close_checks", State.COLLECT_UNMASK),
+    (S, State.COLLECT_CHECKS, DEADLINE): ("_close_checks", State.COLLECT_UNMASK),
     (S, State.COLLECT_UNMASK, "UnmaskResponse"): ("_on_unmask_response", State.COLLECT_UNMASK),
-    (S, State.COLLECT_UNMASK, "Deadline"): ("_close_unmask", State.DONE),
+    (S, State.COLLECT_UNMASK, DEADLINE): ("_close_unmask", State.DONE),
 }
 
+#: the table of both roles, with the stage each state belongs to
+TABLE = TransitionTable(
+    protocol="secagg+",
+    entries=TRANSITIONS,
+    initial={C: State.INIT, S: State.COLLECT_KEYS},
+    stage_of={
+        State.INIT: "advertise", State.COLLECT_KEYS: "advertise",
+        State.ADVERTISED: "share", State.COLLECT_SHARES: "share",
+        State.SHARED: "masked", State.COLLECT_MASKED: "masked",
+        State.MASKED: "consistency", State.COLLECT_CHECKS: "consistency",
+        State.CHECKED: "unmask", State.COLLECT_UNMASK: "unmask",
+    },
+    isolating=frozenset({S}),
+)
 
-class Machine:
-    """Table-driven dispatch shared by client and server."""
-
-    role: Role
-    state: State
-
-    def _dispatch(self, event: str, *args: Any, peer_errors_are_local: bool = True) -> Any:
-        entry = TRANSITIONS.get((self.role, self.state, event))
-        try:
-            if entry is None:
-                raise ProtocolError(
-                    f"{self.role.value} in state {self.state.value} cannot handle {event}"
-                )
-            handler, nxt = entry
-            out = getattr(self, handler)(*args)
-        except PeerError:
-            if peer_errors_are_local:
-                self.state = State.ERROR
-            raise
-        except BaseException:
-            self.state = State.ERROR
-            raise
-        self.state = nxt
-        return out
+#: Stage names in protocol order, derived from the table (the server's collection stages).
+STAGES: tuple[str, ...] = TABLE.stages(S)
