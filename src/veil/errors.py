@@ -22,6 +22,8 @@ __all__ = [
     "BudgetExceededError",
     "InsecureParametersError",
     "InvalidUpdateError",
+    "OutputError",
+    "RunLockedError",
 ]
 
 
@@ -94,3 +96,19 @@ class InsecureParametersError(ConfigError):
 
 class InvalidUpdateError(PeerError):
     """A site's update is unusable (NaN/inf values, wrong shape or dtype)."""
+
+
+class OutputError(VeilError):
+    """An output file or directory cannot be written (read-only, full, not a directory).
+
+    Attributes:
+        path: the file or directory that could not be written.
+    """
+
+    def __init__(self, message: str, path: object | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class RunLockedError(OutputError):
+    """Another process is writing the same run directory (one writer per run directory)."""
