@@ -1,0 +1,277 @@
+"""Lower an IR :class:`~veil.models.ir.Model` to a CKKS circuit: dense maps and polynomials.
+
+1. Runs of affine layers (Linear, Conv2d, AvgPool2d, Flatten) are merged into ONE dense
+   matrix (a convolution becomes its Toeplitz matrix, the pool its averaging matrix): one
+   level and one baby-step/giant-step product per run.
+2. ReLU/GELU/Sigmoid/Tanh become Chebyshev polynomials on a range calibrated on plaintext
+   data (the pre-activation min/max over the calibration set, widened by ``margin``); the
+   map x → (x − mid)/half is folded into the preceding dense matrix. Inputs outside the range
+   are not clamped: polynomials diverge there, which is why the margin exists.
+3. A final Softmax/Argmax is left to the client (it decrypts scores and takes the argmax;
+   softmax does not change it). MaxPool2d, a Softmax inside the model and tree ensembles
+   have no low-depth CKKS form here and raise :class:`UnsupportedModelError` that says to use
+   the mpc backend (see :data:`FOREST_REASON`).
+
+The depth (one per dense map plus each polynomial's depth) and the largest vector fix the
+CKKS parameters (:func:`veil.crypto.ckks.choose_params`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from veil.crypto.ckks import CkksParams, choose_params, normalise_steps
+from veil.models.ir import (
+    GELU,
+    Argmax,
+    AvgPool2d,
+    Conv2d,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    Model,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    TreeEnsemble,
+    UnsupportedModelError,
+    evaluate_layer,
+)
+from veil.securecompute.fhe.matvec import DenseMap, next_pow2
+from veil.securecompute.fhe.poly import ChebPoly, approximate, best_baby, plan_depth
+
+__all__ = ["Plan", "Compiled", "compile_model", "FOREST_REASON", "PolyStep"]
+
+FOREST_REASON = (
+    "tree ensembles need a comparison x[f] <= t per node; under CKKS that is a sign "
+    "polynomial of degree ~1/gap (composite minimax, depth >= 10 for a 2^-8 gap) followed by "
+    "a depth-4 path product, i.e. N = 32768 rings and seconds per node batch, while the mpc "
+    "backend compares exactly in a few rounds: route forests to --backend mpc"
+)
+
+_ACT_NAMES = {ReLU: "relu", GELU: "gelu", Sigmoid: "sigmoid", Tanh: "tanh"}
+_AFFINE = (Linear, Conv2d, AvgPool2d, Flatten)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the client needs (public): parameters, rotation steps, input/output layout.
+
+    Attributes:
+        params: CKKS parameters.
+        steps: rotation steps needing Galois keys.
+        relin: whether ciphertext products occur (relinearisation keys needed).
+        in_features: values per sample; in_period: their padded period; block: slots/sample.
+        out_features: values per sample in the result.
+        task: the model's task.
+    """
+
+    params: CkksParams
+    steps: tuple[int, ...]
+    relin: bool
+    in_features: int
+    in_period: int
+    block: int
+    out_features: int
+    task: str
+
+    @property
+    def per_ciphertext(self) -> int:
+        return self.params.slots // self.block
+
+
+@dataclass
+class PolyStep:
+    """An activation replaced by a Chebyshev polynomial on [lo, hi]."""
+
+    poly: ChebPoly
+    baby: int
+
+    @property
+    def depth(self) -> int:
+        return plan_depth(self.poly.degree, self.baby)[0]
+
+
+@dataclass
+class Compiled:
+    """A model lowered to CKKS steps (server side: holds the weights)."""
+
+    plan: Plan
+    steps: list[Any]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def depth(self) -> int:
+        return self.plan.params.depth
+
+
+def _affine_matrix(layers: list[Any], in_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The dense (out, in) matrix and bias of a run of affine layers."""
+    n = int(np.prod(in_shape))
+    basis = np.vstack([np.zeros(n), np.eye(n)]).reshape((n + 1,) + in_shape)
+    y = basis
+    for layer in layers:
+        y = evaluate_layer(layer, y)
+    y = y.reshape(n + 1, -1)
+    bias = y[0]
+    return (y[1:] - bias).T.copy(), bias.copy()
+
+
+def _segments(model: Model) -> list[tuple[str, Any]]:
+    """[('dense', [layers]) | ('act', name)], checking what CKKS can do."""
+    segs: list[tuple[str, Any]] = []
+    layers = list(model.layers)
+    while layers and isinstance(layers[-1], Softmax | Argmax):
+        layers.pop()  # the client takes the argmax of the decrypted scores
+    for i, layer in enumerate(layers):
+        if isinstance(layer, TreeEnsemble):
+            raise UnsupportedModelError(f"fhe backend: {FOREST_REASON}")
+        if isinstance(layer, MaxPool2d):
+            raise UnsupportedModelError(
+                f"fhe backend: layer {i} MaxPool2d needs comparisons; train with AvgPool2d "
+                "(the FHE-friendly path) or use --backend mpc"
+            )
+        if isinstance(layer, Softmax | Argmax):
+            raise UnsupportedModelError(f"fhe backend: layer {i} {type(layer).__name__} "
+                                        "is only supported as the last layer")
+        if isinstance(layer, _AFFINE):
+            if segs and segs[-1][0] == "dense":
+                segs[-1][1].append(layer)
+            else:
+                segs.append(("dense", [layer]))
+        elif type(layer) in _ACT_NAMES:
+            segs.append(("act", _ACT_NAMES[type(layer)]))
+        else:
+            raise UnsupportedModelError(f"fhe backend: unsupported layer {i} {type(layer).__name__}")
+    if not segs:
+        raise UnsupportedModelError("fhe backend: nothing to compute")
+    return segs
+
+
+def compile_model(
+    model: Model,
+    calibration: np.ndarray,
+    *,
+    degree: int | dict[str, int] = 15,
+    margin: float = 1.1,
+    batch: int = 1,
+    scale_bits: int = 26,
+    ranges: dict[int, tuple[float, float]] | None = None,
+) -> Compiled:
+    """Compile ``model`` for CKKS.
+
+    Args:
+        model: the IR model.
+        calibration: plaintext inputs (N, *input_shape) whose pre-activation ranges fix the
+            polynomial intervals (the training data, or a public sample of it).
+        degree: polynomial degree, for all activations or per name (``{"relu": 15}``).
+        margin: widening factor of the calibrated ranges.
+        batch: samples per request; > 1 packs several samples per ciphertext.
+        scale_bits: the least log2 of the CKKS scale; the smallest ring that fits the depth
+            at this scale is used, and its spare bits raise the scale (up to 40).
+        ranges: fixed [lo, hi] per activation index (overrides calibration; used when the
+            model was trained with these polynomials).
+
+    Raises:
+        UnsupportedModelError: a layer CKKS cannot evaluate here (message says what to use).
+        ConfigError: no 128-bit ring fits the circuit.
+    """
+    segs = _segments(model)
+    x = np.asarray(calibration, dtype=np.float64).reshape((-1,) + model.input_shape)
+    shape = model.input_shape
+    dense: list[list[np.ndarray]] = []  # [W, b] per dense step, in order
+    kinds: list[Any] = []
+    act_report = []
+    act_idx = 0
+    max_abs = 1.0
+    for kind, payload in segs:
+        if kind == "dense":
+            w, b = _affine_matrix(payload, shape)
+            for layer in payload:
+                x = evaluate_layer(layer, x)
+            shape = x.shape[1:]
+            x = x.reshape(len(x), -1)
+            shape = (x.shape[1],)
+            dense.append([w, b])
+            kinds.append(("dense", len(dense) - 1))
+        else:
+            if ranges and act_idx in ranges:
+                lo, hi = ranges[act_idx]
+            else:
+                lo, hi = float(x.min()), float(x.max())
+                c, h = (hi + lo) / 2, max((hi - lo) / 2, 1e-3) * margin
+                lo, hi = c - h, c + h
+            deg = degree.get(payload, 15) if isinstance(degree, dict) else degree
+            poly = approximate(payload, lo, hi, deg)
+            if kinds and kinds[-1][0] == "dense":  # fold t = (x - mid)/half into the matrix
+                wb = dense[kinds[-1][1]]
+                wb[0] = wb[0] / poly.half
+                wb[1] = (wb[1] - poly.mid) / poly.half
+            else:
+                n = int(np.prod(shape))
+                dense.append([np.eye(n) / poly.half, -np.full(n, poly.mid) / poly.half])
+                kinds.append(("dense", len(dense) - 1))
+            x = poly(x)
+            act_report.append({"activation": payload, "lo": lo, "hi": hi, "degree": deg,
+                               "max_err": poly.max_err})
+            kinds.append(("act", PolyStep(poly, best_baby(poly.degree))))
+            act_idx += 1
+        max_abs = max(max_abs, float(np.abs(x).max()) if x.size else 1.0)
+    depth = sum(1 if k == "dense" else v.depth for k, v in kinds)
+    # ring slots: every vector (padded) must fit; batches need two copies per block
+    widths = [next_pow2(int(np.prod(model.input_shape)))]
+    for w, _ in dense:
+        widths += [next_pow2(w.shape[0]), next_pow2(w.shape[1])]
+    longest = max(widths)
+    block_need = longest if batch == 1 else 2 * longest
+    integer_bits = max(8, int(math.ceil(math.log2(4 * max_abs))) + 2)
+    params = choose_params(depth, scale_bits=scale_bits, integer_bits=integer_bits,
+                           min_slots=block_need * (1 if batch == 1 else 1))
+    slots = params.slots
+    block = slots if batch == 1 else block_need
+    steps: list[Any] = []
+    period = next_pow2(int(np.prod(model.input_shape)))
+    in_period = period
+    last_dense = max(i for i, (k, _) in enumerate(kinds) if k == "dense")
+    relin = False
+    for i, (k, v) in enumerate(kinds):
+        if k == "dense":
+            w, b = dense[v]
+            dm = DenseMap(w, b, period, block, slots, final=(i == last_dense and i == len(kinds) - 1))
+            period = dm.out_period
+            steps.append(dm)
+        else:
+            relin = True
+            steps.append(v)
+    rot = sorted(normalise_steps([s for st in steps if isinstance(st, DenseMap) for s in st.steps], slots))
+    out_features = int(np.prod(model.output_shape)) if not isinstance(model.layers[-1], Argmax) else 0
+    if out_features == 0 or isinstance(model.layers[-1], Argmax):
+        out_features = dense[-1][0].shape[0] if kinds[-1][0] == "dense" else int(np.prod(shape))
+    plan = Plan(params, tuple(rot), relin, int(np.prod(model.input_shape)), in_period, block,
+                out_features, model.task)
+    report = {
+        "depth": depth,
+        "poly_degree_n": params.poly_degree,
+        "coeff_bits": list(params.coeff_bits),
+        "rotation_keys": len(rot),
+        "activations": act_report,
+        "dense_maps": [(d.weight.shape, d.rotations) for d in steps if isinstance(d, DenseMap)],
+    }
+    return Compiled(plan, steps, report)
+
+
+def approx_forward(compiled: Compiled, model: Model, x: np.ndarray) -> np.ndarray:
+    """The compiled circuit in plaintext (float64): what CKKS computes, without the noise."""
+    y = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    for st in compiled.steps:
+        if isinstance(st, DenseMap):
+            y = y @ st.weight.T + st.bias
+        else:
+            p = st.poly
+            y = np.polynomial.chebyshev.chebval(y, np.asarray(p.coeffs))
+    return y

@@ -1,0 +1,168 @@
+"""Matrix–vector products on packed CKKS ciphertexts: Halevi–Shoup diagonals with
+baby-step/giant-step rotations, for one sample per ciphertext or a SIMD batch.
+
+**Layout.** A ciphertext holds ``slots / block`` samples, one per block of ``block`` slots; in
+its block a sample's vector (length ``period``, a power of two, zero-padded) is repeated, so
+the block is periodic. With one sample per ciphertext the block is the whole slot vector, and
+cyclic rotation of the slots is cyclic rotation of the vector.
+
+**Product.** For an ``m × n`` matrix W (both padded to powers of two, ``n`` = input period),
+with D = min(m, n) diagonals ``d_i[j] = W[j mod m, (j + i) mod n]``::
+
+    z = Σ_{i<D} d_i ⊙ rot(x, i)
+      = Σ_g rot( Σ_k rot(d_{g·b+k}, −g·b) ⊙ rot(x, k), g·b )     (baby k < b, giant g)
+
+costing (b − 1) + (⌈D/b⌉ − 1) rotations, b ≈ √D, and one rescale. If m < n the partial sums
+are folded with log2(n/m) rotate-and-add steps (Juvekar et al., GAZELLE, "hybrid" method) and
+the result has period m. In a batch (block < slots) a rotation can read the next sample's
+block, so intermediate layers use D = n (m padded up to n), zero the diagonals outside
+[0, m) of each block (free: folded into the plaintext) and re-replicate the result with
+log2(block / m) rotate-and-add steps; the final layer only needs slots [0, m) of each block.
+The caller must choose ``block ≥ 2 · max(m, n)`` for batches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from veil.errors import ConfigError
+
+__all__ = ["next_pow2", "DenseMap", "tile"]
+
+
+def next_pow2(n: int) -> int:
+    """Smallest power of two ≥ n (≥ 1)."""
+    return 1 << max(0, math.ceil(math.log2(max(1, n))))
+
+
+def tile(vec: np.ndarray, period: int, block: int, slots: int) -> np.ndarray:
+    """``vec`` zero-padded to ``period`` and repeated to fill every block of ``slots``."""
+    v = np.zeros(period)
+    v[: len(vec)] = vec
+    return np.tile(v, slots // period)
+
+
+@dataclass
+class DenseMap:
+    """y = W x + b on packed ciphertexts (see the module docstring).
+
+    Args:
+        weight: (out, in) matrix.
+        bias: (out,) vector.
+        period: input period n (power of two ≥ in).
+        block: slots per sample (``slots`` for one sample per ciphertext).
+        slots: slots per ciphertext.
+        final: the last layer (its output is read only at slots [0, out) of each block).
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    period: int
+    block: int
+    slots: int
+    final: bool = False
+    out_period: int = field(init=False)
+    _plain: dict[tuple[Any, ...], Any] = field(init=False, default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        m, n_in = self.weight.shape
+        n = self.period
+        if n_in > n or n & (n - 1) or self.block % n or self.slots % self.block:
+            raise ConfigError(f"bad layout: in={n_in} period={n} block={self.block}")
+        self.batched = self.block < self.slots
+        mp = next_pow2(m)
+        if self.batched and not self.final and mp < n:
+            mp = n  # pad rows: no fold step, whose output would need a mask
+        self.mp = mp
+        self.out_period = mp
+        self.ndiag = min(mp, n)
+        length = max(mp, n)
+        if self.batched and self.block < 2 * length:
+            raise ConfigError(f"batched layout needs block >= {2 * length}, got {self.block}")
+        self.baby = next_pow2(int(math.ceil(math.sqrt(self.ndiag))))
+        self.giant = -(-self.ndiag // self.baby)
+        w = np.zeros((mp, n))
+        w[:m, :n_in] = self.weight
+        j = np.arange(length)
+        diags = []
+        for i in range(self.ndiag):
+            d = w[j % mp, (j + i) % n]
+            if self.batched:
+                valid = np.zeros(self.block)
+                valid[:length] = d
+                if not self.final:
+                    valid[mp:] = 0.0  # keep only slots [0, mp) of each block
+                full = np.tile(valid, self.slots // self.block)
+            else:
+                full = np.tile(d, self.slots // length)
+            diags.append(full)
+        # pre-rotate for the giant steps: rot(d, -g*b) == np.roll(d, g*b)
+        self._diags = [
+            np.roll(diags[i], (i // self.baby) * self.baby) for i in range(self.ndiag)
+        ]
+        self.fold_steps = []
+        if mp < n:
+            s = mp
+            while s < n:
+                self.fold_steps.append(s)
+                s *= 2
+        self.replicate_steps = []
+        if self.batched and not self.final:
+            s = mp
+            while s < self.block:
+                self.replicate_steps.append(-s)
+                s *= 2
+        bias = np.zeros(mp)
+        bias[:m] = self.bias
+        if self.batched:
+            blk = np.zeros(self.block)
+            blk[:mp] = bias
+            if not self.final:
+                blk = np.tile(bias, self.block // mp)
+            self._bias = np.tile(blk, self.slots // self.block)
+        else:
+            self._bias = np.tile(bias, self.slots // mp)
+
+    @property
+    def steps(self) -> list[int]:
+        """Rotation steps this product needs Galois keys for."""
+        st = list(range(1, min(self.baby, self.ndiag)))
+        st += [g * self.baby for g in range(1, self.giant)]
+        return st + self.fold_steps + self.replicate_steps
+
+    @property
+    def rotations(self) -> int:
+        """Rotations per ciphertext."""
+        return len(self.steps)
+
+    def _pt(self, ev: Any, i: int, like: Any) -> Any:
+        key = (i, tuple(like.parms_id()))
+        pt = self._plain.get(key)
+        if pt is None:
+            pt = ev.encode(self._diags[i], like)
+            self._plain[key] = pt
+        return pt
+
+    def apply(self, ev: Any, x: Any) -> Any:
+        """The product on one ciphertext (uses one level)."""
+        babies = [x] + [ev.rotate(x, k) for k in range(1, min(self.baby, self.ndiag))]
+        outer = []
+        for g in range(self.giant):
+            terms = []
+            for k in range(self.baby):
+                i = g * self.baby + k
+                if i >= self.ndiag:
+                    break
+                terms.append(ev.mul_plain(babies[k], self._pt(ev, i, x), rescale=False))
+            inner = ev.add_many(terms)
+            outer.append(ev.rotate(inner, g * self.baby) if g else inner)
+        z = ev.rescale(ev.add_many(outer))
+        for s in self.fold_steps:
+            z = ev.add(z, ev.rotate(z, s))
+        for s in self.replicate_steps:
+            z = ev.add(z, ev.rotate(z, s))
+        return ev.add_plain(z, self._bias)
