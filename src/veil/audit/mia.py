@@ -11,7 +11,13 @@
   global variance (pooled over examples) is used, as the paper recommends.
 
 Every attack is summarised by AUC and TPR at fixed low FPRs (0.1 %, 1 %), the numbers
-that matter for privacy; the ROC is kept on a log-spaced FPR grid for a log-log plot.
+that matter for privacy; the ROC is kept on a log-spaced FPR grid for a log-log plot. A
+TPR at FPR f is only reported when the non-members resolve it (at least ``1/f`` of them:
+with fewer, "FPR ≤ f" means "no false positive at all" and the number is not a TPR at f);
+otherwise it is ``None``. Each reported number carries a bootstrap 95 % interval over the
+evaluated examples (members and non-members resampled separately, seeded), which
+captures the evaluation-set noise of one attack; intervals over training seeds come from
+repeating the whole experiment (``veil bench audit``).
 """
 
 from __future__ import annotations
@@ -28,12 +34,14 @@ from veil.errors import ConfigError
 __all__ = [
     "AttackResult",
     "FPR_GRID",
+    "LOW_FPRS",
     "evaluate_attack",
     "lira_leave_one_out",
     "lira_scores",
     "logit_confidence",
     "loss_attack",
     "model_outputs",
+    "resolves",
     "roc_curve",
 ]
 
@@ -69,21 +77,24 @@ class AttackResult:
     Attributes:
         name: e.g. ``"loss"``, ``"lira-online"``.
         auc: area under the ROC curve (0.5 = chance).
-        tpr_at_fpr: TPR at FPR ≤ 0.001 and ≤ 0.01 (keys ``"0.001"``, ``"0.01"``).
+        tpr_at_fpr: TPR at FPR ≤ 0.001 and ≤ 0.01 (keys ``"0.001"``, ``"0.01"``); ``None``
+            where the number of non-members does not resolve that FPR.
         fpr, tpr: the ROC on :data:`FPR_GRID` (step-interpolated).
         n_members, n_nonmembers: evaluation set sizes (the lowest FPR that can be
             resolved is 1 / n_nonmembers).
         advantage: max(TPR − FPR).
+        ci: bootstrap 95 % intervals, ``{"auc": [lo, hi], "0.001": [lo, hi] | None, ...}``.
     """
 
     name: str
     auc: float
-    tpr_at_fpr: dict[str, float]
+    tpr_at_fpr: dict[str, float | None]
     fpr: list[float] = field(repr=False)
     tpr: list[float] = field(repr=False)
     n_members: int = 0
     n_nonmembers: int = 0
     advantage: float = 0.0
+    ci: dict[str, list[float] | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -94,6 +105,7 @@ class AttackResult:
             "advantage": self.advantage,
             "n_members": self.n_members,
             "n_nonmembers": self.n_nonmembers,
+            "ci": {k: (list(v) if v is not None else None) for k, v in self.ci.items()},
             "roc": {"fpr": list(self.fpr), "tpr": list(self.tpr)},
         }
 
@@ -104,26 +116,65 @@ def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, at: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(tpr)[np.clip(idx, 0, len(tpr) - 1)]
 
 
-def evaluate_attack(name: str, scores: np.ndarray, labels: np.ndarray) -> AttackResult:
-    """AUC, TPR at 0.1 % / 1 % FPR and the ROC of membership ``scores``.
+#: FPRs at which TPR is reported.
+LOW_FPRS = (1e-3, 1e-2)
+
+
+def resolves(n_nonmembers: int, fpr: float) -> bool:
+    """Whether ``n_nonmembers`` can resolve a TPR at ``fpr`` (at least ``1/fpr`` of them)."""
+    return n_nonmembers * fpr >= 1.0 - 1e-9
+
+
+def _summary(scores: np.ndarray, lab: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    fpr, tpr = roc_curve(scores, lab)
+    return float(np.trapezoid(tpr, fpr)), fpr, tpr
+
+
+def evaluate_attack(
+    name: str, scores: np.ndarray, labels: np.ndarray, bootstrap: int = 200, seed: int = 0
+) -> AttackResult:
+    """AUC, TPR at 0.1 % / 1 % FPR (where resolved), bootstrap intervals and the ROC.
+
+    Args:
+        name: attack name.
+        scores: membership scores (higher = member).
+        labels: true membership.
+        bootstrap: resamples for the 95 % intervals (0 = none).
+        seed: seed of the resampling.
 
     Raises:
         ConfigError: see :func:`roc_curve`.
     """
-    fpr, tpr = roc_curve(scores, labels)
-    auc = float(np.trapezoid(tpr, fpr))
+    s = np.asarray(scores, dtype=np.float64)
     lab = np.asarray(labels, dtype=bool)
-    at = _tpr_at(fpr, tpr, np.array([1e-3, 1e-2]))
+    auc, fpr, tpr = _summary(s, lab)
+    n_nm = int((~lab).sum())
+    ok = [resolves(n_nm, f) for f in LOW_FPRS]
+    at = _tpr_at(fpr, tpr, np.array(LOW_FPRS))
     grid_tpr = _tpr_at(fpr, tpr, FPR_GRID)
+    ci: dict[str, list[float] | None] = {}
+    if bootstrap > 0:
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xB007]))
+        mem, non = np.flatnonzero(lab), np.flatnonzero(~lab)
+        rows = []
+        for _ in range(bootstrap):
+            idx = np.r_[rng.choice(mem, len(mem)), rng.choice(non, len(non))]
+            a, f_, t_ = _summary(s[idx], lab[idx])
+            rows.append([a, *_tpr_at(f_, t_, np.array(LOW_FPRS))])
+        lo, hi = np.percentile(np.asarray(rows), [2.5, 97.5], axis=0)
+        ci["auc"] = [float(lo[0]), float(hi[0])]
+        for j, f in enumerate(LOW_FPRS):
+            ci[f"{f:g}"] = [float(lo[j + 1]), float(hi[j + 1])] if ok[j] else None
     return AttackResult(
         name=name,
         auc=auc,
-        tpr_at_fpr={"0.001": float(at[0]), "0.01": float(at[1])},
+        tpr_at_fpr={f"{f:g}": (float(v) if good else None) for f, v, good in zip(LOW_FPRS, at, ok)},
         fpr=[float(v) for v in FPR_GRID],
         tpr=[float(v) for v in grid_tpr],
         n_members=int(lab.sum()),
-        n_nonmembers=int((~lab).sum()),
+        n_nonmembers=n_nm,
         advantage=float(np.max(tpr - fpr)),
+        ci=ci,
     )
 
 
