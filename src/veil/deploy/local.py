@@ -1,0 +1,167 @@
+"""A whole deployment on one machine: a SuperLink and N SuperNodes on loopback.
+
+What the tests and ``veil bench deploy`` use; the multi-machine guide
+(docs/deployment.md) runs the same pieces one per machine with ``veil deploy ...``.
+
+Example:
+    >>> from veil.deploy import LocalDeployment
+    >>> with LocalDeployment("/tmp/d", [{"dataset": "digits", "partition-id": i}
+    ...                                  for i in range(3)]) as dep:      # doctest: +SKIP
+    ...     record = dep.run("examples/deploy_digits.toml", "/tmp/d/run")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from veil.deploy.processes import (
+    Proc,
+    flwr_run,
+    free_port,
+    start_superlink,
+    start_supernode,
+    write_app,
+    write_connection,
+)
+from veil.errors import AbortError, LocalError
+
+__all__ = ["LocalDeployment", "read_result"]
+
+
+def read_result(out_dir: str | os.PathLike[str], status: str) -> dict[str, Any]:
+    """The record a finished run wrote, checked against Flower's status.
+
+    Raises:
+        AbortError: the run failed or a round aborted (the message says which and why).
+    """
+    path = Path(out_dir) / "record.json"
+    record: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    final = record.get("final", {})
+    if status != "finished:completed" or final.get("status") != "completed":
+        aborted = [r["aborted"] for r in record.get("rounds", []) if "aborted" in r]
+        why = aborted[0] if aborted else "see the SuperLink log"
+        raise AbortError(f"deployed run ended {status or 'unknown'}: {why}")
+    return record
+
+
+class LocalDeployment:
+    """Start a SuperLink and one SuperNode per node config; stop them all on exit.
+
+    Args:
+        workdir: where FLWR_HOMEs, logs and the app bundle go.
+        sites: one node config per SuperNode (``dataset`` + ``partition-id`` or ``data``).
+        tls: serve the SuperLink over TLS with certificates made for 127.0.0.1.
+    """
+
+    def __init__(
+        self, workdir: str | os.PathLike[str], sites: Sequence[Mapping[str, Any]], tls: bool = False
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.site_configs = [dict(s) for s in sites]
+        self.tls = tls
+        self.superlink: Proc | None = None
+        self.supernodes: list[Proc] = []
+        self.root_cert: str | None = None
+        self.address = ""
+        # short private directory for the agents' Unix sockets (path length limit)
+        self._agents = Path(tempfile.mkdtemp(prefix="veil-ag-"))
+
+    def __enter__(self) -> LocalDeployment:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the SuperLink, then the SuperNodes."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        home = self.workdir / "superlink"
+        certs = None
+        if self.tls:
+            from veil.deploy.tls import write_superlink_certs
+
+            ca, crt, key = write_superlink_certs(self.workdir / "certs", ["127.0.0.1", "localhost"])
+            certs, self.root_cert = (str(ca), str(crt), str(key)), str(ca)
+        port = free_port()
+        self.superlink = start_superlink(home, port, certs=certs)
+        self.address = f"127.0.0.1:{port}"
+        for i, nc in enumerate(self.site_configs):
+            nc = dict(nc)
+            agent = self._agents / f"n{i}"
+            agent.mkdir(mode=0o700, exist_ok=True)
+            nc.setdefault("agent-dir", str(agent))
+            self.supernodes.append(
+                start_supernode(self.workdir / f"node{i}", self.address, nc, free_port(),
+                                root_cert=self.root_cert, name=f"supernode{i}")
+            )
+        self.app = write_app(self.workdir / "app")
+        write_connection(home, self.address, self.root_cert)
+
+    def run(
+        self,
+        config: str | os.PathLike[str],
+        out_dir: str | os.PathLike[str],
+        stage_timeout_s: float = 30.0,
+        train_timeout_s: float | None = None,
+        timeout_s: float = 600.0,
+        check: bool = True,
+    ) -> tuple[str, dict[str, Any]]:
+        """Submit the veil run ``config`` and wait for it.
+
+        Returns:
+            ``(Flower status, record)``.
+
+        Raises:
+            AbortError: (``check``) the run failed or a round aborted.
+            LocalError: Flower could not run it at all.
+        """
+        if self.superlink is None:
+            raise LocalError("start the deployment first")
+        rc = {
+            "veil-config": str(Path(config).resolve()),
+            "out-dir": str(Path(out_dir).resolve()),
+            "stage-timeout": float(stage_timeout_s),
+            "train-timeout": float(train_timeout_s or 0.0),
+            "min-nodes": len(self.supernodes),
+        }
+        _, status = flwr_run(self.workdir / "superlink", self.app, rc, timeout_s)
+        if check:
+            return status, read_result(out_dir, status)
+        path = Path(out_dir) / "record.json"
+        return status, json.loads(path.read_text()) if path.exists() else {}
+
+    def kill_site(self, i: int) -> None:
+        """Crash SuperNode ``i`` and its site agent (SIGKILL, by PID)."""
+        self.supernodes[i].kill()
+        self.supernodes[i].stop(timeout_s=2.0)
+
+    def logs(self) -> str:
+        """Tails of every process log (for failing tests)."""
+        procs = ([self.superlink] if self.superlink else []) + self.supernodes
+        return "\n".join(f"--- {p.name} ---\n{p.log_tail()}" for p in procs)
+
+    def stop(self) -> None:
+        """Stop every process this deployment started (by PID), SuperNodes first."""
+        for p in self.supernodes:
+            p.stop(timeout_s=3.0)
+        if self.superlink is not None:
+            self.superlink.stop(timeout_s=3.0)
+        for d in self._agents.glob("n*"):
+            pid = d / "agent.pid"
+            if pid.exists():
+                try:
+                    os.kill(int(pid.read_text()), 9)
+                except (ProcessLookupError, ValueError, PermissionError):
+                    pass
+        time.sleep(0.1)

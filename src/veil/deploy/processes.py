@@ -1,0 +1,363 @@
+"""Start and stop Flower's processes for a veil deployment; submit a run and wait for it.
+
+Flower's sharp edges, handled here:
+
+* **Environment**: every process gets ``FLWR_HOME`` (a directory of the caller's choice —
+  Flower writes its config, installed apps and logs there), ``FLWR_TELEMETRY_ENABLED=0``
+  and ``FLWR_DISABLE_UPDATE_CHECK=1``; the executables come from this interpreter's
+  environment (``bin/`` beside ``sys.executable``).
+* **No installs**: the SuperLink runs with ``--disable-runtime-dependency-installation``
+  and the SuperNodes without ``--allow-runtime-dependency-installation``, so ``flwr run``
+  never creates an environment or installs anything; the app bundle (:func:`write_app`)
+  has an empty dependency list and its components live in the installed ``veil``.
+* **Daemons**: SuperLink and SuperNode each start executor children (``flower-superexec``)
+  and a veil site agent per SuperNode; :meth:`Proc.stop` ends the whole process group it
+  started, by PID (SIGTERM, then SIGKILL), never by name.
+* **Exit status**: ``flwr run`` returns once the run is *submitted* and exits 0 even when
+  the ServerApp later fails; :func:`flwr_run` waits for the run to finish and returns its
+  final status from ``flwr list``, and :func:`veil.deploy.run_deployed` also checks the
+  record the ServerApp wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from veil.errors import ConfigError, LocalError
+
+__all__ = [
+    "Proc",
+    "flower_env",
+    "free_port",
+    "start_superlink",
+    "start_supernode",
+    "write_app",
+    "write_connection",
+    "flwr_run",
+    "node_config_arg",
+]
+
+APP_NAME = "veil-deploy"
+
+
+def _bin(name: str) -> str:
+    p = Path(sys.executable).parent / name
+    if not p.exists():
+        raise ConfigError(
+            f"{name} not found beside {sys.executable}: install the Flower extra "
+            "(pip install 'veil[flower]')",
+            key="flower",
+        )
+    return str(p)
+
+
+def flower_env(
+    flwr_home: str | os.PathLike[str], extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of every Flower process: FLWR_HOME, no telemetry, no update check."""
+    env = dict(os.environ)
+    env.update(
+        FLWR_HOME=str(flwr_home),
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra or {})
+    return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    """A process this module started (in its own process group) and its log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    agent_dir: Path | None = None
+    extra_pids: list[int] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return int(self.popen.pid)
+
+    def alive(self) -> bool:
+        """Whether it still runs."""
+        return self.popen.poll() is None
+
+    def log_tail(self, n: int = 2000) -> str:
+        """The end of its log."""
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL its process group at once (a crash, as in the dropout tests)."""
+        _signal_group(self.pid, signal.SIGKILL)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM the process group, SIGKILL whatever is left after ``timeout_s``; also
+        the site agent this SuperNode started (its PID file), by PID."""
+        _signal_group(self.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(self.pid, signal.SIGKILL)
+        try:
+            self.popen.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+        pids = list(self.extra_pids)
+        if self.agent_dir is not None and (self.agent_dir / "agent.pid").exists():
+            try:
+                pids.append(int((self.agent_dir / "agent.pid").read_text()))
+            except ValueError:
+                pass
+        for pid in pids:
+            _signal_group(pid, signal.SIGKILL)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _start(name: str, cmd: list[str], env: Mapping[str, str], log: Path) -> Proc:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as f:
+        p = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, env=dict(env),
+            start_new_session=True,
+        )
+    return Proc(name, p, log)
+
+
+def _wait_port(proc: Proc, host: str, port: int, timeout_s: float) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if not proc.alive():
+            raise LocalError(f"{proc.name} exited at start-up:\n{proc.log_tail()}")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    proc.stop()
+    raise LocalError(f"{proc.name} did not listen on {host}:{port} in {timeout_s:.0f} s")
+
+
+def start_superlink(
+    flwr_home: str | os.PathLike[str],
+    port: int,
+    host: str = "127.0.0.1",
+    certs: tuple[str, str, str] | None = None,
+    timeout_s: float = 60.0,
+) -> Proc:
+    """Start ``flower-superlink`` (Fleet, Control and Runtime APIs on ``host:port``).
+
+    Args:
+        flwr_home: FLWR_HOME of the process.
+        port: the one HTTP(S) port of the SuperLink.
+        host: address to listen on (``0.0.0.0`` for other machines).
+        certs: ``(ca_cert, server_cert, server_key)`` PEM paths for TLS; ``None`` runs
+            ``--insecure`` (loopback tests only).
+        timeout_s: how long to wait for the port.
+
+    Raises:
+        LocalError: it exited or did not listen in time.
+    """
+    cmd = [_bin("flower-superlink"), "--host", host, "--port", str(port),
+           "--disable-runtime-dependency-installation"]
+    if certs is None:
+        cmd.append("--insecure")
+    else:
+        ca, cert, key = certs
+        cmd += ["--ssl-ca-certfile", ca, "--ssl-certfile", cert, "--ssl-keyfile", key]
+    home = Path(flwr_home)
+    proc = _start("superlink", cmd, flower_env(home), home / "superlink.log")
+    _wait_port(proc, "127.0.0.1" if host in ("0.0.0.0", "") else host, port, timeout_s)
+    return proc
+
+
+def node_config_arg(node_config: Mapping[str, Any]) -> str:
+    """The ``--node-config`` string: ``key="text" key=1 key=true`` (TOML values)."""
+    parts = []
+    for k, v in node_config.items():
+        if isinstance(v, bool):
+            parts.append(f"{k}={'true' if v else 'false'}")
+        elif isinstance(v, int | float):
+            parts.append(f"{k}={v}")
+        else:
+            parts.append(f"{k}={json.dumps(str(v))}")
+    return " ".join(parts)
+
+
+def start_supernode(
+    flwr_home: str | os.PathLike[str],
+    superlink: str,
+    node_config: Mapping[str, Any],
+    runtime_port: int,
+    root_cert: str | None = None,
+    name: str = "supernode",
+) -> Proc:
+    """Start ``flower-supernode`` for one site.
+
+    Args:
+        flwr_home: FLWR_HOME of the process (one per SuperNode).
+        superlink: the SuperLink's ``host:port``.
+        node_config: where the site's data is (``data`` or ``dataset`` + ``partition-id``)
+            and the agent directory (``agent-dir``).
+        runtime_port: local port of the SuperNode's runtime API (its ClientApps use it).
+        root_cert: CA certificate that signed the SuperLink's certificate (TLS); ``None``
+            connects ``--insecure``.
+        name: name for logs.
+    """
+    cmd = [_bin("flower-supernode"), "--superlink", superlink, "--port", str(runtime_port),
+           "--node-config", node_config_arg(node_config)]
+    cmd += ["--insecure"] if root_cert is None else ["--root-certificates", root_cert]
+    home = Path(flwr_home)
+    proc = _start(name, cmd, flower_env(home), home / f"{name}.log")
+    if node_config.get("agent-dir"):
+        proc.agent_dir = Path(str(node_config["agent-dir"]))
+    return proc
+
+
+def write_app(app_dir: str | os.PathLike[str]) -> Path:
+    """Write the Flower app bundle source: a ``pyproject.toml`` naming veil's ServerApp and
+    ClientApp, no dependencies (nothing gets installed), and the run-config keys
+    :func:`veil.deploy.server.serve` reads."""
+    d = Path(app_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "pyproject.toml").write_text(
+        f"""[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "{APP_NAME}"
+version = "1.0.0"
+description = "veil run over Flower (components live in the installed veil package)"
+license = "Apache-2.0"
+dependencies = []
+
+[tool.flwr.app]
+publisher = "veil"
+
+[tool.flwr.app.components]
+serverapp = "veil_app:server"
+clientapp = "veil_app:client"
+
+[tool.flwr.app.config]
+veil-config = ""
+out-dir = ""
+stage-timeout = 30.0
+train-timeout = 0.0
+nodes-timeout = 120.0
+min-nodes = 0
+"""
+    )
+    (d / "veil_app.py").write_text(
+        '"""Entry points of the veil deployment (see veil.deploy.apps)."""\n\n'
+        "from veil.deploy.apps import client, server\n\n"
+        '__all__ = ["server", "client"]\n'
+    )
+    return d
+
+
+def write_connection(
+    flwr_home: str | os.PathLike[str], address: str, root_cert: str | None = None,
+    name: str = "veil",
+) -> Path:
+    """Write ``$FLWR_HOME/config.toml`` with one SuperLink connection (the default)."""
+    home = Path(flwr_home)
+    home.mkdir(parents=True, exist_ok=True)
+    tls = "insecure = true" if root_cert is None else f'root-certificates = "{root_cert}"'
+    path = home / "config.toml"
+    path.write_text(
+        f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\n'
+        f'address = "{address}"\n{tls}\n'
+    )
+    return path
+
+
+def _flwr(args: Sequence[str], env: Mapping[str, str], timeout_s: float, cwd: Path) -> str:
+    p = subprocess.run(
+        [_bin("flwr"), *args], capture_output=True, text=True, env=dict(env),
+        timeout=timeout_s, cwd=cwd, check=False,
+    )
+    if p.returncode != 0:
+        raise LocalError(f"flwr {' '.join(args)} failed ({p.returncode}): {p.stderr[-800:]}")
+    return p.stdout
+
+
+def flwr_run(
+    flwr_home: str | os.PathLike[str],
+    app_dir: str | os.PathLike[str],
+    run_config: Mapping[str, Any],
+    timeout_s: float = 600.0,
+    connection: str = "veil",
+) -> tuple[int, str]:
+    """``flwr run`` the app and wait until the run has finished.
+
+    Returns:
+        ``(run_id, status)``; status is Flower's (``"finished:completed"`` on success,
+        ``"finished:failed"`` when the ServerApp raised...).
+
+    Raises:
+        LocalError: ``flwr`` failed, or the run did not finish within ``timeout_s``.
+    """
+    env = flower_env(flwr_home)
+    app = Path(app_dir)
+    out = _flwr(
+        ["run", str(app), connection, "--format", "json", "--run-config",
+         node_config_arg(run_config)],
+        env, 120.0, app,
+    )
+    try:
+        run_id = int(json.loads(out[out.index("{"):])["run-id"])
+    except (ValueError, KeyError) as exc:
+        raise LocalError(f"flwr run did not report a run id: {exc}: {out[-500:]}") from None
+    t0 = time.monotonic()
+    status = ""
+    while time.monotonic() - t0 < timeout_s:
+        status = run_status(flwr_home, run_id, connection)
+        if status.startswith("finished"):
+            return run_id, status
+        time.sleep(1.0)
+    raise LocalError(f"run {run_id} not finished after {timeout_s:.0f} s (status {status!r})")
+
+
+def run_status(flwr_home: str | os.PathLike[str], run_id: int, connection: str = "veil") -> str:
+    """Flower's status of ``run_id`` (e.g. ``"running"``, ``"finished:completed"``)."""
+    env = flower_env(flwr_home)
+    out = _flwr(["list", connection, "--run-id", str(run_id), "--format", "json"], env, 60.0,
+                Path(flwr_home))
+    data = json.loads(out[out.index("{"):])
+    runs = data.get("runs", [])
+    if not runs:
+        return ""
+    return str(runs[0].get("status", ""))

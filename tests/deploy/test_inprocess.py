@@ -1,0 +1,99 @@
+"""The deployed rounds against the simulation, with Flower's messages but no processes.
+
+:class:`FakeGrid` answers each Flower message with a site agent in this process, so the
+server's rounds, the envelope codec, the sites' runtimes and the SecAgg+ machines run as
+deployed. The final model must equal the simulation of the same config and seed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr", reason="the Flower transport needs the flower extra")
+
+from tests.deploy.configs import site_configs, write_config  # noqa: E402
+from tests.deploy.fakegrid import FakeGrid  # noqa: E402
+from veil.deploy.server import DeployServer  # noqa: E402
+from veil.errors import AbortError  # noqa: E402
+from veil.federation import build_federation, load_config  # noqa: E402
+
+
+def _simulate(path: Path) -> np.ndarray:
+    fed = build_federation(load_config(path))
+    return fed.run().params.numpy()
+
+
+def _deploy(path: Path, grid: FakeGrid, out: Path) -> tuple[DeployServer, dict]:
+    srv = DeployServer(load_config(path), out, stage_timeout_s=5.0)
+    return srv, srv.run(grid)
+
+
+def test_plain_fedavg_equals_simulation_when_counts_are_shared(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "plain.toml", "plain")
+    srv, rec = _deploy(cfg, FakeGrid(site_configs(share_counts=True)), tmp_path / "run")
+    np.testing.assert_allclose(srv.params.numpy(), _simulate(cfg), rtol=0, atol=1e-6)
+    assert rec["final"]["status"] == "completed"
+    assert sorted(rec["example_counts_shared"]) == ["0", "1", "2"]
+
+
+def test_no_example_count_leaves_a_site_unless_opted_in(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "plain.toml", "plain")
+    grid = FakeGrid(site_configs())
+    srv, rec = _deploy(cfg, grid, tmp_path / "run")
+    assert rec["example_counts_shared"] == {}
+    sizes = {len(s.site.data.site(s.site.site_id)[1]) for _, (_, s) in grid.nodes.items()}
+    for _, kind, payload, meta in grid.seen:
+        assert "n_examples" not in meta
+        if kind == "row":  # WeightedMean's weight column is 1, not the site's size
+            assert np.frombuffer(payload, np.float64)[-1] == 1.0
+            assert not sizes & {int(np.frombuffer(payload, np.float64)[-1])}
+
+
+def test_secagg_equals_simulation(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "sa.toml", "sa", secagg=True)
+    srv, rec = _deploy(cfg, FakeGrid(site_configs()), tmp_path / "run")
+    # stochastic rounding to 32 bits over [-4, 4]: |error| <= 3 sites * 8 / 2^32 per weight
+    np.testing.assert_allclose(srv.params.numpy(), _simulate(cfg), rtol=0, atol=1e-6)
+    # one exchange per protocol stage: train+advertise, share, masked, consistency, unmask
+    assert all(len(r["exchange_s"]) == 5 for r in rec["rounds"])
+
+
+def test_secagg_recovers_from_a_site_lost_mid_round(tmp_path: Path) -> None:
+    # 4 sites, k = 3, t = 2: every secret keeps >= 2 share holders when one site is lost
+    cfg = write_config(tmp_path / "sa.toml", "sa", secagg=True, rounds=1, sites=4, k=3)
+    grid = FakeGrid(site_configs(4))
+    grid.answers_left[1003] = 3  # hello, train+advertise, share; silent from 'masked' on
+    srv, rec = _deploy(cfg, grid, tmp_path / "run")
+    assert rec["rounds"][0]["survivors"] == [0, 1, 2]
+    assert rec["final"]["status"] == "completed"
+
+
+def test_below_threshold_aborts_with_the_typed_error(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "sa.toml", "sa", secagg=True, rounds=1)
+    grid = FakeGrid(site_configs())
+    grid.answers_left[1001] = 2
+    grid.answers_left[1002] = 2  # both lost after advertising: 1 of 3 left, t = 2
+    with pytest.raises(AbortError, match="threshold"):
+        _deploy(cfg, grid, tmp_path / "run")
+    rec = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert rec["final"]["status"] == "aborted"
+    assert "AbortError" in rec["rounds"][0]["aborted"]
+
+
+@pytest.mark.slow
+def test_dp_sgd_is_accounted_at_the_sites(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "dp.toml", "dp", dp=True)
+    srv, rec = _deploy(cfg, FakeGrid(site_configs()), tmp_path / "run")
+    fed = build_federation(load_config(cfg))
+    res = fed.run()
+    np.testing.assert_allclose(srv.params.numpy(), res.params.numpy(), rtol=0, atol=1e-6)
+    sim_eps = {str(k): v for k, v in res.summary["epsilon_sample_per_site"].items()}
+    got = rec["privacy"]["epsilon_reported_per_site"]
+    assert got.keys() == sim_eps.keys()
+    for s, e in got.items():
+        assert 0 < e <= 8.0
+        assert e == pytest.approx(sim_eps[s], rel=1e-9)
