@@ -74,8 +74,8 @@ class FheClient:
             ConfigError: wrong input width.
         """
         p = self.plan
-        x = np.asarray(x, dtype=np.float64).reshape(-1, p.in_features) if np.ndim(x) > 1 or \
-            np.size(x) != p.in_features else np.asarray(x, dtype=np.float64).reshape(1, -1)
+        x = np.asarray(x, dtype=np.float64)
+        x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(len(x), -1)
         if x.shape[1] != p.in_features:
             raise ConfigError(f"input has {x.shape[1]} features, the model takes {p.in_features}")
         per = p.per_ciphertext
