@@ -33,8 +33,63 @@ def test_intact_log_verifies(tmp_path: Path) -> None:
     assert res.head == json.loads(_lines(log)[-1])["hash"]
 
 
-def test_empty_log_verifies(tmp_path: Path) -> None:
-    assert AuditLog(tmp_path / "none.log").verify().ok
+def test_missing_log_does_not_verify(tmp_path: Path) -> None:
+    res = AuditLog(tmp_path / "none.log").verify()
+    assert not res.ok and "no audit log" in res.reason
+    assert AuditLog(tmp_path / "none.log").verify(missing_ok=True).ok  # what append uses
+
+
+def test_deleted_log_with_its_head_left_fails_even_when_missing_is_ok(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    log.path.unlink()
+    res = log.verify(missing_ok=True)
+    assert not res.ok and "head file says 4 entries" in res.reason
+    with pytest.raises(DataError):
+        log.append("run", {"x": 1})
+
+
+def test_cli_verify_on_a_missing_file_fails_clearly(tmp_path: Path, capsys) -> None:
+    from veil.cli.main import main
+
+    missing = tmp_path / "typo" / "audit.log"
+    assert main(["log", "verify", str(missing)]) != 0
+    out = capsys.readouterr()
+    assert "no audit log" in out.out + out.err and str(missing) in (out.out + out.err)
+    good = _log(tmp_path)
+    assert main(["log", "verify", str(good.path)]) == 0
+    assert "4 entries" in capsys.readouterr().out
+    assert main(["log", "show", str(missing)]) != 0
+
+
+def test_broken_log_is_caught_before_a_run_starts(tmp_path: Path) -> None:
+    from veil.audit.log import verify_before_run
+
+    assert verify_before_run(tmp_path / "new.log").n_entries == 0  # a first run starts it
+    log = _log(tmp_path)
+    assert verify_before_run(log.path).n_entries == 4
+    lines = _lines(log)
+    e = json.loads(lines[1])
+    e["payload"]["i"] = 7
+    lines[1] = json.dumps(e)
+    _write(log, lines)
+    with pytest.raises(DataError, match=r"fails verification at entry 1.*veil log verify"):
+        verify_before_run(log.path)
+
+
+def _record(rounds: int, wall_s: float) -> dict:
+    return {"name": "r", "config": {"seed": 1, "rounds": rounds}, "seeds": {"seed": 1},
+            "rounds": [{"round": i, "test_accuracy": 0.5 + 0.1 * i} for i in range(rounds)],
+            "final": {"wall_s": wall_s, "test_loss": float("nan")}}
+
+
+def test_resumed_finished_run_appends_no_duplicate(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.log")
+    first, new = log.append_run(_record(3, wall_s=10.0))
+    assert new and first["payload"]["final"]["test_loss"] is None  # NaN stored as null
+    again, new2 = log.append_run(_record(3, wall_s=0.2))  # resume of the finished run
+    assert not new2 and again["hash"] == first["hash"] and log.verify().n_entries == 1
+    _, new3 = log.append_run(_record(5, wall_s=4.0))  # continued for more rounds: a new result
+    assert new3 and log.verify().n_entries == 2 and log.verify().ok
 
 
 def test_edited_payload_fails_at_that_entry(tmp_path: Path) -> None:
@@ -100,7 +155,7 @@ def test_payload_must_be_plain_json(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "a.log")
     with pytest.raises(LocalError):
         log.append("run", {"eps": float("nan")})
-    assert log.verify().ok and log.verify().n_entries == 0
+    assert not log.path.exists() and log.verify(missing_ok=True).n_entries == 0
 
 
 def test_run_entry_keeps_what_an_auditor_needs() -> None:

@@ -8,6 +8,12 @@ keeps a *head file* next to it (``<log>.head``) holding the entry count and the 
 :meth:`AuditLog.verify` checks both. An attacker who can rewrite both files consistently is
 outside this threat model: keep a copy of the head hash elsewhere (print it, put it in the
 report, commit it) to detect that too.
+
+A log file that does not exist does not verify (``veil log verify`` on a wrong path fails);
+appending to a path where neither the log nor its head file exists starts a new log.
+:func:`verify_before_run` checks the log before a run starts, so a broken log stops the
+run before any work is done; :meth:`AuditLog.append_run` appends a finished run once
+(resuming a finished run does not add a second entry).
 """
 
 from __future__ import annotations
@@ -23,10 +29,19 @@ from typing import Any
 from veil._env import versions
 from veil.errors import DataError, LocalError
 
-__all__ = ["AuditLog", "VerifyResult", "GENESIS", "environment_versions", "run_entry"]
+__all__ = [
+    "AuditLog",
+    "VerifyResult",
+    "GENESIS",
+    "environment_versions",
+    "run_entry",
+    "run_key",
+    "verify_before_run",
+]
 
 #: ``prev`` of the first entry.
 GENESIS = "0" * 64
+
 
 def environment_versions() -> dict[str, str]:
     """Python and dependency versions (``"missing"`` where a package is not installed)."""
@@ -128,7 +143,7 @@ class AuditLog:
         """
         if not isinstance(kind, str) or not kind:
             raise LocalError("audit log entry kind must be a non-empty string")
-        check = self.verify()
+        check = self.verify(missing_ok=True)
         if not check.ok:
             raise DataError(
                 f"{self.path} fails verification at entry {check.bad_index} ({check.reason}); "
@@ -153,12 +168,53 @@ class AuditLog:
         os.replace(tmp, self.head_path)
         return entry
 
-    def verify(self) -> VerifyResult:
+    def append_run(self, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Append a finished run's entry (:func:`run_entry`) unless the log already has it.
+
+        A run is identified by :func:`run_key` (name, config, seeds and per-round results),
+        so resuming a finished run adds nothing, while continuing it for more rounds adds
+        a new entry.
+
+        Returns:
+            ``(entry, appended)``: the stored entry and whether it was new.
+
+        Raises:
+            DataError, LocalError: as :meth:`append`.
+        """
+        payload = run_entry(record)
+        key = run_key(payload)
+        check = self.verify(missing_ok=True)
+        if check.ok:
+            for e in self.entries():
+                p = e.get("payload")
+                if e.get("kind") == "run" and isinstance(p, dict) and (
+                    p.get("run_key") == key or ("run_key" not in p and run_key(p) == key)
+                ):
+                    return e, False
+        return self.append("run", {**payload, "run_key": key}), True
+
+    def verify(self, missing_ok: bool = False) -> VerifyResult:
         """Check every entry's hash, the chain links, indices and the head file.
+
+        Args:
+            missing_ok: treat a path where neither the log nor its head file exists as an
+                empty, intact log (what :meth:`append` does). By default a missing log
+                fails: verifying a log that is not there proves nothing.
 
         Returns:
             A :class:`VerifyResult`; ``bad_index`` is the first entry that fails.
         """
+        if not self.path.exists():
+            if self.head_path.exists():
+                head = self._read_head() or {}
+                return VerifyResult(False, 0, GENESIS, 0,
+                                    f"log file {self.path} is missing but its head file says "
+                                    f"{head.get('count', '?')} entries (log deleted?)")
+            if not missing_ok:
+                return VerifyResult(False, 0, GENESIS, None, f"no audit log at {self.path}")
+            return VerifyResult(True, 0, GENESIS)
+        if not self.path.is_file():
+            return VerifyResult(False, 0, GENESIS, None, f"{self.path} is not a file")
         try:
             entries = self.entries()
         except DataError as e:
@@ -195,6 +251,34 @@ class AuditLog:
         return VerifyResult(True, n, prev)
 
 
+def verify_before_run(path: str | os.PathLike[str]) -> VerifyResult:
+    """Check the audit log a run will append to, before the run starts.
+
+    A log that does not exist yet is fine (the run starts it); a broken one stops the run
+    now rather than after training, when the entry could not be appended.
+
+    Raises:
+        DataError: the log (or its head file) fails verification; the message says where
+            and how to inspect it.
+    """
+    log = AuditLog(path)
+    res = log.verify(missing_ok=True)
+    if not res.ok:
+        raise DataError(
+            f"the audit log {log.path} fails verification at entry {res.bad_index} "
+            f"({res.reason}); the run would not be logged. Inspect it with `veil log verify "
+            f"{log.path}`, restore it from a copy, or set audit.log = false"
+        )
+    return res
+
+
+def run_key(payload: dict[str, Any]) -> str:
+    """Identity of a run entry: SHA-256 over its name, config, seeds and per-round results
+    (not wall-clock times), so the same finished run always gives the same key."""
+    body = {k: payload.get(k) for k in ("name", "config", "seeds", "rounds")}
+    return hashlib.sha256(_canonical(body)).hexdigest()
+
+
 def run_entry(record: dict[str, Any]) -> dict[str, Any]:
     """The audit-log payload for a finished run, taken from its ``record.json`` dict.
 
@@ -223,4 +307,6 @@ def run_entry(record: dict[str, Any]) -> dict[str, Any]:
         "rounds": rounds,
         "final": record.get("final", {}),
     }
-    return out
+    from veil._fs import json_safe
+
+    return dict(json_safe(out))  # NaN/inf (e.g. a diverged loss) become null
