@@ -152,10 +152,19 @@ def cmd_log(args: argparse.Namespace) -> int:
     log = AuditLog(Path(args.path))
     console = Console()
     if args.action == "verify":
-        res = log.verify()
-        ok = bool(getattr(res, "ok", res))
-        console.print(("[green]OK[/] " if ok else "[red]BROKEN[/] ") + str(res))
-        return 0 if ok else 1
+        res = log.verify()  # a missing log fails: verifying nothing proves nothing
+        if res.ok:
+            console.print(f"[green]OK[/] {log.path}: {res.n_entries} entries, head {res.head}",
+                          highlight=False, soft_wrap=True)
+            return 0
+        at = f" at entry {res.bad_index}" if res.bad_index is not None else ""
+        Console(stderr=True).print(f"[red]BROKEN[/] {log.path}{at}: {res.reason}",
+                                   highlight=False, soft_wrap=True)
+        return 1
+    if not log.path.is_file():
+        from veil.errors import DataError
+
+        raise DataError(f"no audit log at {log.path}")
     t = Table("index", "kind", "time")
     for i, e in enumerate(log.entries()):
         t.add_row(str(i), str(e.get("kind")), str(e.get("time", "")))
