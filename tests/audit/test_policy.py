@@ -1,0 +1,89 @@
+"""The privacy-utility policy: a constructed run missing a target fails the check."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from veil.audit.policy import (
+    Policy,
+    RunMeasurements,
+    check_policy,
+    measurements_from_release,
+    measurements_from_run,
+)
+from veil.errors import ConfigError
+
+POLICY = Policy(max_epsilon=3.0, delta=1e-5, max_mia_tpr=0.01, min_accuracy=0.85)
+
+
+def _attack(tpr: float | None, n: int = 5000) -> dict:
+    return {"name": "lira-online", "auc": 0.55, "tpr_at_fpr": {"0.001": tpr, "0.01": 0.05},
+            "n_members": n, "n_nonmembers": n}
+
+
+def _record(eps: float, acc: float, delta: float = 1e-5) -> dict:
+    return {"config": {"privacy": {"enabled": True, "delta": delta}},
+            "privacy": {"epsilon_spent": eps, "delta": delta},
+            "final": {"test_accuracy": acc}, "rounds": []}
+
+
+def test_run_meeting_every_target_passes() -> None:
+    m = measurements_from_run(_record(2.9, 0.9),
+                              {"membership": {"loss": _attack(0.002),
+                                              "lira": {"lira-online": _attack(0.008)}}})
+    assert m.mia_tpr == 0.008 and m.mia_attack == "lira-online"  # worst attack counts
+    r = check_policy(POLICY, m)
+    assert r.passed and r.to_dict()["releasable"]
+    assert [t.name for t in r.targets] == ["epsilon", "mia_tpr", "accuracy"]
+
+
+@pytest.mark.parametrize(
+    ("record", "audit", "missed"),
+    [
+        (_record(3.5, 0.9), {"membership": {"loss": _attack(0.002)}}, "epsilon"),
+        (_record(2.0, 0.80), {"membership": {"loss": _attack(0.002)}}, "accuracy"),
+        (_record(2.0, 0.9), {"membership": {"loss": _attack(0.05)}}, "mia_tpr"),
+        # ε stated at a larger δ than the policy's is not comparable
+        (_record(2.0, 0.9, delta=1e-3), {"membership": {"loss": _attack(0.002)}}, "epsilon"),
+        # 200 non-members cannot resolve 0.1 % FPR
+        (_record(2.0, 0.9), {"membership": {"loss": _attack(0.0, n=200)}}, "mia_tpr"),
+        # an attack whose evaluation reports no TPR at 0.1 % FPR (not resolvable)
+        (_record(2.0, 0.9), {"membership": {"loss": {**_attack(0.0, n=200),
+                                                      "tpr_at_fpr": {"0.001": None}}}},
+         "mia_tpr"),
+        # no audit at all: the MIA target is not measured, hence missed
+        (_record(2.0, 0.9), None, "mia_tpr"),
+    ],
+)
+def test_constructed_run_missing_a_target_fails(record: dict, audit: dict | None,
+                                                missed: str) -> None:
+    r = check_policy(POLICY, measurements_from_run(record, audit))
+    assert not r.passed
+    assert [t.name for t in r.missed] == [missed]
+    assert r.to_dict()["releasable"] is False
+
+
+def test_run_without_dp_misses_an_epsilon_target() -> None:
+    rec = {"config": {"privacy": {"enabled": False}}, "rounds": [{"test_accuracy": 0.99}]}
+    m = measurements_from_run(rec)
+    assert m.epsilon == math.inf and m.accuracy == 0.99
+    r = check_policy(Policy(max_epsilon=10.0), m)
+    assert not r.passed and r.missed[0].name == "epsilon"
+
+
+def test_release_measurements_and_toml() -> None:
+    ev = {"privacy": {"epsilon": 1.0, "delta": 1e-5},
+          "membership": _attack(0.004, n=2000),
+          "utility": {"accuracy_synthetic": 0.91}}
+    m = measurements_from_release(ev)
+    assert m == RunMeasurements(1.0, 1e-5, 0.004, "lira-online", 2000, 0.91)
+    p = Policy.from_dict({"max_epsilon": 1, "max_mia_tpr": 0.005, "min_accuracy": 0.9})
+    assert check_policy(p, m).passed
+    assert not check_policy(Policy.from_dict({"min_accuracy": 0.95}), m).passed
+    assert Policy().empty and check_policy(Policy(), RunMeasurements()).passed
+    with pytest.raises(ConfigError, match="policy"):
+        Policy.from_dict({"max_eps": 1})
+    with pytest.raises(ConfigError, match="policy.min_accuracy"):
+        Policy.from_dict({"min_accuracy": 90})
