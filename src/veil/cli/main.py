@@ -18,7 +18,9 @@ __all__ = ["main", "build_parser", "EXTRA_COMMANDS"]
 # Commands that live in their own module ``veil.cli.cmd_<name>``: each module has
 # ``register(subparsers)`` (adds its parser; must import nothing heavy) and ``run(args) -> int``.
 # A new command is one module plus one line here.
-EXTRA_COMMANDS: dict[str, str] = {}
+EXTRA_COMMANDS: dict[str, str] = {
+    "synth": "veil.cli.cmd_synth",
+}
 
 
 def _train_epilog() -> str:
