@@ -118,3 +118,41 @@ def test_insert_canaries_is_deterministic_and_consistent(tmp_path) -> None:  # t
     assert np.array_equal(c3.included, c1.included) and c3.seed == 3
     with pytest.raises(ConfigError):
         insert_canaries(x, y, 80, seed=0, n_classes=5)
+
+
+def test_one_coin_changes_one_example_at_one_site() -> None:
+    """Neighbouring canary runs differ by one example at one fixed site, nothing else."""
+    from veil.audit.canary import canary_parts
+    from veil.data import partition
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3)).astype(np.float32)
+    y = rng.integers(0, 4, 300)
+    x1, y1, c1 = insert_canaries(x, y, 30, seed=9, n_classes=4, n_sites=5)
+    base = partition(y1[: c1.base_size], 5, "dirichlet", 0.5, seed=1)
+    i = int(np.flatnonzero(c1.included)[0])
+    # the neighbouring run: the same canaries with coin i flipped (withheld)
+    c2 = type(c1)(c1.x, c1.y, c1.included.copy(), c1.seed, c1.site, c1.base_size)
+    c2.included[i] = False
+    x2 = np.concatenate([x1[: c1.base_size], c2.x[c2.included]])
+    sites1 = [{tuple(r) for r in x1[p].tolist()} for p in canary_parts(base, c1)]
+    sites2 = [{tuple(r) for r in x2[p].tolist()} for p in canary_parts(base, c2)]
+    diff = [a ^ b for a, b in zip(sites1, sites2)]
+    assert [len(d) for d in diff].count(1) == 1 and sum(len(d) for d in diff) == 1
+    assert diff[int(c1.site[i])] == {tuple(c1.x[i].tolist())}
+    # the normal data's partition does not depend on any coin
+    assert c1.base_size == 270 and np.array_equal(x1[:270], x2[:270])
+
+
+def test_maximum_detectable_epsilon_and_canaries_needed() -> None:
+    from veil.audit.canary import canaries_for, max_epsilon_lower
+
+    top = max_epsilon_lower(100, 1e-5)
+    assert 2.9 < top < 3.1  # 100 canaries cannot show ε̂ above ~3.01
+    s = np.r_[np.ones(50), np.zeros(50)]
+    res = one_run_audit(s, s.astype(bool), 1e-5)  # a perfect attack reaches the maximum
+    assert res.epsilon_max == pytest.approx(top) and res.epsilon_lower == pytest.approx(top)
+    m = canaries_for(3.0, 1e-5)
+    assert m is not None and max_epsilon_lower(m, 1e-5) > 3.0 >= max_epsilon_lower(m - 1, 1e-5)
+    assert canaries_for(8.0, 1e-5, limit=4096) is None  # not detectable with few canaries
+    assert max_epsilon_lower(3, 1e-5) == 0.0 and one_run_audit(np.ones(3), np.ones(3, bool), 0.0)
