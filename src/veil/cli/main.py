@@ -20,6 +20,7 @@ __all__ = ["main", "build_parser", "EXTRA_COMMANDS"]
 # A new command is one module plus one line here.
 EXTRA_COMMANDS: dict[str, str] = {
     "synth": "veil.cli.cmd_synth",
+    "identity": "veil.cli.cmd_identity",
 }
 
 
