@@ -206,10 +206,10 @@ class AuditLog:
         """
         if not self.path.exists():
             if self.head_path.exists():
-                head = self._read_head() or {}
+                said = (self._read_head() or {}).get("count", "?")
                 return VerifyResult(False, 0, GENESIS, 0,
                                     f"log file {self.path} is missing but its head file says "
-                                    f"{head.get('count', '?')} entries (log deleted?)")
+                                    f"{said} entries (log deleted?)")
             if not missing_ok:
                 return VerifyResult(False, 0, GENESIS, None, f"no audit log at {self.path}")
             return VerifyResult(True, 0, GENESIS)

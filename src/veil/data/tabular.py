@@ -119,13 +119,12 @@ def _parse_label(text: str, path: Path, line: int, schema: Schema) -> float | in
             raise DataError(f"{_where(path, line, lab.name)}: label {text!r} is not finite")
         return v
     classes = lab.classes or ()  # never empty for classification (Label's validator)
-    v = canonical_value(text)
     try:
-        return classes.index(v)
+        return classes.index(canonical_value(text))
     except ValueError:
         raise DataError(
             f"{_where(path, line, lab.name)}: label {text!r} is not in the declared classes "
-            f"{list(lab.classes)} (declare it in label.classes, or fix the value)"
+            f"{list(classes)} (declare it in label.classes, or fix the value)"
         ) from None
 
 
