@@ -80,7 +80,9 @@ def test_three_hospital_files_read_each_on_its_own(tmp_path: Path) -> None:
     assert rec["sites"][1]["name"] == "bravo" and rec["sites"][1]["n_train"] == 3
     assert "own training mean/std" in rec["sites"][0]["columns"]["bmi"]
     assert "per site" in rec["preprocessing"]
-    fed = data.to_federated()
+    assert [len(y) for _, y in data.train_pairs()] == [len(s.y_train) for s in data.sites]
+    assert set(data.test_sets()) == {"a", "bravo", "c"}
+    fed = data.to_arrays()
     assert [len(p) for p in fed.train_parts] == [len(s.y_train) for s in data.sites]
     np.testing.assert_array_equal(fed.dataset.x_test[fed.test_parts[2]], data.sites[2].x_test)
 

@@ -23,7 +23,7 @@ from veil.data.schema import (
 )
 from veil.data.sites import (
     FederatedArrays,
-    SiteData,
+    FederatedData,
     SiteSource,
     SiteSplit,
     load_site,
@@ -38,7 +38,7 @@ __all__ = [
     "Label",
     "NumericColumn",
     "Schema",
-    "SiteData",
+    "FederatedData",
     "SiteSource",
     "SiteSplit",
     "canonical_value",

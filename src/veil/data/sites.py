@@ -3,7 +3,7 @@
 Every site's file is read and preprocessed on its own, with the shared declared
 :class:`~veil.data.schema.Schema`; there is no pooled file and nothing is fitted on more
 than one site's rows. The test data is either the site's own separate test file or a
-seeded holdout of the site's rows; the record says which (:meth:`SiteData.describe`).
+seeded holdout of the site's rows; the record says which (:meth:`FederatedData.describe`).
 
 Example:
     >>> from veil.data import Schema, SiteSource, load_sites
@@ -34,7 +34,7 @@ from veil.errors import ConfigError, DataError
 __all__ = [
     "SiteSource",
     "SiteSplit",
-    "SiteData",
+    "FederatedData",
     "FederatedArrays",
     "load_site",
     "load_sites",
@@ -135,7 +135,7 @@ class FederatedArrays:
 
 
 @dataclass(frozen=True)
-class SiteData:
+class FederatedData:
     """All sites' data, each read and preprocessed by itself.
 
     Attributes:
@@ -173,7 +173,15 @@ class SiteData:
             ],
         }
 
-    def to_federated(self) -> FederatedArrays:
+    def train_pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each site's ``(x_train, y_train)``, in site order (for per-site trainers)."""
+        return [(s.x_train, s.y_train) for s in self.sites]
+
+    def test_sets(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Site name → ``(x_test, y_test)`` (for :func:`veil.models.metrics.evaluate_sites`)."""
+        return {s.name: (s.x_test, s.y_test) for s in self.sites}
+
+    def to_arrays(self) -> FederatedArrays:
         """Lay the sites' arrays side by side, with each site's row indices."""
         def cat(parts: list[np.ndarray]) -> np.ndarray:
             return np.concatenate(parts, axis=0)
@@ -309,7 +317,7 @@ def load_sites(
     schema: Schema | Mapping[str, Any],
     seed: int = 0,
     base_dir: str | os.PathLike[str] | None = None,
-) -> SiteData:
+) -> FederatedData:
     """Read every site's own file, each on its own (no pooling).
 
     Args:
@@ -339,7 +347,7 @@ def load_sites(
                     f"site {s.name!r} ({s.source}) has examples of shape {tuple(part.shape[1:])}, "
                     f"site {sites[0].name!r} has {shape}: every site must hold the same features"
                 )
-    return SiteData(
+    return FederatedData(
         tuple(sites), sch, sch.label.task, sch.label.n_classes, shape,
         sch.feature_names() if all(Path(s.source).suffix.lower() == ".csv" for s in sites) else [],
     )

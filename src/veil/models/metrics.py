@@ -221,8 +221,8 @@ def evaluate_sites(
 
     Args:
         model: the torch model (weights already loaded).
-        sites: site name → ``(x_test, y_test)``, or a :class:`veil.data.SiteData`.
-        task, n_classes: required with a mapping; taken from ``SiteData`` otherwise.
+        sites: site name → ``(x_test, y_test)``, or a :class:`veil.data.FederatedData`.
+        task, n_classes: required with a mapping; taken from ``FederatedData`` otherwise.
 
     Raises:
         ConfigError: task / n_classes missing for a mapping.
