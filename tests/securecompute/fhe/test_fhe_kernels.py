@@ -16,10 +16,10 @@ SHAPES = [(10, 64), (64, 10), (1, 50), (16, 16), (3, 7)]
 @pytest.fixture(scope="module")
 def ring():
     p = choose_params(2, scale_bits=30)
-    single = [DenseMap(np.zeros((m, n)), np.zeros(m), _p2(n), p.slots, p.slots, final=True)
+    single = [DenseMap(np.ones((m, n)), np.zeros(m), _p2(n), p.slots, p.slots, final=True)
               for m, n in SHAPES]
-    batch = [DenseMap(np.zeros((32, 20)), np.zeros(32), 32, 128, p.slots),
-             DenseMap(np.zeros((3, 32)), np.zeros(3), 32, 128, p.slots, final=True)]
+    batch = [DenseMap(np.ones((32, 20)), np.zeros(32), 32, 128, p.slots),
+             DenseMap(np.ones((3, 32)), np.zeros(3), 32, 128, p.slots, final=True)]
     steps = {s for d in single + batch for s in d.steps}
     owner = KeyOwner(p, sorted(steps))
     return p, owner, Evaluator(owner.evaluation_keys())
@@ -61,7 +61,7 @@ def test_batched_layout_needs_room() -> None:
     from veil.errors import ConfigError
 
     with pytest.raises(ConfigError):
-        DenseMap(np.zeros((32, 20)), np.zeros(32), 32, 32, 4096)
+        DenseMap(np.ones((32, 20)), np.zeros(32), 32, 32, 4096)
 
 
 @pytest.mark.parametrize("deg", [3, 7, 12])
@@ -87,3 +87,14 @@ def test_approximation_error_falls_with_degree() -> None:
     errs = [approximate("relu", -4, 4, d).max_err for d in (3, 7, 15, 31)]
     assert all(a > b for a, b in zip(errs, errs[1:]))
     assert approximate("square", -3, 3, 2).max_err < 1e-12
+
+
+def test_zero_diagonals_cost_no_rotation(ring) -> None:
+    p, owner, ev = ring
+    w = np.diag(np.arange(1.0, 17.0))  # only diagonal 0 is non-zero
+    dm = DenseMap(w, np.zeros(16), 16, p.slots, p.slots, final=True)
+    assert dm.rotations == 0 and dm.nonzero == [0]
+    x = np.arange(16.0) / 16
+    (c,) = ev.load(owner.encrypt([tile(x, 16, p.slots, p.slots)]))
+    (out,) = owner.decrypt(ev.dump([dm.apply(ev, c)]))
+    assert np.max(np.abs(out[:16] - w @ x)) < 1e-3

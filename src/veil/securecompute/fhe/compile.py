@@ -153,7 +153,7 @@ def _segments(model: Model) -> list[tuple[str, Any]]:
     return segs
 
 
-def compile_model(
+def _compile_once(
     model: Model,
     calibration: np.ndarray,
     *,
@@ -163,7 +163,7 @@ def compile_model(
     scale_bits: int = 26,
     ranges: dict[int, tuple[float, float]] | None = None,
 ) -> Compiled:
-    """Compile ``model`` for CKKS.
+    """Compile ``model`` for CKKS with fixed polynomial degrees (see :func:`compile_model`).
 
     Args:
         model: the IR model.
@@ -194,9 +194,7 @@ def compile_model(
             w, b = _affine_matrix(payload, shape)
             for layer in payload:
                 x = evaluate_layer(layer, x)
-            shape = x.shape[1:]
-            x = x.reshape(len(x), -1)
-            shape = (x.shape[1],)
+            shape = x.shape[1:]  # the IR shape; the ciphertext holds it flattened (C order)
             dense.append([w, b])
             kinds.append(("dense", len(dense) - 1))
         else:
@@ -263,6 +261,57 @@ def compile_model(
         "dense_maps": [(d.weight.shape, d.rotations) for d in steps if isinstance(d, DenseMap)],
     }
     return Compiled(plan, steps, report)
+
+
+AUTO_DEGREES = (3, 5, 7, 11, 15, 23, 31)
+
+
+def compile_model(
+    model: Model,
+    calibration: np.ndarray,
+    *,
+    degree: int | dict[str, int] | str = "auto",
+    min_agreement: float = 0.995,
+    max_rel_err: float = 1e-2,
+    **kw: Any,
+) -> Compiled:
+    """Compile ``model`` for CKKS.
+
+    With ``degree="auto"`` the lowest degree of :data:`AUTO_DEGREES` is used whose circuit
+    (evaluated in plaintext, :func:`approx_forward`) agrees with the model on the calibration
+    inputs: the argmax on at least ``min_agreement`` of them (classification) or within
+    ``max_rel_err`` (regression). The accuracy cost of the approximation is reported in
+    ``report["approximation"]`` either way. Other arguments: see :func:`_compile_once`
+    (``margin``, ``batch``, ``scale_bits``, ``ranges``).
+
+    Raises:
+        UnsupportedModelError: a layer CKKS cannot evaluate here (message says what to use).
+        ConfigError: no 128-bit ring fits the circuit.
+    """
+    x = np.asarray(calibration, dtype=np.float64).reshape((-1,) + model.input_shape)
+    probe = x[:: max(1, len(x) // 500)]
+    from veil.models.ir import evaluate
+
+    want = evaluate(model, probe).reshape(len(probe), -1)
+    has_act = any(type(layer) in _ACT_NAMES for layer in model.layers)
+    candidates = AUTO_DEGREES if degree == "auto" and has_act else (
+        (15,) if degree == "auto" else (degree,))
+    comp = None
+    for d in candidates:
+        comp = _compile_once(model, x, degree=d, **kw)  # type: ignore[arg-type]
+        got = approx_forward(comp, model, probe)[:, : want.shape[1]]
+        if model.task == "classification" and want.shape[1] > 1:
+            acc = {"agreement": float(np.mean(got.argmax(1) == want.argmax(1)))}
+            ok = acc["agreement"] >= min_agreement
+        else:
+            rel = np.abs(got - want) / np.maximum(1.0, np.abs(want))
+            acc = {"max_rel_err": float(rel.max())}
+            ok = acc["max_rel_err"] <= max_rel_err
+        comp.report["approximation"] = {"degree": d, "on": len(probe), **acc}
+        if ok:
+            break
+    assert comp is not None
+    return comp
 
 
 def approx_forward(compiled: Compiled, model: Model, x: np.ndarray) -> np.ndarray:

@@ -83,8 +83,6 @@ class DenseMap:
         length = max(mp, n)
         if self.batched and self.block < 2 * length:
             raise ConfigError(f"batched layout needs block >= {2 * length}, got {self.block}")
-        self.baby = next_pow2(int(math.ceil(math.sqrt(self.ndiag))))
-        self.giant = -(-self.ndiag // self.baby)
         w = np.zeros((mp, n))
         w[:m, :n_in] = self.weight
         j = np.arange(length)
@@ -100,10 +98,13 @@ class DenseMap:
             else:
                 full = np.tile(d, self.slots // length)
             diags.append(full)
+        self.nonzero = [i for i in range(self.ndiag) if np.any(diags[i] != 0.0)]
+        if not self.nonzero:
+            raise ConfigError("an all-zero weight matrix has no encrypted product")
+        self.baby = self._best_baby()
+        self.giant = -(-self.ndiag // self.baby)
         # pre-rotate for the giant steps: rot(d, -g*b) == np.roll(d, g*b)
-        self._diags = [
-            np.roll(diags[i], (i // self.baby) * self.baby) for i in range(self.ndiag)
-        ]
+        self._diags = {i: np.roll(diags[i], (i // self.baby) * self.baby) for i in self.nonzero}
         self.fold_steps = []
         if mp < n:
             s = mp
@@ -127,11 +128,29 @@ class DenseMap:
         else:
             self._bias = np.tile(bias, self.slots // mp)
 
+    def _split(self, b: int) -> tuple[list[int], list[int]]:
+        """Baby and giant indices used by the non-zero diagonals for baby size b."""
+        ks = sorted({i % b for i in self.nonzero})
+        gs = sorted({i // b for i in self.nonzero})
+        return ks, gs
+
+    def _best_baby(self) -> int:
+        """The power-of-two baby size with the fewest rotations (zero diagonals skipped)."""
+        best, b = None, 1
+        while b <= self.ndiag:
+            ks, gs = self._split(b)
+            cost = sum(1 for k in ks if k) + sum(1 for g in gs if g)
+            if best is None or cost < best[0]:
+                best = (cost, b)
+            b *= 2
+        assert best is not None
+        return best[1]
+
     @property
     def steps(self) -> list[int]:
         """Rotation steps this product needs Galois keys for."""
-        st = list(range(1, min(self.baby, self.ndiag)))
-        st += [g * self.baby for g in range(1, self.giant)]
+        ks, gs = self._split(self.baby)
+        st = [k for k in ks if k] + [g * self.baby for g in gs if g]
         return st + self.fold_steps + self.replicate_steps
 
     @property
@@ -149,14 +168,15 @@ class DenseMap:
 
     def apply(self, ev: Any, x: Any) -> Any:
         """The product on one ciphertext (uses one level)."""
-        babies = [x] + [ev.rotate(x, k) for k in range(1, min(self.baby, self.ndiag))]
+        ks, gs = self._split(self.baby)
+        babies = {k: (ev.rotate(x, k) if k else x) for k in ks}
         outer = []
-        for g in range(self.giant):
+        for g in gs:
             terms = []
-            for k in range(self.baby):
+            for k in ks:
                 i = g * self.baby + k
-                if i >= self.ndiag:
-                    break
+                if i not in self._diags:
+                    continue
                 terms.append(ev.mul_plain(babies[k], self._pt(ev, i, x), rescale=False))
             inner = ev.add_many(terms)
             outer.append(ev.rotate(inner, g * self.baby) if g else inner)

@@ -74,7 +74,7 @@ def run_inference(
     x: np.ndarray,
     calibration: np.ndarray,
     *,
-    degree: int | dict[str, int] = 15,
+    degree: int | dict[str, int] | str = "auto",
     repeats: int = 1,
     compiled: Compiled | None = None,
 ) -> FheResult:

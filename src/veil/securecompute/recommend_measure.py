@@ -1,0 +1,140 @@
+"""Short on-machine measurements of both backends for one model and batch, cached.
+
+A measurement runs the real backend: mpc with its three parties in-process (the same party
+code as the TLS processes; rounds and bytes are the engine's counts), fhe with its client and
+server roles exchanging bytes. Results are cached as JSON under ``cache_dir`` keyed by a
+SHA-256 of the model (layer types and weights), the batch size and the backend, so
+``veil recommend`` is instant the second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from veil.models.ir import Model, UnsupportedModelError, evaluate
+from veil.securecompute.recommend import BackendCost, Network, Recommendation, choose
+
+__all__ = ["model_key", "measure_fhe", "measure_mpc", "measure", "recommend", "default_cache_dir"]
+
+
+def default_cache_dir() -> Path:
+    """``$VEIL_CACHE/recommend`` or ``~/.cache/veil/recommend``."""
+    base = os.environ.get("VEIL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "veil")
+    return Path(base) / "recommend"
+
+
+def model_key(model: Model, batch: int) -> str:
+    """SHA-256 over the layer types, their arrays and the batch size."""
+    h = hashlib.sha256(f"{model.input_shape}|{model.task}|{batch}".encode())
+    for layer in model.layers:
+        h.update(type(layer).__name__.encode())
+        for f in fields(layer):
+            v = getattr(layer, f.name)
+            for a in v if isinstance(v, tuple) else (v,):
+                if isinstance(a, np.ndarray):
+                    h.update(np.ascontiguousarray(a).tobytes())
+                else:
+                    h.update(repr(a).encode())
+    return h.hexdigest()[:32]
+
+
+def _accuracy(model: Model, got: np.ndarray, x: np.ndarray) -> dict[str, float]:
+    want = evaluate(model, x).reshape(len(x), -1)
+    got = np.asarray(got).reshape(len(x), -1)
+    if model.task == "classification" and want.shape[1] > 1:
+        return {"agreement": float(np.mean(got.argmax(1) == want.argmax(1)))}
+    rel = np.abs(got[:, : want.shape[1]] - want) / np.maximum(1.0, np.abs(want))
+    return {"max_rel_err": float(rel.max())}
+
+
+def measure_fhe(model: Model, x: np.ndarray, calibration: np.ndarray, *, degree: Any = "auto",
+                repeats: int = 2) -> BackendCost:
+    """Measure the fhe backend on the batch ``x``."""
+    from veil.securecompute.fhe.run import run_inference
+
+    try:
+        r = run_inference(model, x, calibration, degree=degree, repeats=repeats)
+    except UnsupportedModelError as e:
+        return BackendCost("fhe", False, reason=str(e).replace("fhe backend: ", ""), batch=len(x))
+    return BackendCost(
+        "fhe", True, compute_s=r.latency_s, rounds=1, bytes=r.bytes_up + r.bytes_down,
+        setup_s=r.setup_s, setup_bytes=r.bytes_keys, accuracy=_accuracy(model, r.outputs, x),
+        batch=len(x),
+        phases={"encrypt_s": r.encrypt_s, "server_s": r.server_s, "decrypt_s": r.decrypt_s},
+    )
+
+
+def measure_mpc(model: Model, x: np.ndarray, *, repeats: int = 2) -> BackendCost:
+    """Measure the mpc backend (three in-process parties) on the batch ``x``."""
+    from veil.securecompute.mpc import MpcSession
+
+    try:
+        with MpcSession(model) as s:
+            runs = [s.infer(x) for _ in range(max(1, repeats))]
+    except UnsupportedModelError as e:
+        return BackendCost("mpc", False, reason=str(e), batch=len(x))
+    best = min(runs, key=lambda r: r.phases.input_s + r.phases.online_s + r.phases.reveal_s)
+    p = best.phases
+    return BackendCost(
+        "mpc", True, compute_s=p.input_s + p.online_s + p.reveal_s, rounds=int(p.rounds),
+        bytes=int(p.bytes), setup_s=best.setup_s, setup_bytes=int(best.setup_bytes),
+        accuracy=_accuracy(model, best.output, x), batch=len(x),
+        phases={"input_s": p.input_s, "online_s": p.online_s, "reveal_s": p.reveal_s},
+    )
+
+
+def measure(
+    model: Model,
+    x: np.ndarray,
+    calibration: np.ndarray,
+    *,
+    cache_dir: Path | None = None,
+    refresh: bool = False,
+    backends: tuple[str, ...] = ("mpc", "fhe"),
+) -> list[BackendCost]:
+    """Costs of each backend for ``model`` on batches like ``x`` (cached by model and batch)."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = model_key(model, len(x))
+    out = []
+    for b in backends:
+        path = cache / f"{key}-{b}.json"
+        if path.exists() and not refresh:
+            out.append(BackendCost.from_dict(json.loads(path.read_text())))
+            continue
+        cost = measure_mpc(model, x) if b == "mpc" else measure_fhe(model, x, calibration)
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cost.to_dict(), indent=1))
+        tmp.replace(path)
+        out.append(cost)
+    return out
+
+
+def recommend(
+    model: Model,
+    x: np.ndarray,
+    calibration: np.ndarray,
+    *,
+    network: Network | None = None,
+    threat: str = "either",
+    latency_budget_s: float | None = None,
+    cache_dir: Path | None = None,
+    refresh: bool = False,
+) -> Recommendation:
+    """Measure (or read cached) costs and choose; see :func:`veil.securecompute.recommend.choose`.
+
+    Raises:
+        ConfigError: unknown threat model or bad network values.
+    """
+    costs = measure(model, x, calibration, cache_dir=cache_dir, refresh=refresh)
+    kw: dict[str, Any] = {"threat": threat, "latency_budget_s": latency_budget_s}
+    if network is not None:
+        kw["network"] = network
+    return choose(costs, **kw)
