@@ -21,6 +21,7 @@ __all__ = ["main", "build_parser", "EXTRA_COMMANDS"]
 EXTRA_COMMANDS: dict[str, str] = {
     "synth": "veil.cli.cmd_synth",
     "identity": "veil.cli.cmd_identity",
+    "recommend": "veil.cli.cmd_recommend",
 }
 
 
