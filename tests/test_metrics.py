@@ -16,6 +16,7 @@ from veil.models.metrics import (
     classification_metrics,
     evaluate_model,
     evaluate_sites,
+    metrics_table,
     regression_metrics,
     summarise_sites,
 )
@@ -124,3 +125,14 @@ def test_evaluate_model_regression_output_column() -> None:
     x = np.array([[1.0, 1.0], [2.0, 0.0], [0.0, 0.5]], dtype=np.float32)
     m = evaluate_model(model, x, np.array([2.0, 2.0, 0.5]), "regression", 1)
     assert m.values["r2"] == pytest.approx(1.0) and m.values["mae"] == pytest.approx(0.0)
+
+
+def test_metrics_table_labels_and_undefined_cells() -> None:
+    a = classification_metrics(np.array([0, 1]), _logits([0.2, 0.9]), 2)
+    b = classification_metrics(np.array([1, 1]), _logits([0.2, 0.9]), 2)
+    header, rows = metrics_table({"a": a, "b": b})
+    assert header == ["site", "n", "accuracy", "balanced accuracy", "F1", "ROC AUC",
+                      "cross-entropy"]
+    assert rows[0][:3] == ["a", "2", "1.000"] and rows[1][5] == "–"  # AUC undefined at b
+    h, _ = metrics_table({"r": regression_metrics(np.array([1.0, 2]), np.array([1.0, 2]))})
+    assert h[2:4] == ["R²", "MAE"]

@@ -35,6 +35,8 @@ __all__ = [
     "evaluate_model",
     "evaluate_sites",
     "summarise_sites",
+    "metrics_table",
+    "TASK_METRICS",
 ]
 
 #: Plain labels for reports and the CLI.
@@ -48,6 +50,12 @@ METRIC_LABELS = {
     "mae": "MAE (mean absolute error)",
     "rmse": "RMSE",
     "mse": "MSE",
+}
+
+#: The metrics each task reports, in display order.
+TASK_METRICS = {
+    "classification": ("accuracy", "balanced_accuracy", "f1", "auc", "cross_entropy"),
+    "regression": ("r2", "mae", "rmse", "mse"),
 }
 
 #: The headline metric of each task (what a one-number summary shows, with its label).
@@ -264,3 +272,25 @@ def summarise_sites(per_site: Mapping[str, Metrics]) -> dict[str, Any]:
         out[name] = {"mean": float(nums.mean()), "min": float(nums.min()),
                      "max": float(nums.max()), "worst_site": worst, "n_sites": len(vals)}
     return out
+
+
+def metrics_table(per_site: Mapping[str, Metrics]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (plain strings) of a per-site metrics table, for the CLI and reports.
+
+    Columns: site, n, then the task's metrics with their labels; an undefined value shows
+    as ``"–"``.
+    """
+    if not per_site:
+        return ["site"], []
+    task = next(iter(per_site.values())).task
+    names = TASK_METRICS[task]
+    header = ["site", "n"] + [METRIC_LABELS[n].split(" (")[0] for n in names]
+    rows = []
+    for site, m in per_site.items():
+        cells = [site, str(m.n)]
+        for n in names:
+            v = m.values.get(n)
+            cells.append("–" if v is None else f"{v:.3f}")
+        rows.append(cells)
+    return header, rows
+
