@@ -267,3 +267,5 @@ def test_schema_and_source_config_errors_name_the_key() -> None:
         parse_sources(["x/a.csv", "y/a.csv"])
     with pytest.raises(DataError, match="cannot tell the format"):
         SiteSource(path="a.parquet").resolved_format()
+    with pytest.raises(DataError, match=r"site 'gone': .*gone.csv not found"):
+        load_site(SiteSource(path="gone.csv"), parse_schema({"label": {"classes": [0, 1]}}))

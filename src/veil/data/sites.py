@@ -280,6 +280,8 @@ def load_site(source: SiteSource, schema: Schema, seed: int = 0,
 
     base = Path(base_dir) if base_dir is not None else Path()
     path = base / source.path
+    if not path.exists():
+        raise DataError(f"site {source.site_name!r}: {path} not found")
     fmt = source.resolved_format(path)
     test_path = base / source.test if source.test is not None else None
     name = source.site_name
