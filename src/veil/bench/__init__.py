@@ -18,4 +18,5 @@ BENCHMARKS: dict[str, str] = {
     "secagg": "veil.bench.secagg:run",
     "audit": "veil.bench.audit:run",
     "secagg_round": "veil.bench.secagg_round:run",
+    "synth": "veil.bench.synth:run",
 }
