@@ -99,6 +99,8 @@ def test_records_are_strict_json_without_nan(tmp_path: Path) -> None:
     assert back["ok"] is True and back["t"] == [1, 2] and back["4"] == "int key"
     with pytest.raises(TypeError, match=r"\$\.bad: object"):
         json_safe({"bad": object()})
+    assert json_safe({"x": [object]}, default=lambda o: "obj") == {"x": ["obj"]}
+    assert json_safe({"x": object()}, default=lambda o: float("nan")) == {"x": None}
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path,

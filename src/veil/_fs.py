@@ -24,7 +24,7 @@ import math
 import os
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,17 +146,22 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def json_safe(obj: Any) -> Any:
+def json_safe(obj: Any, default: Callable[[Any], Any] | None = None) -> Any:
     """``obj`` as plain JSON values: non-finite floats → ``None``, numpy → Python, tuples and
     sets → lists, paths → strings, non-string keys → strings.
 
+    Args:
+        obj: the value.
+        default: called on a value with no JSON form (e.g. ``str``); its result is made
+            safe in turn. Without it such a value is an error.
+
     Raises:
-        TypeError: a value with no JSON form (the message names where it is).
+        TypeError: a value with no JSON form and no ``default`` (the message names where).
     """
-    return _safe(obj, "$")
+    return _safe(obj, "$", default)
 
 
-def _safe(o: Any, where: str) -> Any:
+def _safe(o: Any, where: str, default: Callable[[Any], Any] | None = None) -> Any:
     if o is None or isinstance(o, (bool, str)):
         return o
     if isinstance(o, int):
@@ -164,37 +169,44 @@ def _safe(o: Any, where: str) -> Any:
     if isinstance(o, float):
         return o if math.isfinite(o) else None
     if isinstance(o, dict):
-        return {str(k): _safe(v, f"{where}.{k}") for k, v in o.items()}
+        return {str(k): _safe(v, f"{where}.{k}", default) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_safe(v, f"{where}[{i}]") for i, v in enumerate(o)]
+        return [_safe(v, f"{where}[{i}]", default) for i, v in enumerate(o)]
     if isinstance(o, (set, frozenset)):
-        return [_safe(v, f"{where}[]") for v in sorted(o, key=repr)]
+        return [_safe(v, f"{where}[]", default) for v in sorted(o, key=repr)]
     if isinstance(o, os.PathLike):
         return os.fspath(o)
     mod = type(o).__module__
-    if mod == "numpy" or mod.startswith("numpy."):
-        if hasattr(o, "tolist"):
-            return _safe(o.tolist(), where)
-    if mod.startswith("torch") and hasattr(o, "tolist"):
-        return _safe(o.tolist(), where)
+    if (mod == "numpy" or mod.startswith(("numpy.", "torch"))) and hasattr(o, "tolist"):
+        return _safe(o.tolist(), where, default)
     if isinstance(o, (_dt.datetime, _dt.date)):
         return o.isoformat()
+    if default is not None:
+        return _safe(default(o), where, None)
     raise TypeError(f"{where}: {type(o).__name__} has no JSON form")
 
 
-def dumps_json(obj: Any, indent: int | None = 1) -> str:
-    """Strict JSON text of :func:`json_safe` ``(obj)`` (never a ``NaN`` literal)."""
-    return json.dumps(json_safe(obj), indent=indent, allow_nan=False, ensure_ascii=False)
+def dumps_json(
+    obj: Any, indent: int | None = 1, default: Callable[[Any], Any] | None = None
+) -> str:
+    """Strict JSON text of :func:`json_safe` ``(obj, default)`` (never a ``NaN`` literal)."""
+    return json.dumps(json_safe(obj, default), indent=indent, allow_nan=False,
+                      ensure_ascii=False)
 
 
-def write_json_atomic(path: os.PathLike[str] | str, obj: Any, indent: int | None = 1) -> Path:
+def write_json_atomic(
+    path: os.PathLike[str] | str,
+    obj: Any,
+    indent: int | None = 1,
+    default: Callable[[Any], Any] | None = None,
+) -> Path:
     """Write ``obj`` as strict JSON to ``path`` atomically (see :func:`json_safe`).
 
     Raises:
         OutputError: the location cannot be written.
-        TypeError: ``obj`` holds a value with no JSON form.
+        TypeError: ``obj`` holds a value with no JSON form and ``default`` is None.
     """
-    text = dumps_json(obj, indent)  # before touching the file
+    text = dumps_json(obj, indent, default)  # before touching the file
     p = Path(path)
     with atomic_write(p) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
