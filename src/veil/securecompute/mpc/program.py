@@ -1,9 +1,8 @@
-"""An IR model compiled for the MPC parties: a public plan plus the tensors to share.
+"""The party side of a compiled model: :func:`evaluate_plan` runs a plan (from
+:func:`veil.securecompute.mpc.plan.compile_model`) on shares, and :class:`MpcConfig`.
 
-:func:`compile_model` (model owner) turns a :class:`~veil.models.ir.Model` into a JSON-able
-plan — layer kinds and shapes only, everything the parties may know — and the list of
-ring tensors (weights, biases, tree tables) that are secret-shared once at set-up.
-:func:`evaluate_plan` (each party) evaluates the plan on shares.
+This module imports no model code (no torch), so a party process starts quickly and sees
+only the public plan: layer kinds and shapes.
 """
 
 from __future__ import annotations
@@ -16,30 +15,12 @@ import numpy as np
 from veil.crypto.fixed import encode
 from veil.crypto.replicated import Share
 from veil.errors import ConfigError
-from veil.models.ir import (
-    GELU,
-    Argmax,
-    AvgPool2d,
-    Conv2d,
-    Flatten,
-    Linear,
-    MaxPool2d,
-    Model,
-    ReLU,
-    Sigmoid,
-    Softmax,
-    Tanh,
-    TreeEnsemble,
-    UnsupportedModelError,
-    im2col,
-    pool_windows,
-)
 from veil.securecompute.mpc.compare import max_argmax, relu
 from veil.securecompute.mpc.engine import Engine
 from veil.securecompute.mpc.poly import evaluate_piecewise, piecewise
-from veil.securecompute.mpc.trees import compile_forest, evaluate_forest
+from veil.securecompute.mpc.trees import evaluate_forest
 
-__all__ = ["MpcConfig", "compile_model", "evaluate_plan"]
+__all__ = ["MpcConfig", "evaluate_plan", "patches", "windows"]
 
 
 @dataclass(frozen=True)
@@ -66,45 +47,32 @@ class MpcConfig:
             raise ConfigError("deadline_s must be positive", key="mpc.deadline_s")
 
 
-_ACT = {ReLU: "relu", GELU: "gelu", Sigmoid: "sigmoid", Tanh: "tanh", Softmax: "softmax",
-        Argmax: "argmax", Flatten: "flatten"}
+def _gather_index(h: int, w: int, kh: int, kw: int, stride, padding):
+    """Flat indices into the padded (H+2p)(W+2p) image of every patch element: (P, kh·kw)."""
+    (sh, sw), (ph, pw) = stride, padding
+    hp, wp = h + 2 * ph, w + 2 * pw
+    oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    rows = (np.arange(oh) * sh)[:, None, None, None] + np.arange(kh)[None, None, :, None]
+    cols = (np.arange(ow) * sw)[None, :, None, None] + np.arange(kw)[None, None, None, :]
+    return (rows * wp + cols).reshape(oh * ow, kh * kw), (oh, ow)
 
 
-def compile_model(model: Model, cfg: MpcConfig) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """The public plan (JSON-able) and the uint64 tensors to secret-share, in order.
+def patches(x: np.ndarray, kh: int, kw: int, stride, padding) -> tuple[np.ndarray, tuple]:
+    """Convolution patches of ring elements (N, C, H, W) → (N, P, C·kh·kw) by one gather
+    (zero padding is a valid sharing of 0)."""
+    n, c, h, w = x.shape
+    (ph, pw) = padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+    idx, out = _gather_index(h, w, kh, kw, stride, padding)
+    flat = xp.reshape(n, c, -1)[:, :, idx]  # (N, C, P, kk)
+    return flat.transpose(0, 2, 1, 3).reshape(n, idx.shape[0], c * kh * kw), out
 
-    Raises:
-        UnsupportedModelError: a layer the MPC backend cannot evaluate.
-    """
-    f = cfg.frac_bits
-    layers: list[dict[str, Any]] = []
-    tensors: list[np.ndarray] = []
-    for pos, layer in enumerate(model.layers):
-        if isinstance(layer, Linear):
-            layers.append({"kind": "linear", "n": 2})
-            tensors += [encode(layer.weight.T, f), encode(layer.bias, f)]
-        elif isinstance(layer, Conv2d):
-            o, c, kh, kw = layer.weight.shape
-            layers.append({"kind": "conv", "n": 2, "k": [kh, kw], "out": o,
-                           "stride": list(layer.stride), "padding": list(layer.padding)})
-            tensors += [encode(layer.weight.reshape(o, -1).T, f), encode(layer.bias, f)]
-        elif isinstance(layer, AvgPool2d | MaxPool2d):
-            kind = "avgpool" if isinstance(layer, AvgPool2d) else "maxpool"
-            layers.append({"kind": kind, "n": 0, "k": list(layer.kernel),
-                           "stride": list(layer.stride)})
-        elif isinstance(layer, TreeEnsemble):
-            params, ts = compile_forest(layer, f, keyed=pos == 0)
-            layers.append({"kind": "forest", "n": len(ts), **params})
-            tensors += ts
-        elif type(layer) in _ACT:
-            layers.append({"kind": _ACT[type(layer)], "n": 0})
-        else:
-            raise UnsupportedModelError(f"the mpc backend cannot evaluate {type(layer).__name__}")
-    plan = {"version": 1, "input_shape": list(model.input_shape), "layers": layers,
-            "shapes": [list(t.shape) for t in tensors], "frac_bits": f,
-            "compare_bits": cfg.compare_bits, "task": model.task,
-            "input_encoding": "float32-key" if layers[0].get("keyed") else "fixed"}
-    return plan, tensors
+
+def windows(x: np.ndarray, kernel, stride) -> tuple[np.ndarray, tuple]:
+    """Pooling windows (N, C, H, W) → (N, C, OH·OW, kh·kw) by one gather."""
+    n, c, h, w = x.shape
+    idx, out = _gather_index(h, w, kernel[0], kernel[1], stride, (0, 0))
+    return x.reshape(n, c, -1)[:, :, idx], out
 
 
 def _bcast(s: Share, shape: tuple[int, ...]) -> Share:
@@ -119,8 +87,8 @@ def _layer(eng: Engine, spec: dict[str, Any], w: list[Share], x: Share, bits: in
         return eng.add(y, _bcast(w[1], y.shape))
     if kind == "conv":
         kh, kw = spec["k"]
-        ca, (oh, ow) = im2col(x.a, kh, kw, tuple(spec["stride"]), tuple(spec["padding"]))
-        cb, _ = im2col(x.b, kh, kw, tuple(spec["stride"]), tuple(spec["padding"]))
+        ca, (oh, ow) = patches(x.a, kh, kw, tuple(spec["stride"]), tuple(spec["padding"]))
+        cb, _ = patches(x.b, kh, kw, tuple(spec["stride"]), tuple(spec["padding"]))
         y = eng.matmul_trunc(Share(ca, cb), w[0])  # (N, P, O)
         y = eng.add(y, _bcast(w[1], y.shape))
         n = x.shape[0]
@@ -134,13 +102,15 @@ def _layer(eng: Engine, spec: dict[str, Any], w: list[Share], x: Share, bits: in
         return x.reshape(x.shape[0], -1)
     if kind in ("avgpool", "maxpool"):
         k, s = tuple(spec["k"]), tuple(spec["stride"])
-        wa, wb = pool_windows(x.a, k, s), pool_windows(x.b, k, s)
+        (wa, (oh, ow)), (wb, _) = windows(x.a, k, s), windows(x.b, k, s)
+        n, c = x.shape[:2]
         if kind == "avgpool":
-            summed = Share(wa.sum(axis=0, dtype=np.uint64), wb.sum(axis=0, dtype=np.uint64))
+            summed = Share(wa.sum(axis=-1, dtype=np.uint64), wb.sum(axis=-1, dtype=np.uint64))
             inv = int(encode(1.0 / (k[0] * k[1]), f))
-            return eng.trunc(eng.scale(summed, inv))
-        win = Share(np.moveaxis(wa, 0, -1), np.moveaxis(wb, 0, -1))
-        return max_argmax(eng, win, bits)[0][..., 0]
+            y = eng.trunc(eng.scale(summed, inv))
+        else:
+            y = max_argmax(eng, Share(wa, wb), bits)[0][..., 0]
+        return y.reshape(n, c, oh, ow)
     if kind == "argmax":
         _, idx = max_argmax(eng, x, bits, with_index=True)
         return eng.scale(idx, 1 << f)  # class id in fixed point

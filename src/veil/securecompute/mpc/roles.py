@@ -20,7 +20,7 @@ import json
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,12 +28,14 @@ from veil.crypto.fixed import decode, encode, encode_int
 from veil.crypto.prg import SecureRng
 from veil.crypto.replicated import Share, share
 from veil.errors import AbortError, MalformedMessageError, PeerError, ProtocolError
-from veil.models.ir import Model
 from veil.securecompute.mpc.net import CLIENT, PARTY_NAMES
-from veil.securecompute.mpc.program import MpcConfig, compile_model, evaluate_plan
+from veil.securecompute.mpc.program import MpcConfig, evaluate_plan
 from veil.securecompute.mpc.setup import make_engine
 from veil.securecompute.mpc.trees import float32_key
 from veil.transport.channel import Channel
+
+if TYPE_CHECKING:
+    from veil.models.ir import Model
 
 __all__ = ["Client", "serve_party", "PhaseTimes"]
 
@@ -155,6 +157,8 @@ class Client:
 
     def setup(self) -> None:
         """Compile and share the model (once); wait for the parties' key agreement."""
+        from veil.securecompute.mpc.plan import compile_model
+
         t0 = time.perf_counter()
         plan, tensors = compile_model(self.model, self.cfg)
         per_party: list[list[np.ndarray]] = [[], [], []]

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from veil.errors import AbortError, VeilError
-from veil.models.ir import Model
+from veil.errors import AbortError, PeerError
 from veil.securecompute.mpc.net import CLIENT, PARTY_NAMES
 from veil.securecompute.mpc.program import MpcConfig
 from veil.securecompute.mpc.roles import Client, PhaseTimes, serve_party
 from veil.transport.channel import InProcessNetwork
+
+if TYPE_CHECKING:
+    from veil.models.ir import Model
 
 __all__ = ["MpcSession", "InferenceResult", "infer"]
 
@@ -78,7 +80,7 @@ class MpcSession:
     def _guard(self, fn: Any, *args: Any) -> Any:
         try:
             return fn(*args)
-        except VeilError:
+        except (AbortError, PeerError):
             for t in self._threads:
                 t.join(self.cfg.deadline_s)
             for name, e in self._errors.items():

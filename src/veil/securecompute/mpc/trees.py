@@ -20,13 +20,17 @@ Exactly one leaf per tree has indicator 1 and nothing about the path is opened.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from veil.crypto.fixed import encode, encode_int
 from veil.crypto.replicated import Share
-from veil.models.ir import TreeEnsemble
 from veil.securecompute.mpc.compare import bit_to_arith, sign_bit
 from veil.securecompute.mpc.engine import Engine
+
+if TYPE_CHECKING:
+    from veil.models.ir import TreeEnsemble
 
 __all__ = ["compile_forest", "evaluate_forest", "path_tables", "float32_key", "KEY_BITS"]
 
