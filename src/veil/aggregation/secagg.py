@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -25,8 +26,9 @@ from typing import ClassVar
 import numpy as np
 
 from veil.aggregation.base import SumResult
+from veil.crypto.identity import Roster, SiteIdentity
 from veil.crypto.prg import derive_key
-from veil.errors import LocalError
+from veil.errors import ConfigError, LocalError
 from veil.protocols.secagg import (
     SERVER,
     STAGES,
@@ -37,6 +39,7 @@ from veil.protocols.secagg import (
     site_name,
     site_of,
 )
+from veil.protocols.secagg.graph import MODELS, check_malicious, corrupt_bound
 from veil.protocols.secagg.server import SecAggOutput
 from veil.transport.driver import DEFAULT_STAGE_DEADLINE_S, drive
 from veil.transport.driver import Tamper as DriverTamper
@@ -75,6 +78,7 @@ def run_round(
     dropouts: Mapping[int, str] | None = None,
     stage_deadline_s: float | None = None,
     tamper: Tamper | None = None,
+    identities: Mapping[int, SiteIdentity] | None = None,
 ) -> tuple[SecAggOutput, RoundTrace]:
     """Run one SecAgg+ round in process through :func:`veil.transport.driver.drive`.
 
@@ -87,6 +91,8 @@ def run_round(
             dropped (None: the driver's default,
             :data:`~veil.transport.driver.DEFAULT_STAGE_DEADLINE_S`).
         tamper: test hook to alter or drop bytes in transit.
+        identities: each site's signing key (required when ``config.roster`` is set: the
+            malicious-server mode).
 
     Returns:
         The server's output and the trace.
@@ -96,7 +102,11 @@ def run_round(
         ConfigError: unknown stage names in ``dropouts``.
     """
     server = SecAggServer(config)
-    clients = {u: SecAggClient(config, u, functools.partial(inputs, u)) for u in config.site_ids}
+    ids = identities or {}
+    clients = {
+        u: SecAggClient(config, u, functools.partial(inputs, u), ids.get(u))
+        for u in config.site_ids
+    }
 
     hook: DriverTamper | None = None
     if tamper is not None:
@@ -139,7 +149,19 @@ class SecAggSum:
         dropout: expected fraction of sites that drop out (for choosing k).
         corrupt: tolerated fraction of colluding sites (for choosing k).
         stage_deadline_s: per-stage, per-site deadline in the in-process transport.
-        graph_key: secret of the server used to derive each round's public graph seed.
+        graph_key: secret of the server used to derive each round's graph seed in the
+            semi-honest mode (None: a fresh random key per instance, so no graph is known
+            before its round).
+        identities: each site's enrolled signing key (the simulation holds them all);
+            setting them selects the malicious-server mode (signed keys and survivor
+            lists, seed commitments, graph seed from the signed advertisements).
+        session: 32-byte id of the run bound into every signature (None: fresh, random).
+        threat_model: ``"malicious"`` (the default when ``identities`` are given) or
+            ``"semi-honest"``. In the malicious model k and t come from
+            :func:`~veil.protocols.secagg.choose_k` with ``model="malicious"``, and a
+            user-set (k, t) below that bound is refused with
+            :class:`~veil.errors.InsecureParametersError` unless the model is explicitly
+            downgraded to ``"semi-honest"`` (then the identities are not used).
     """
 
     bits: int = 32
@@ -148,31 +170,70 @@ class SecAggSum:
     dropout: float = 0.1
     corrupt: float = 0.05
     stage_deadline_s: float | None = None
-    graph_key: bytes = field(default=b"veil/secagg/graph", repr=False)
+    graph_key: bytes | None = field(default=None, repr=False)
+    identities: Mapping[int, SiteIdentity] | None = field(
+        default=None, repr=False, compare=False
+    )
+    session: bytes | None = field(default=None, repr=False)
+    threat_model: str | None = None
     name: str = "secagg"
     #: protocol stages at which the simulation may drop a site (derived from the table)
     stages: ClassVar[tuple[str, ...]] = STAGES
     #: old name of :attr:`stages`, read by ``federation.runtime`` until it moves to ``stages``
     dropout_stages: ClassVar[tuple[str, ...]] = STAGES
 
+    def __post_init__(self) -> None:
+        model = self.threat_model
+        if model is None:
+            model = "malicious" if self.identities is not None else "semi-honest"
+        if model not in MODELS:
+            raise ConfigError(f"threat_model must be one of {MODELS}, got {model!r}")
+        if model == "malicious" and self.identities is None:
+            raise ConfigError(
+                "the malicious-server model needs enrolled site identities (identities=...)"
+            )
+        object.__setattr__(self, "threat_model", model)
+        if self.graph_key is None:
+            object.__setattr__(self, "graph_key", secrets.token_bytes(32))
+        if self.session is None:
+            object.__setattr__(self, "session", secrets.token_bytes(32))
+        roster = None
+        if model == "malicious" and self.identities is not None:
+            roster = Roster.of("secagg", self.identities.values())
+        object.__setattr__(self, "_roster", roster)
+
+    @property
+    def malicious(self) -> bool:
+        """Whether rounds run the malicious-server mode."""
+        return self.threat_model == "malicious"
+
     def config(self, site_ids: np.ndarray, dim: int, round: int) -> SecAggConfig:
         """The public parameters of one round for this cohort.
 
         Raises:
-            ConfigError, InsecureParametersError: on impossible or unsafe parameters.
+            ConfigError, InsecureParametersError: on impossible or unsafe parameters (in
+                the malicious model: a user-set (k, t) below its bound).
         """
         ids = tuple(int(i) for i in site_ids)
         n = len(ids)
+        model = str(self.threat_model)
         if self.k is None:
-            gp = choose_k(n, self.dropout, self.corrupt)
+            gp = choose_k(n, self.dropout, self.corrupt, model=model)
             k, t = gp.k, gp.t
         else:
             k = min(int(self.k), n - 1)
             t = k // 2 + 1
+            if self.malicious:
+                t = (k + corrupt_bound(n, k, self.corrupt)) // 2 + 1
         if self.threshold is not None:
             t = int(self.threshold)
-        seed = derive_key(self.graph_key, f"veil/secagg/graph/{round}")
-        return SecAggConfig(round, ids, dim, self.bits, k, t, seed)
+        if self.malicious:
+            check_malicious(n, k, t, self.corrupt)
+        key = self.graph_key or b""
+        seed = derive_key(key, f"veil/secagg/graph/{round}")
+        roster = getattr(self, "_roster", None)
+        session = self.session or b""
+        return SecAggConfig(round, ids, dim, self.bits, k, t, seed, roster, session)
 
     def aggregate(
         self,
@@ -195,10 +256,13 @@ class SecAggSum:
         cfg = self.config(np.asarray(site_ids), encoded.shape[1], round)
         row = {int(u): i for i, u in enumerate(site_ids)}
         out, trace = run_round(
-            cfg, lambda u: encoded[row[u]], dropouts, self.stage_deadline_s
+            cfg, lambda u: encoded[row[u]], dropouts, self.stage_deadline_s,
+            identities=self.identities if self.malicious else None,
         )
         meas = {f"server_time_{s}_s": v for s, v in trace.server_time_s.items()}
         meas.update({"k": float(cfg.k), "threshold": float(cfg.threshold)})
+        meas["malicious_server_model"] = float(self.malicious)
+        meas["blamed_sites"] = float(len(out.blamed))
         meas.update({f"count_{s}": float(c) for s, c in out.stage_counts.items()})
         meas["refused_messages"] = float(len(trace.errors))
         # Deployment model: sites compute in parallel, so a stage costs its slowest site

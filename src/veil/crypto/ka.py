@@ -72,6 +72,15 @@ class KeyPair:
         except ValueError as exc:  # low-order point → all-zero secret
             raise IntegrityError("peer public key is invalid (low-order point)") from exc
 
+    def accepts(self, peer_public: bytes) -> bool:
+        """Whether ``peer_public`` is a usable X25519 public key (32 bytes, not a low-order
+        point): a key agreement with it does not give the all-zero secret."""
+        try:
+            self.exchange(peer_public)
+        except (MalformedMessageError, IntegrityError):
+            return False
+        return True
+
     def __repr__(self) -> str:
         return f"KeyPair(public={self.public[:4].hex()}…)"
 

@@ -9,13 +9,15 @@ Pure functions; the polynomial coefficients come from :mod:`secrets`.
 
 from __future__ import annotations
 
+import random
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from veil.errors import AbortError, LocalError, MalformedMessageError
 
 __all__ = [
-    "PRIME", "SHARE_BYTES", "split", "combine", "encode_y", "decode_y", "lagrange_at_zero"
+    "PRIME", "SHARE_BYTES", "split", "combine", "combine_verified", "interpolate_at",
+    "encode_y", "decode_y", "lagrange_at_zero",
 ]
 
 PRIME = (1 << 256) + 297
@@ -153,3 +155,71 @@ def combine(
     if s >= 1 << (8 * length):
         raise MalformedMessageError("shares are inconsistent (secret out of range)")
     return s.to_bytes(length, "little")
+
+
+def interpolate_at(shares: Sequence[tuple[int, int]], x: int, prime: int = PRIME) -> int:
+    """f(x) for the polynomial of degree < len(shares) through ``shares`` (Lagrange).
+
+    Raises:
+        MalformedMessageError: on repeated points.
+    """
+    total = 0
+    for i, (xi, yi) in enumerate(shares):
+        num, den = 1, 1
+        for j, (xj, _) in enumerate(shares):
+            if i != j:
+                num = num * (x - xj) % prime
+                den = den * (xi - xj) % prime
+        if den == 0:
+            raise MalformedMessageError("repeated share points")
+        total += yi * num * pow(den, -1, prime)
+    return total % prime
+
+
+def combine_verified(
+    shares: Sequence[tuple[int, int]],
+    threshold: int,
+    check: Callable[[bytes], bool],
+    length: int = 32,
+    prime: int = PRIME,
+    tries: int = 200,
+) -> tuple[bytes, list[int]]:
+    """Rebuild a secret that ``check`` accepts from shares of which some may be wrong.
+
+    The first ``threshold`` shares are tried first (the honest case costs one
+    reconstruction). If ``check`` refuses the result, random ``threshold``-subsets are
+    tried (subset choice is public, so a seeded generator is fine) until one passes; every
+    share that does not lie on the accepted polynomial is then reported as wrong. With
+    ``w`` wrong shares among ``m``, one subset is all-correct with probability
+    C(m−w, t)/C(m, t).
+
+    Returns:
+        ``(secret, xs of the wrong shares)``.
+
+    Raises:
+        AbortError: fewer than ``threshold`` shares, or no subset within ``tries`` passes.
+    """
+    shares = list(shares)
+    if len(shares) < threshold:
+        raise AbortError(f"need {threshold} shares to reconstruct, got {len(shares)}")
+
+    def attempt(use: Sequence[tuple[int, int]]) -> bytes | None:
+        try:
+            secret = combine(use, threshold, length, prime)
+        except MalformedMessageError:
+            return None
+        return secret if check(secret) else None
+
+    secret = attempt(shares[:threshold])
+    if secret is not None:
+        return secret, []
+    gen = random.Random(len(shares) * 7919 + threshold)
+    for _ in range(tries):
+        use = gen.sample(shares, threshold)
+        secret = attempt(use)
+        if secret is not None:
+            wrong = [x for x, y in shares if interpolate_at(use, x, prime) != y]
+            return secret, wrong
+    raise AbortError(
+        f"no {threshold} of the {len(shares)} shares rebuild a secret that passes its check"
+    )

@@ -30,9 +30,11 @@ import numpy as np
 
 from veil.crypto import aead, ring, shamir
 from veil.crypto.ka import KeyPair
+from veil.crypto.identity import SiteIdentity, verify
 from veil.crypto.prg import derive_key, derive_keys
-from veil.errors import AbortError, LocalError, ProtocolError
+from veil.errors import AbortError, IntegrityError, LocalError, ProtocolError
 from veil.protocols.secagg import messages as m
+from veil.protocols.secagg import signing as sg
 from veil.protocols.machine import Machine
 from veil.protocols.secagg.config import SERVER, SERVER_ID, SecAggConfig, site_name
 from veil.protocols.secagg.transitions import TABLE, Role
@@ -94,25 +96,43 @@ class SecAggClient(Machine):
             or a zero-argument callable returning it when step 3 needs it (keeps memory
             low when many sites are simulated in one process).
 
+        identity: the site's enrolled signing key (required in the malicious-server mode,
+            when ``config.roster`` is set).
+
     Raises:
-        LocalError: if the site is not in the cohort or the input has the wrong shape.
+        LocalError: if the site is not in the cohort, the input has the wrong shape, or the
+            identity is not the one the roster enrols.
     """
 
     table = TABLE
     role = Role.CLIENT
 
     def __init__(
-        self, config: SecAggConfig, site_id: int, value: np.ndarray | Callable[[], np.ndarray]
+        self,
+        config: SecAggConfig,
+        site_id: int,
+        value: np.ndarray | Callable[[], np.ndarray],
+        identity: SiteIdentity | None = None,
     ) -> None:
         if site_id not in config.site_ids:
             raise LocalError(f"site {site_id} is not in this round's cohort")
         if not callable(value):
             self._check_input(value, config.dim)
+        if identity is not None and (
+            identity.site_id != site_id
+            or config.roster is None
+            or config.roster.keys.get(int(site_id)) != identity.public
+        ):
+            raise LocalError(f"identity of site {site_id} is not the one the roster enrols")
         super().__init__(site_name(site_id))
+        self._identity = identity
+        self._digest = b""
+        #: graph seed of this round as this site derived it (malicious mode) or was given
+        self.graph_seed = config.graph_seed
         self.config = config
         self.site_id = int(site_id)
         self._value = value
-        self._nbrs = config.neighbours_of(self.site_id)
+        self._nbrs = frozenset() if config.malicious else config.neighbours_of(self.site_id)
         self._enc: KeyPair | None = None
         self._mask: KeyPair | None = None
         self._seed = b""
@@ -164,17 +184,55 @@ class SecAggClient(Machine):
             raise LocalError("keys used before step 1")
         return self._enc, self._mask
 
+    def _sign(self, statement: bytes) -> bytes:
+        if self._identity is None:
+            raise LocalError("a malicious-server round needs this site's identity")
+        return self._identity.sign(statement)
+
     def _on_start(self) -> None:
+        cfg, me = self.config, self.site_id
         self._enc, self._mask = KeyPair.generate(), KeyPair.generate()
         self._seed = secrets.token_bytes(32)
+        commit = sig = b""
+        if cfg.malicious:
+            commit = sg.seed_commitment(cfg.session, cfg.round, me, self._seed)
+            stmt = sg.advert_statement(
+                cfg.session, cfg.round, me, self._enc.public, self._mask.public, commit
+            )
+            sig = self._sign(stmt)
+            self._digest = sg.advert_digest(stmt, sig)
         self._send(SERVER, m.AdvertiseKeys(
-            self.config.round, self.site_id, self._enc.public, self._mask.public
+            cfg.round, me, self._enc.public, self._mask.public, commit, sig
         ).to_bytes())
+
+    def _check_adverts(self, msg: m.KeyBroadcast) -> None:
+        """Malicious-server mode: derive the graph from the committed advertisements and
+        check every neighbour's advertisement against its enrolled key and its digest."""
+        cfg, me = self.config, self.site_id
+        digests = dict(msg.digests)
+        if digests.get(me) != self._digest:
+            raise IntegrityError(
+                "this site's advertisement is not among the committed ones", peer=SERVER
+            )
+        self.graph_seed = cfg.joint_graph_seed(msg.digests)
+        self._nbrs = cfg.graph(self.graph_seed)[me]
+        roster = cfg.roster
+        if roster is None:  # pragma: no cover - malicious implies a roster
+            raise LocalError("no roster")
+        for v, c, s, commit, sig in msg.keys:
+            if v == me:
+                continue
+            stmt = sg.advert_statement(cfg.session, cfg.round, v, c, s, commit)
+            verify(roster.key_of(v), stmt, sig, who=v)  # key substitution, Sybil, replay
+            if digests.get(v) != sg.advert_digest(stmt, sig):
+                raise IntegrityError("advertisement differs from the committed one", peer=v)
 
     def _on_keys(self, msg: m.KeyBroadcast) -> None:
         cfg, me = self.config, self.site_id
         enc, mask = self._keypairs()
-        keys = {i: (c, s) for i, c, s in msg.keys}
+        if cfg.malicious:
+            self._check_adverts(msg)
+        keys = {i: (c, s) for i, c, s, _, _ in msg.keys}
         if keys.get(me) != (enc.public, mask.public):
             raise ProtocolError("key list does not carry this site's own keys", peer="server")
         peers = set(keys) - {me}
@@ -195,7 +253,7 @@ class SecAggClient(Machine):
         s_sh = shamir.split(mask.private_bytes(), cfg.threshold, xs)
         cts = []
         for v, (_, yb), (_, ys) in zip(order, b_sh, s_sh):
-            self._chan[v] = _channel_keys(enc, keys[v][0], cfg.round)
+            self._chan[v] = _channel_keys(enc, keys[v][0], cfg.round)  # IntegrityError: low order
             plain = (
                 me.to_bytes(4, "little") + v.to_bytes(4, "little")
                 + shamir.encode_y(yb) + shamir.encode_y(ys)
@@ -204,35 +262,50 @@ class SecAggClient(Machine):
             cts.append((v, aead.seal(self._chan[v][0], plain, ad)))
         self._send(SERVER, m.ShareKeys(cfg.round, me, tuple(cts)).to_bytes())
 
+    def _open_share(self, u: int, ct: bytes) -> tuple[bytes, bytes]:
+        cfg, me = self.config, self.site_id
+        plain = aead.open_sealed(
+            self._chan[u][0], ct, aead.bind("veil/secagg/v1/share", cfg.round, u, me)
+        )
+        if plain[:4] != u.to_bytes(4, "little") or plain[4:8] != me.to_bytes(4, "little"):
+            raise ProtocolError("share addressed to another pair", peer=u)
+        return plain[8 : 8 + shamir.SHARE_BYTES], plain[8 + shamir.SHARE_BYTES :]
+
     def _on_relay(self, msg: m.ShareRelay) -> None:
         cfg, me = self.config, self.site_id
         _, mask = self._keypairs()
+        relayed, bad = [], []
         for u, ct in msg.cts:
             if u not in self._chan:
                 raise ProtocolError(
                     f"ciphertext from site {u}, not a keyed neighbour", peer="server"
                 )
-            plain = aead.open_sealed(
-                self._chan[u][0], ct, aead.bind("veil/secagg/v1/share", cfg.round, u, me)
-            )
-            if plain[:4] != u.to_bytes(4, "little") or plain[4:8] != me.to_bytes(4, "little"):
-                raise ProtocolError("share addressed to another pair", peer=u)
-            self._held[u] = (plain[8 : 8 + shamir.SHARE_BYTES], plain[8 + shamir.SHARE_BYTES :])
-        if len(self._held) < cfg.threshold:
+            relayed.append(u)
+            try:
+                self._held[u] = self._open_share(u, ct)
+            except (IntegrityError, ProtocolError):
+                if not cfg.malicious:
+                    raise
+                bad.append(u)  # malicious mode: hold nothing of u, name it, keep going
+        if len(relayed) < cfg.threshold:
             raise AbortError(
-                f"stage masked: site {me} received shares from {len(self._held)} neighbours, "
+                f"stage masked: site {me} received shares from {len(relayed)} neighbours, "
                 f"threshold {cfg.threshold}"
             )
+        # no pairwise mask with a neighbour whose shares did not open: the server takes
+        # that neighbour out of the sum (malicious mode)
         seeds = [(self._seed, 1)] + [
             (mask_seed(mask, self._peer_keys[u][1], cfg.round), 1 if me < u else -1)
-            for u in sorted(self._held)
+            for u in sorted(set(relayed) - set(bad))
         ]
         raw = self._value() if callable(self._value) else self._value
         # a fresh array in the ring's word (uint32 for b ≤ 32); pack reduces to b bits
         y = self._check_input(raw, cfg.dim).astype(ring.ring_dtype(cfg.bits))
         self._value = np.zeros(0, dtype=np.uint64)
         self.words_expanded += add_masks(y, seeds)
-        self._send(SERVER, m.MaskedInput(cfg.round, me, ring.pack(y, cfg.bits)).to_bytes())
+        self._send(SERVER, m.MaskedInput(
+            cfg.round, me, ring.pack(y, cfg.bits), tuple(sorted(bad))
+        ).to_bytes())
 
     def _on_survivors(self, msg: m.SurvivorList) -> None:
         cfg, me = self.config, self.site_id
@@ -248,9 +321,33 @@ class SecAggClient(Machine):
                 f"stage consistency: {len(u3)} survivors, threshold {cfg.threshold}"
             )
         self._survivors = u3
+        if cfg.malicious:
+            sig = self._sign(sg.survivors_statement(cfg.session, cfg.round, u3))
+            self._send(SERVER, m.ConsistencyAck(cfg.round, me, ((me, sig),)).to_bytes())
+            return
         digest = survivor_digest(cfg.round, msg.survivors)
         tags = tuple((v, aead.mac(self._chan[v][1], digest)) for v in sorted(u3 & set(self._held)))
         self._send(SERVER, m.ConsistencyAck(cfg.round, me, tags).to_bytes())
+
+    def _check_signed_lists(self, msg: m.UnmaskRequest) -> None:
+        """Malicious-server mode: valid signatures on *this site's* list from ≥ t distinct
+        neighbours, or nothing is revealed."""
+        cfg, me, u3 = self.config, self.site_id, self._survivors
+        roster = cfg.roster
+        if roster is None:  # pragma: no cover - malicious implies a roster
+            raise LocalError("no roster")
+        stmt = sg.survivors_statement(cfg.session, cfg.round, u3)
+        signers = set()
+        for v, sig in msg.tags:
+            if v not in self._nbrs or v not in u3:
+                raise ProtocolError(f"survivor-list signature from non-neighbour {v}", peer=SERVER)
+            verify(roster.key_of(v), stmt, sig, who=v)  # IntegrityError: another list
+            signers.add(v)
+        if len(signers) < cfg.threshold:
+            raise ProtocolError(
+                f"only {len(signers)} neighbours signed this site's survivor list, "
+                f"{cfg.threshold} required; nothing revealed", peer=SERVER,
+            )
 
     def _on_unmask(self, msg: m.UnmaskRequest) -> None:
         cfg, me, u3 = self.config, self.site_id, self._survivors
@@ -265,11 +362,14 @@ class SecAggClient(Machine):
             raise ProtocolError(
                 "unmask request is inconsistent with the survivor list; refused", peer="server"
             )
-        digest = survivor_digest(cfg.round, sorted(u3))
-        for u, tag in msg.tags:
-            if u not in u3 or u not in held:
-                raise ProtocolError(f"consistency tag from unexpected site {u}", peer="server")
-            aead.check_mac(self._chan[u][1], digest, tag)  # IntegrityError: lists differ
+        if cfg.malicious:
+            self._check_signed_lists(msg)
+        else:
+            digest = survivor_digest(cfg.round, sorted(u3))
+            for u, tag in msg.tags:
+                if u not in u3 or u not in held:
+                    raise ProtocolError(f"consistency tag from unexpected site {u}", peer="server")
+                aead.check_mac(self._chan[u][1], digest, tag)  # IntegrityError: lists differ
         shares = sorted(
             [(u, m.SELF_SEED, self._held[u][0]) for u in seed_of]
             + [(u, m.MASK_KEY, self._held[u][1]) for u in key_of]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
+from veil.crypto.identity import Roster, sha256
 from veil.errors import ConfigError, InsecureParametersError, ProtocolError
 from veil.protocols.secagg.graph import neighbours, neighbours_of, ring_order
 
@@ -43,7 +45,13 @@ class SecAggConfig:
         bits: ring width b (inputs and sums live in Z_{2^b}).
         k: neighbours per site (≥ n − 1: classic SecAgg with the complete graph).
         threshold: t shares needed to rebuild a secret; must exceed k/2.
-        graph_seed: public 32-byte seed of the neighbour graph for this round.
+        graph_seed: public 32-byte seed of the neighbour graph for this round (semi-honest
+            mode only; in the malicious-server mode the seed is derived from the signed key
+            advertisements, :meth:`joint_graph_seed`).
+        roster: the enrolled sites' Ed25519 keys; setting it selects the malicious-server
+            mode (signed advertisements and survivor lists, seed commitments, joint graph).
+        session: 32-byte id of the run (bound into every signature with the round); must
+            be fresh per run so that nothing signed in one run can be replayed in another.
     """
 
     round: int
@@ -53,6 +61,8 @@ class SecAggConfig:
     k: int
     threshold: int
     graph_seed: bytes = field(default=b"\x00" * 32, repr=False)
+    roster: Roster | None = field(default=None, repr=False, hash=False)
+    session: bytes = field(default=b"\x00" * 32, repr=False)
 
     def __post_init__(self) -> None:
         ids = tuple(sorted(int(i) for i in self.site_ids))
@@ -68,6 +78,12 @@ class SecAggConfig:
             raise ConfigError("bits must be in 1..64")
         if len(self.graph_seed) != 32:
             raise ConfigError("graph_seed must be 32 bytes")
+        if len(self.session) != 32:
+            raise ConfigError("session must be 32 bytes")
+        if self.roster is not None:
+            missing = [u for u in ids if u not in self.roster]
+            if missing:
+                raise ConfigError(f"sites {missing[:5]} are not enrolled in the roster")
         k = min(int(self.k), n - 1)
         object.__setattr__(self, "k", k)
         if k < n - 1 and (k < 2 or k % 2):
@@ -82,6 +98,11 @@ class SecAggConfig:
     def n(self) -> int:
         """Cohort size."""
         return len(self.site_ids)
+
+    @property
+    def malicious(self) -> bool:
+        """Whether this round runs the malicious-server mode (a roster is pinned)."""
+        return self.roster is not None
 
     @property
     def complete(self) -> bool:
@@ -104,6 +125,23 @@ class SecAggConfig:
             raise ConfigError(f"site {site} is not in this round's cohort")
         return neighbours_of(ring, pos[site], self.k)
 
-    def graph(self) -> dict[int, frozenset[int]]:
-        """Neighbours of every site."""
-        return neighbours(self.site_ids, self.k, self.graph_seed)
+    def graph(self, seed: bytes | None = None) -> dict[int, frozenset[int]]:
+        """Neighbours of every site (for ``seed``, default :attr:`graph_seed`)."""
+        return _graph(self.site_ids, self.k, self.graph_seed if seed is None else seed)
+
+    def joint_graph_seed(self, digests: Sequence[tuple[int, bytes]]) -> bytes:
+        """The graph seed of a malicious-mode round: a hash of the session, the round and
+        the digests of every signed key advertisement the server accepted (sorted by site).
+
+        The seed exists only once every key is committed, so nobody can know a round's graph
+        before its keys are fixed; see docs/secure-aggregation.md for the grinding bound.
+        """
+        return sha256(
+            b"veil/secagg/v2/graph", self.session, self.round.to_bytes(4, "little"),
+            *(u.to_bytes(4, "little") + d for u, d in digests),
+        )
+
+
+@lru_cache(maxsize=8)
+def _graph(ids: tuple[int, ...], k: int, seed: bytes) -> dict[int, frozenset[int]]:
+    return neighbours(ids, k, seed)

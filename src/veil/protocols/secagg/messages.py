@@ -23,6 +23,8 @@ __all__ = [
     "VERSION",
     "CT_BYTES",
     "TAG_BYTES",
+    "SIG_BYTES",
+    "DIGEST_BYTES",
     "SELF_SEED",
     "MASK_KEY",
     "Message",
@@ -38,11 +40,13 @@ __all__ = [
     "decode",
 ]
 
-VERSION = 1
+VERSION = 2
 _HEADER = struct.Struct("<2sBBII")
 _MAGIC = b"VS"
 PK = 32
 TAG_BYTES = 32
+SIG_BYTES = 64  #: an Ed25519 signature (malicious-server mode)
+DIGEST_BYTES = 32  #: SHA-256 digest of a signed advertisement
 #: plaintext of an encrypted share: sender u32, receiver u32, two Shamir values
 SHARE_PLAINTEXT = 8 + 2 * shamir.SHARE_BYTES
 CT_BYTES = SHARE_PLAINTEXT + aead.overhead()
@@ -122,30 +126,43 @@ class Message:
 
 @dataclass(frozen=True, repr=False)
 class AdvertiseKeys(Message):
-    """Step 1, site → server: the site's two X25519 public keys."""
+    """Step 1, site → server: the site's two X25519 public keys; in the malicious-server
+    mode also its commitment to its self-mask seed and its Ed25519 signature over
+    (session, round, site, keys, commitment). Empty ``commit``/``sig`` otherwise."""
 
     TYPE: ClassVar[int] = 1
     enc_pk: bytes
     mask_pk: bytes
+    commit: bytes = b""
+    sig: bytes = b""
 
     def body(self) -> bytes:
-        return self.enc_pk + self.mask_pk
+        return self.enc_pk + self.mask_pk + self.commit + self.sig
 
     @classmethod
     def parse(cls, r: _Reader, rnd: int, sender: int, cfg: SecAggConfig) -> AdvertiseKeys:
-        return cls(rnd, sender, r.take(PK), r.take(PK))
+        enc, mask = r.take(PK), r.take(PK)
+        if cfg.malicious:
+            return cls(rnd, sender, enc, mask, r.take(DIGEST_BYTES), r.take(SIG_BYTES))
+        return cls(rnd, sender, enc, mask)
 
 
 @dataclass(frozen=True, repr=False)
 class KeyBroadcast(Message):
-    """Step 1, server → site: public keys of the site and its neighbours that advertised."""
+    """Step 1, server → site: the advertisements of the site and its neighbours that
+    advertised ``(id, enc_pk, mask_pk, commit, sig)`` (commit/sig empty in the semi-honest
+    mode), and in the malicious-server mode the digests ``(id, digest)`` of every
+    advertisement the server accepted, from which each site derives the graph seed."""
 
     TYPE: ClassVar[int] = 2
-    keys: tuple[tuple[int, bytes, bytes], ...]
+    keys: tuple[tuple[int, bytes, bytes, bytes, bytes], ...]
+    digests: tuple[tuple[int, bytes], ...] = ()
 
     def body(self) -> bytes:
-        return struct.pack("<I", len(self.keys)) + b"".join(
-            struct.pack("<I", i) + c + s for i, c, s in self.keys
+        return (
+            struct.pack("<I", len(self.keys))
+            + b"".join(struct.pack("<I", i) + c + s + cm + sg for i, c, s, cm, sg in self.keys)
+            + _tag_bytes(self.digests)
         )
 
     def _summary(self) -> str:
@@ -153,9 +170,16 @@ class KeyBroadcast(Message):
 
     @classmethod
     def parse(cls, r: _Reader, rnd: int, sender: int, cfg: SecAggConfig) -> KeyBroadcast:
-        keys = tuple((r.u32(), r.take(PK), r.take(PK)) for _ in range(r.count(cfg.n)))
+        extra = (DIGEST_BYTES, SIG_BYTES) if cfg.malicious else (0, 0)
+        keys = tuple(
+            (r.u32(), r.take(PK), r.take(PK), r.take(extra[0]), r.take(extra[1]))
+            for _ in range(r.count(cfg.n))
+        )
         _check_increasing([k[0] for k in keys])
-        return cls(rnd, sender, keys)
+        digests = _tags(r, cfg.n, DIGEST_BYTES)
+        if digests and not cfg.malicious:
+            raise MalformedMessageError("advertisement digests in a semi-honest round")
+        return cls(rnd, sender, keys, digests)
 
 
 @dataclass(frozen=True, repr=False)
@@ -195,20 +219,24 @@ class ShareRelay(_Cts):
 
 @dataclass(frozen=True, repr=False)
 class MaskedInput(Message):
-    """Step 3, site → server: the masked vector packed on b bits per element."""
+    """Step 3, site → server: the masked vector packed on b bits per element, and the
+    neighbours whose share ciphertexts did not open (malicious-server mode: the site holds
+    no shares of them and names them)."""
 
     TYPE: ClassVar[int] = 5
     payload: bytes
+    bad: tuple[int, ...] = ()
 
     def body(self) -> bytes:
-        return self.payload
+        return _ids(self.bad) + self.payload
 
     def _summary(self) -> str:
         return f"{len(self.payload)} bytes"
 
     @classmethod
     def parse(cls, r: _Reader, rnd: int, sender: int, cfg: SecAggConfig) -> MaskedInput:
-        return cls(rnd, sender, r.take(ring.packed_size(cfg.dim, cfg.bits)))
+        bad = r.ids(cfg.n)
+        return cls(rnd, sender, r.take(ring.packed_size(cfg.dim, cfg.bits)), bad)
 
 
 @dataclass(frozen=True, repr=False)
@@ -229,8 +257,8 @@ class SurvivorList(Message):
         return cls(rnd, sender, r.ids(cfg.n))
 
 
-def _tags(r: _Reader, limit: int) -> tuple[tuple[int, bytes], ...]:
-    tags = tuple((r.u32(), r.take(TAG_BYTES)) for _ in range(r.count(limit)))
+def _tags(r: _Reader, limit: int, size: int = TAG_BYTES) -> tuple[tuple[int, bytes], ...]:
+    tags = tuple((r.u32(), r.take(size)) for _ in range(r.count(limit)))
     _check_increasing([t[0] for t in tags])
     return tags
 
@@ -241,7 +269,9 @@ def _tag_bytes(tags: Sequence[tuple[int, bytes]]) -> bytes:
 
 @dataclass(frozen=True, repr=False)
 class ConsistencyAck(Message):
-    """Step 4, site → server: a MAC of the survivor list for each surviving neighbour."""
+    """Step 4, site → server: a MAC of the survivor list for each surviving neighbour
+    (semi-honest mode), or the site's one Ed25519 signature of the list, as the single
+    entry ``(site, signature)`` (malicious-server mode)."""
 
     TYPE: ClassVar[int] = 7
     tags: tuple[tuple[int, bytes], ...]
@@ -254,13 +284,17 @@ class ConsistencyAck(Message):
 
     @classmethod
     def parse(cls, r: _Reader, rnd: int, sender: int, cfg: SecAggConfig) -> ConsistencyAck:
-        return cls(rnd, sender, _tags(r, cfg.n))
+        tags = _tags(r, cfg.n, SIG_BYTES if cfg.malicious else TAG_BYTES)
+        if cfg.malicious and (len(tags) != 1 or tags[0][0] != sender):
+            raise MalformedMessageError("a consistency signature is one entry from its signer")
+        return cls(rnd, sender, tags)
 
 
 @dataclass(frozen=True, repr=False)
 class UnmaskRequest(Message):
     """Step 5, server → site: whose self-seed shares and whose key shares to reveal, and
-    the neighbours' consistency tags addressed to the site."""
+    the neighbours' consistency tags addressed to the site (semi-honest mode) or the
+    neighbours' signatures of their survivor lists (malicious-server mode)."""
 
     TYPE: ClassVar[int] = 8
     seed_of: tuple[int, ...]
@@ -275,7 +309,8 @@ class UnmaskRequest(Message):
 
     @classmethod
     def parse(cls, r: _Reader, rnd: int, sender: int, cfg: SecAggConfig) -> UnmaskRequest:
-        return cls(rnd, sender, r.ids(cfg.n), r.ids(cfg.n), _tags(r, cfg.n))
+        size = SIG_BYTES if cfg.malicious else TAG_BYTES
+        return cls(rnd, sender, r.ids(cfg.n), r.ids(cfg.n), _tags(r, cfg.n, size))
 
 
 @dataclass(frozen=True, repr=False)
@@ -316,8 +351,10 @@ _TYPES: dict[int, type[Message]] = {
 
 def max_message_bytes(cfg: SecAggConfig) -> int:
     """Largest well-formed message in this round (anything longer is refused unread)."""
-    entry = max(4 + 2 * PK, 4 + CT_BYTES, 4 + TAG_BYTES, 5 + shamir.SHARE_BYTES)
-    return _HEADER.size + 12 + cfg.n * (entry + 8) + ring.packed_size(cfg.dim, cfg.bits)
+    entry = max(4 + 2 * PK + DIGEST_BYTES + SIG_BYTES, 4 + CT_BYTES, 4 + SIG_BYTES,
+                5 + shamir.SHARE_BYTES)
+    return (_HEADER.size + 16 + cfg.n * (entry + 4 + DIGEST_BYTES + 8)
+            + ring.packed_size(cfg.dim, cfg.bits))
 
 
 def decode(data: bytes, cfg: SecAggConfig) -> Message:
