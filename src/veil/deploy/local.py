@@ -24,6 +24,7 @@ from veil.deploy.processes import (
     Proc,
     flwr_run,
     free_port,
+    run_log,
     start_superlink,
     start_supernode,
     write_app,
@@ -45,7 +46,7 @@ def read_result(out_dir: str | os.PathLike[str], status: str) -> dict[str, Any]:
     final = record.get("final", {})
     if status != "finished:completed" or final.get("status") != "completed":
         aborted = [r["aborted"] for r in record.get("rounds", []) if "aborted" in r]
-        why = aborted[0] if aborted else "see the SuperLink log"
+        why = aborted[0] if aborted else f"see {Path(out_dir) / 'serverapp.log'}"
         raise AbortError(f"deployed run ended {status or 'unknown'}: {why}")
     return record
 
@@ -135,10 +136,13 @@ class LocalDeployment:
             "train-timeout": float(train_timeout_s or 0.0),
             "min-nodes": len(self.supernodes),
         }
-        _, status = flwr_run(self.workdir / "superlink", self.app, rc, timeout_s)
+        run_id, status = flwr_run(self.workdir / "superlink", self.app, rc, timeout_s)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "serverapp.log").write_text(run_log(self.workdir / "superlink", run_id))
         if check:
             return status, read_result(out_dir, status)
-        path = Path(out_dir) / "record.json"
+        path = out / "record.json"
         return status, json.loads(path.read_text()) if path.exists() else {}
 
     def kill_site(self, i: int) -> None:

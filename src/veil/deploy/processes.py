@@ -44,6 +44,7 @@ __all__ = [
     "write_app",
     "write_connection",
     "flwr_run",
+    "run_log",
     "node_config_arg",
 ]
 
@@ -71,6 +72,10 @@ def flower_env(
         FLWR_TELEMETRY_ENABLED="0",
         FLWR_DISABLE_UPDATE_CHECK="1",
         PYTHONUNBUFFERED="1",
+        # executors look for new tasks every second by default; a stage exchange waits
+        # for that on every message
+        FLWR_SUPEREXEC_TASK_POLL_INTERVAL="0.1",
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     )
     env.update(extra or {})
     return env
@@ -110,12 +115,15 @@ class Proc:
             return ""
 
     def kill(self) -> None:
-        """SIGKILL its process group at once (a crash, as in the dropout tests)."""
-        _signal_group(self.pid, signal.SIGKILL)
+        """SIGKILL it and its descendants at once (a crash, as in the dropout tests)."""
+        for pid in [self.pid, *descendants(self.pid)]:
+            _signal_group(pid, signal.SIGKILL)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM the process group, SIGKILL whatever is left after ``timeout_s``; also
-        the site agent this SuperNode started (its PID file), by PID."""
+        its descendants that left the group (Flower detaches its executors) and the site
+        agent this SuperNode started (its PID file), all by PID."""
+        self.extra_pids.extend(descendants(self.pid))
         _signal_group(self.pid, signal.SIGTERM)
         try:
             self.popen.wait(timeout=timeout_s)
@@ -134,6 +142,24 @@ class Proc:
                 pass
         for pid in pids:
             _signal_group(pid, signal.SIGKILL)
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of the live descendants of ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -246,21 +272,46 @@ def start_supernode(
     return proc
 
 
-def write_app(app_dir: str | os.PathLike[str]) -> Path:
-    """Write the Flower app bundle source: a ``pyproject.toml`` naming veil's ServerApp and
-    ClientApp, no dependencies (nothing gets installed), and the run-config keys
-    :func:`veil.deploy.server.serve` reads."""
+VEIL_RUN_CONFIG = {
+    "veil-config": "", "out-dir": "", "stage-timeout": 30.0, "train-timeout": 0.0,
+    "nodes-timeout": 120.0, "min-nodes": 0,
+}
+
+
+def write_app(
+    app_dir: str | os.PathLike[str],
+    name: str = APP_NAME,
+    modules: Mapping[str, str] | None = None,
+    components: tuple[str, str] = ("veil_app:server", "veil_app:client"),
+    run_config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a Flower app bundle source: ``pyproject.toml`` with no dependencies (nothing
+    gets installed) and the given modules.
+
+    The default is veil's app: one module re-exporting :mod:`veil.deploy.apps` and the
+    run-config keys :func:`veil.deploy.server.serve` reads. ``veil bench deploy`` also
+    writes Flower's own SecAgg+ app this way.
+
+    Args:
+        app_dir: where the files go.
+        name: the app's project name.
+        modules: file name → source of the Python files in the bundle.
+        components: ``(serverapp, clientapp)`` object references.
+        run_config: run-config keys and their defaults.
+    """
     d = Path(app_dir)
     d.mkdir(parents=True, exist_ok=True)
+    rc = VEIL_RUN_CONFIG if run_config is None else run_config
+    keys = "".join(f"{k} = {json.dumps(v)}\n" for k, v in rc.items())
     (d / "pyproject.toml").write_text(
         f"""[build-system]
 requires = ["hatchling"]
 build-backend = "hatchling.build"
 
 [project]
-name = "{APP_NAME}"
+name = "{name}"
 version = "1.0.0"
-description = "veil run over Flower (components live in the installed veil package)"
+description = "veil deployment bundle (components live in installed packages)"
 license = "Apache-2.0"
 dependencies = []
 
@@ -268,23 +319,20 @@ dependencies = []
 publisher = "veil"
 
 [tool.flwr.app.components]
-serverapp = "veil_app:server"
-clientapp = "veil_app:client"
+serverapp = "{components[0]}"
+clientapp = "{components[1]}"
 
 [tool.flwr.app.config]
-veil-config = ""
-out-dir = ""
-stage-timeout = 30.0
-train-timeout = 0.0
-nodes-timeout = 120.0
-min-nodes = 0
-"""
+{keys}"""
     )
-    (d / "veil_app.py").write_text(
-        '"""Entry points of the veil deployment (see veil.deploy.apps)."""\n\n'
-        "from veil.deploy.apps import client, server\n\n"
-        '__all__ = ["server", "client"]\n'
-    )
+    if modules is None:
+        modules = {
+            "veil_app.py": '"""Entry points of the veil deployment (see veil.deploy.apps)."""\n\n'
+            "from veil.deploy.apps import client, server\n\n"
+            '__all__ = ["server", "client"]\n'
+        }
+    for fname, src in modules.items():
+        (d / fname).write_text(src)
     return d
 
 
@@ -349,6 +397,15 @@ def flwr_run(
             return run_id, status
         time.sleep(1.0)
     raise LocalError(f"run {run_id} not finished after {timeout_s:.0f} s (status {status!r})")
+
+
+def run_log(flwr_home: str | os.PathLike[str], run_id: int, connection: str = "veil") -> str:
+    """The ServerApp's log of ``run_id`` as Flower kept it (``flwr log --show``)."""
+    try:
+        return _flwr(["log", str(run_id), connection, "--show"], flower_env(flwr_home), 60.0,
+                     Path(flwr_home))
+    except (LocalError, subprocess.TimeoutExpired) as exc:
+        return f"(no log: {exc})"
 
 
 def run_status(flwr_home: str | os.PathLike[str], run_id: int, connection: str = "veil") -> str:

@@ -108,7 +108,8 @@ class DeployServer:
         ids = sorted(int(n) for n in grid.get_node_ids())
         probe = GridLink(grid, {f"node:{n}": n for n in ids})
         hello = Envelope("hello", -1, b"", {"config": self.cfg.model_dump(mode="json")})
-        replies = probe.exchange({p: hello for p in probe.nodes}, self.train_timeout_s)
+        # the first message starts each site's agent (loads torch and the site's data)
+        replies = probe.exchange({p: hello for p in probe.nodes}, self.nodes_timeout_s)
         nodes: dict[str, int] = {}
         self.site_errors: dict[str, str] = {}
         self.example_counts: dict[str, int] = {}

@@ -1,0 +1,194 @@
+"""``veil deploy ...``: the same veil run across machines on Flower's SuperLink and SuperNodes.
+
+Sub-commands (guide: docs/deployment.md):
+
+* ``veil deploy certs DIR --host NAME...`` — a CA and the SuperLink's TLS certificate;
+* ``veil deploy superlink --home DIR [--host 0.0.0.0] [--port P] [--certs DIR]`` — runs
+  ``flower-superlink`` in the foreground (this process becomes it: stop it by its PID);
+* ``veil deploy supernode --home DIR --superlink HOST:PORT --partition-id I (--data CSV |
+  --dataset NAME) [--root-cert CA]`` — runs ``flower-supernode`` for one site;
+* ``veil deploy run CONFIG --home DIR --superlink HOST:PORT --out DIR [--root-cert CA]`` —
+  submits the run, waits for it, prints the summary; exit 0 when every round completed, 1
+  when the run failed or a round aborted;
+* ``veil deploy show DIR`` — the record, round by round (exit 1 unless completed).
+
+Every Flower process gets FLWR_HOME = ``--home``, telemetry and update checks off, and no
+runtime dependency installation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+__all__ = ["register", "run"]
+
+
+def register(sub: Any) -> None:
+    """Add the ``deploy`` sub-command (imports nothing heavy)."""
+    p = sub.add_parser(
+        "deploy",
+        help="run across machines on Flower's SuperLink and SuperNodes (docs/deployment.md)",
+    )
+    d = p.add_subparsers(dest="deploy_command", metavar="STEP", required=True)
+
+    c = d.add_parser("certs", help="a CA and the SuperLink's TLS certificate")
+    c.add_argument("dir", help="where ca.crt, superlink.crt and superlink.key go")
+    c.add_argument("--host", action="append", required=True,
+                   help="DNS name or IP address the sites dial (repeat for several)")
+    c.add_argument("--days", type=int, default=365, help="validity in days")
+
+    s = d.add_parser("superlink", help="start the SuperLink (foreground)")
+    s.add_argument("--home", required=True, help="FLWR_HOME of this SuperLink")
+    s.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0: all)")
+    s.add_argument("--port", type=int, default=9092, help="the SuperLink's one port")
+    s.add_argument("--certs", help="directory from `veil deploy certs` (omit: --insecure)")
+
+    n = d.add_parser("supernode", help="start one site's SuperNode (foreground)")
+    n.add_argument("--home", required=True, help="FLWR_HOME of this SuperNode")
+    n.add_argument("--superlink", required=True, help="the SuperLink's HOST:PORT")
+    n.add_argument("--partition-id", type=int, required=True, help="this site's id")
+    src = n.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="this site's own CSV file")
+    src.add_argument("--dataset", help="a bundled data set (digits, breast_cancer, diabetes)")
+    n.add_argument("--num-partitions", type=int, help="parts of the bundled set (default: "
+                   "data.sites of the run)")
+    n.add_argument("--label", help="label column of --data (default: data.label of the run)")
+    n.add_argument("--share-example-counts", action="store_true",
+                   help="let the server weight by this site's number of examples")
+    n.add_argument("--root-cert", help="ca.crt from `veil deploy certs` (omit: --insecure)")
+    n.add_argument("--port", type=int, default=9094, help="local port of its runtime API")
+    n.add_argument("--agent-dir", help="private directory of the site agent's socket")
+
+    r = d.add_parser("run", help="submit a veil run and wait for it")
+    r.add_argument("config", help="the veil TOML run config (read on the SuperLink machine)")
+    r.add_argument("--home", required=True, help="FLWR_HOME for the flwr CLI")
+    r.add_argument("--superlink", required=True, help="the SuperLink's HOST:PORT")
+    r.add_argument("--out", required=True, help="run directory for record.json and model.pt")
+    r.add_argument("--root-cert", help="ca.crt from `veil deploy certs` (omit: --insecure)")
+    r.add_argument("--stage-timeout", type=float, default=30.0,
+                   help="seconds each protocol stage waits for the sites")
+    r.add_argument("--train-timeout", type=float, default=0.0,
+                   help="seconds the training exchange waits (0: --stage-timeout)")
+    r.add_argument("--min-nodes", type=int, default=0, help="SuperNodes to wait for "
+                   "(0: data.sites)")
+    r.add_argument("--timeout", type=float, default=3600.0, help="give up after this long")
+
+    w = d.add_parser("show", help="summarise a deployed run's record (per round)")
+    w.add_argument("dir", help="the run directory given to `veil deploy run --out`")
+
+
+def _exec(cmd: list[str], home: str) -> int:
+    from veil.deploy.processes import flower_env
+
+    os.makedirs(home, exist_ok=True)
+    sys.stdout.flush()
+    os.execve(cmd[0], cmd, flower_env(os.path.abspath(home)))
+    return 0  # pragma: no cover - execve does not return
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one ``veil deploy`` step."""
+    from veil.deploy import processes as pr
+
+    step = args.deploy_command
+    if step == "certs":
+        from veil.deploy.tls import write_superlink_certs
+
+        ca, crt, key = write_superlink_certs(args.dir, args.host, args.days)
+        print(f"wrote {ca} (give it to every site), {crt} and {key} (keep on the SuperLink)")
+        return 0
+    if step == "superlink":
+        cmd = [pr._bin("flower-superlink"), "--host", args.host, "--port", str(args.port),
+               "--disable-runtime-dependency-installation"]
+        if args.certs:
+            base = os.path.abspath(args.certs)
+            cmd += ["--ssl-ca-certfile", f"{base}/ca.crt", "--ssl-certfile",
+                    f"{base}/superlink.crt", "--ssl-keyfile", f"{base}/superlink.key"]
+        else:
+            cmd.append("--insecure")
+        return _exec(cmd, args.home)
+    if step == "supernode":
+        nc: dict[str, Any] = {"partition-id": args.partition_id}
+        if args.data:
+            nc["data"] = os.path.abspath(args.data)
+        else:
+            nc["dataset"] = args.dataset
+        for key in ("num_partitions", "label", "agent_dir"):
+            if getattr(args, key):
+                nc[key.replace("_", "-")] = getattr(args, key)
+        if args.share_example_counts:
+            nc["share-example-counts"] = True
+        cmd = [pr._bin("flower-supernode"), "--superlink", args.superlink, "--port",
+               str(args.port), "--node-config", pr.node_config_arg(nc)]
+        cmd += (["--root-certificates", os.path.abspath(args.root_cert)] if args.root_cert
+                else ["--insecure"])
+        return _exec(cmd, args.home)
+    if step == "show":
+        return _show(args.dir)
+    return _run(args)
+
+
+def _show(run_dir: str) -> int:
+    import json
+    from pathlib import Path
+
+    from veil.errors import ConfigError
+
+    path = Path(run_dir) / "record.json"
+    if not path.exists():
+        raise ConfigError(f"{path} not found: give the directory of `veil deploy run --out`")
+    rec = json.loads(path.read_text())
+    print(f"{rec['name']}: transport {rec['transport']}, sites {rec['sites']}, "
+          f"pipeline {' -> '.join(rec['pipeline'])}")
+    for r in rec.get("rounds", []):
+        acc = r.get("test_accuracy")
+        state = r.get("aborted") or f"survivors {r['survivors']}"
+        eps = r.get("epsilon_reported") or {}
+        print(f"  round {r['round']}: cohort {r['cohort']}, {state}"
+              + (f", accuracy {acc:.4f}" if acc is not None else "")
+              + (f", ε reported {eps}" if eps else "")
+              + f", {r['duration_s']:.1f} s")
+    f = rec.get("final", {})
+    print(f"final: {f.get('status')}, {f.get('rounds_completed')} rounds, "
+          f"accuracy {f.get('test_accuracy')}")
+    return 0 if f.get("status") == "completed" else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from veil.deploy import processes as pr
+    from veil.deploy.local import read_result
+    from veil.errors import AbortError
+
+    home = Path(args.home).resolve()
+    root = os.path.abspath(args.root_cert) if args.root_cert else None
+    pr.write_connection(home, args.superlink, root)
+    app = pr.write_app(home / "veil-app")
+    out = Path(args.out).resolve()
+    rc = {
+        "veil-config": str(Path(args.config).resolve()),
+        "out-dir": str(out),
+        "stage-timeout": float(args.stage_timeout),
+        "train-timeout": float(args.train_timeout),
+        "min-nodes": int(args.min_nodes),
+    }
+    run_id, status = pr.flwr_run(home, app, rc, args.timeout)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serverapp.log").write_text(pr.run_log(home, run_id))
+    try:
+        rec = read_result(out, status)
+    except AbortError as exc:
+        print(f"run {run_id}: FAILED — {exc}", file=sys.stderr)
+        return 1
+    f = rec["final"]
+    acc = f.get("test_accuracy")
+    eps = rec.get("privacy", {}).get("epsilon_reported_per_site") or {}
+    print(f"run {run_id}: {f['rounds_completed']} rounds completed over Flower; "
+          f"test accuracy {acc if acc is None else round(acc, 4)}"
+          + (f"; ε reported by the sites: {eps}" if eps else "")
+          + f"; record: {out / 'record.json'}")
+    return 0

@@ -1,0 +1,147 @@
+"""veil runs on a real Flower SuperLink and SuperNodes (OS processes on loopback).
+
+The fast test (default suite) runs one SecAgg+ round through the Flower transport and
+compares the final model with the simulation of the same config and seed; the slow ones
+add plain FedAvg, DP-SGD accounted at the sites, TLS from generated certificates, and a
+SuperNode killed mid-round.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from tests.deploy.configs import site_configs, write_config
+from veil.errors import AbortError
+from veil.federation import build_federation, load_config
+
+RUN_TIMEOUT_S = 600
+
+
+def _simulate(cfg: Path) -> Any:
+    return build_federation(load_config(cfg)).run()
+
+
+def _model(out: Path) -> np.ndarray:
+    return torch.load(out / "model.pt", weights_only=True)["params"].numpy()
+
+
+def _no_leftovers(dep: Any) -> None:
+    agents = [int(p.read_text()) for p in dep._agents.glob("n*/agent.pid")]
+    assert agents, "the site agents wrote their PIDs"
+    dep.stop()
+    procs = [dep.superlink, *dep.supernodes]
+    assert not any(p.alive() for p in procs)
+    for pid in agents:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_fedavg_round_over_flower_equals_simulation(deployment: Any, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "plain.toml", "plain", rounds=1)
+    dep = deployment(site_configs(share_counts=True))
+    status, rec = dep.run(cfg, tmp_path / "run", stage_timeout_s=60, timeout_s=RUN_TIMEOUT_S)
+    assert status == "finished:completed"
+    assert rec["transport"] == "flower" and rec["final"]["status"] == "completed"
+    assert rec["rounds"][0]["survivors"] == [0, 1, 2]
+    np.testing.assert_allclose(_model(tmp_path / "run"), _simulate(cfg).params.numpy(),
+                               rtol=0, atol=1e-6)
+    _no_leftovers(dep)
+
+
+@pytest.mark.slow
+def test_secagg_round_over_flower_equals_simulation(deployment: Any, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "sa.toml", "sa", secagg=True, rounds=1)
+    dep = deployment(site_configs())
+    status, rec = dep.run(cfg, tmp_path / "run", stage_timeout_s=60, timeout_s=RUN_TIMEOUT_S)
+    assert status == "finished:completed"
+    assert rec["rounds"][0]["survivors"] == [0, 1, 2]
+    assert len(rec["rounds"][0]["exchange_s"]) == 5  # one exchange per SecAgg+ stage
+    # 32-bit stochastic rounding over [-4, 4]: |error| <= 3 * 8 / 2^32 per weight
+    np.testing.assert_allclose(_model(tmp_path / "run"), _simulate(cfg).params.numpy(),
+                               rtol=0, atol=1e-6)
+    assert rec["example_counts_shared"] == {}
+    _no_leftovers(dep)
+
+
+@pytest.mark.slow
+def test_dp_sgd_over_flower_sites_report_epsilon(deployment: Any, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "dp.toml", "dp", rounds=2, dp=True, secagg=True)
+    dep = deployment(site_configs())
+    status, rec = dep.run(cfg, tmp_path / "run", stage_timeout_s=90, timeout_s=RUN_TIMEOUT_S)
+    sim = _simulate(cfg)
+    np.testing.assert_allclose(_model(tmp_path / "run"), sim.params.numpy(), rtol=0, atol=1e-6)
+    want = {str(k): v for k, v in sim.summary["epsilon_sample_per_site"].items()}
+    got = rec["privacy"]["epsilon_reported_per_site"]
+    assert got.keys() == want.keys()
+    for s in got:
+        assert got[s] == pytest.approx(want[s], rel=1e-9)
+    assert all(set(r["epsilon_reported"]) == {"0", "1", "2"} for r in rec["rounds"])
+
+
+@pytest.mark.slow
+def test_tls_from_generated_certificates(deployment: Any, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "plain.toml", "plain", rounds=1)
+    dep = deployment(site_configs(), tls=True)
+    assert "--insecure" not in dep.superlink.popen.args
+    status, rec = dep.run(cfg, tmp_path / "run", timeout_s=RUN_TIMEOUT_S)
+    assert status == "finished:completed" and rec["rounds"][0]["survivors"] == [0, 1, 2]
+    assert "Starting insecure" not in dep.supernodes[0].log_tail(100_000)
+
+
+def _kill_when(dep: Any, site: int, messages: int) -> threading.Thread:
+    """Crash SuperNode ``site`` (SIGKILL) once it has received ``messages`` veil messages
+    (1 = hello, 2 = train + advertise, 3 = share, 4 = masked, 5 = consistency...)."""
+
+    def watch() -> None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < RUN_TIMEOUT_S:
+            log = dep.supernodes[site].log_tail(10**7)
+            if log.count("Receiving: query.veil") >= messages:
+                dep.kill_site(site)
+                return
+            time.sleep(0.1)
+
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
+    return th
+
+
+@pytest.mark.slow
+def test_supernode_killed_mid_round_is_recovered(deployment: Any, tmp_path: Path) -> None:
+    # 4 sites, k = 3, t = 2: losing one site after it sent its masked input is recovered
+    cfg = write_config(tmp_path / "sa.toml", "sa", secagg=True, rounds=1, sites=4, k=3)
+    dep = deployment(site_configs(4))
+    # killed when the consistency check reaches it: its masked input is already in
+    th = _kill_when(dep, site=3, messages=5)
+    status, rec = dep.run(cfg, tmp_path / "run", stage_timeout_s=30, timeout_s=RUN_TIMEOUT_S)
+    th.join(5)
+    assert not dep.supernodes[3].alive()
+    assert status == "finished:completed"
+    assert rec["rounds"][0]["survivors"] == [0, 1, 2, 3]  # its masked input is in the sum
+    sim = _simulate(cfg)
+    np.testing.assert_allclose(_model(tmp_path / "run"), sim.params.numpy(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_below_threshold_fails_the_run_with_the_typed_error(
+    deployment: Any, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path / "sa.toml", "sa", secagg=True, rounds=1)  # 3 sites, t = 2
+    dep = deployment(site_configs())
+    ths = [_kill_when(dep, site=s, messages=2) for s in (1, 2)]
+    t0 = time.monotonic()
+    with pytest.raises(AbortError, match="threshold|sites ready|no site"):
+        dep.run(cfg, tmp_path / "run", stage_timeout_s=20, timeout_s=RUN_TIMEOUT_S)
+    assert time.monotonic() - t0 < RUN_TIMEOUT_S  # no hang
+    for th in ths:
+        th.join(5)
+    rec = (tmp_path / "run" / "record.json").read_text()
+    assert '"status": "aborted"' in rec and "AbortError" in rec
