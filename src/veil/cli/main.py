@@ -22,6 +22,7 @@ EXTRA_COMMANDS: dict[str, str] = {
     "synth": "veil.cli.cmd_synth",
     "identity": "veil.cli.cmd_identity",
     "recommend": "veil.cli.cmd_recommend",
+    "deploy": "veil.cli.cmd_deploy",
 }
 
 
