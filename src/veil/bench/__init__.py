@@ -19,4 +19,5 @@ BENCHMARKS: dict[str, str] = {
     "audit": "veil.bench.audit:run",
     "secagg_round": "veil.bench.secagg_round:run",
     "synth": "veil.bench.synth:run",
+    "deploy": "veil.bench.deploy:run",
 }
