@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from veil.errors import ConfigError
-from veil.federation import BaseHook, parse_config, train
-from veil.federation.api import build_federation
+from veil.app import parse_config, train
+from veil.federation import BaseHook
+from veil.federation.build import build_federation
 
 
 def _cfg(tmp_path, **kw):

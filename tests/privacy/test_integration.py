@@ -7,7 +7,7 @@ import json
 import pytest
 
 from veil.errors import BudgetExceededError
-from veil.federation import parse_config, train
+from veil.app import parse_config, train
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

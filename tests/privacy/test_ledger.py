@@ -10,8 +10,8 @@ from dp_accounting import dp_event as dpe
 from pydantic import ValidationError
 
 from veil.errors import BudgetExceededError, ConfigError
-from veil.federation.hooks import RoundInfo, RoundPlan
-from veil.federation.local import LocalConfig
+from veil.privacy import RoundInfo, RoundPlan
+from veil.training import LocalConfig
 from veil.models import MLP
 from veil.privacy import PrivacyConfig, PrivacyLedger, build_privacy, make_accountant
 from veil.privacy.accounting import epsilon

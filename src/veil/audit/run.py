@@ -34,11 +34,9 @@ from veil.audit.mia import (
     model_outputs,
 )
 from veil.audit.shadow import DPParams, TrainParams, models_logits, random_halves, train_models
-from veil.data import Dataset, load_dataset
+from veil.data import Dataset
 from veil.errors import DataError
-from veil.federation.record import read_record
-from veil.models import build_model
-from veil.models.params import load_flat_params
+from veil.federation.record import RunRecord
 
 __all__ = ["audit_run", "claimed_epsilon", "load_run_model", "load_run_data", "AUDIT", "CANARIES"]
 
@@ -47,76 +45,26 @@ CANARIES = "canaries.npz"
 
 
 def load_run_data(record: dict[str, Any]) -> Dataset:
-    """The run's data set, split as the runtime split it (config ``data`` and ``seed``).
+    """The run's data set, split as the runtime split it (:meth:`RunRecord.dataset`).
 
     Raises:
-        DataError: the data set cannot be loaded.
+        DataError: the data set or the recorded config cannot be loaded.
     """
-    cfg = record.get("config", {})
-    d = cfg.get("data", {})
-    name = d.get("dataset", "digits")
-    seed = int(cfg.get("seed", record.get("seeds", {}).get("seed", 0)))
-    kw: dict[str, Any] = {}
-    if name in ("digits", "breast_cancer", "diabetes"):
-        kw = {"test_fraction": d.get("test_fraction", 0.2), "seed": seed}
-        if name == "digits":
-            kw["image"] = bool(d.get("image", False))
-    elif name == "fashion_mnist":
-        kw = {"path": d.get("path"), "flat": not d.get("image", False)}
-    elif name == "csv":
-        kw = {k: d.get(k) for k in ("path", "label", "task")}
-        kw.update(test_fraction=d.get("test_fraction", 0.2), seed=seed)
-    ds = load_dataset(name, **kw)
-    lim = d.get("limit")
-    if lim is not None and lim < len(ds.y_train):
-        ds = Dataset(ds.name, ds.x_train[:lim], ds.y_train[:lim], ds.x_test, ds.y_test,
-                     ds.task, ds.n_classes)
-    return ds
+    return RunRecord(".", record).dataset()
 
 
 def load_run_model(run_dir: Path, record: dict[str, Any], ds: Dataset) -> torch.nn.Module:
-    """Rebuild the run's model and load its final parameters from ``model.pt``.
+    """The run's model with its final parameters (:meth:`RunRecord.model`).
 
     Raises:
         DataError: the model file is missing or does not fit the architecture.
     """
-    mc = record.get("config", {}).get("model", {})
-    model = build_model(mc.get("name", "mlp"), ds.input_shape, ds.n_classes,
-                        tuple(mc.get("hidden", (128, 128))))
-    p = run_dir / record.get("model_path", "model.pt")
-    if not p.is_file():
-        raise DataError(f"model file {p} is missing")
-    obj = torch.load(p, map_location="cpu", weights_only=True)
-    params = obj.get("params", obj) if isinstance(obj, dict) else obj
-    try:
-        if isinstance(params, torch.Tensor):
-            load_flat_params(model, params.reshape(-1).to(torch.float32))
-        else:
-            model.load_state_dict(params)
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise DataError(f"{p} does not fit the configured model: {e}") from None
-    return model.eval()
+    return RunRecord(run_dir, record).model(ds)
 
 
 def claimed_epsilon(record: dict[str, Any]) -> tuple[float | None, float]:
-    """(claimed ε or None, δ) from the record's privacy summary or its last round."""
-    pv = record.get("privacy") or {}
-    cfg_priv = (record.get("config") or {}).get("privacy") or {}
-    delta = float(pv.get("privacy_delta", pv.get("delta", cfg_priv.get("delta", 1e-5))) or 1e-5)
-    eps = pv.get("epsilon_spent", pv.get("epsilon"))
-    if isinstance(eps, dict):  # e.g. {"client": .., "sample": ..}
-        vals = [v for v in eps.values() if isinstance(v, (int, float))]
-        eps = max(vals) if vals else None
-    if eps is None:
-        for r in reversed(record.get("rounds") or []):
-            vals = [r.get(k) for k in ("epsilon_client", "epsilon_sample_max")]
-            vals = [v for v in vals if isinstance(v, (int, float))]
-            if vals:
-                eps = max(vals)
-                break
-    if eps is None or not math.isfinite(float(eps)):
-        return None, delta
-    return float(eps), delta
+    """(claimed ε or None, δ) (:meth:`RunRecord.claimed_epsilon`)."""
+    return RunRecord(".", record).claimed_epsilon()
 
 
 def _reference_dp(record: dict[str, Any]) -> DPParams | None:
@@ -194,10 +142,11 @@ def audit_run(
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     run = Path(run_dir)
-    record = read_record(run)
-    ds = load_run_data(record)
-    model = load_run_model(run, record, ds)
-    eps, delta = claimed_epsilon(record)
+    rr = RunRecord(run)
+    record = rr.data
+    ds = rr.dataset()
+    model = rr.model(ds)
+    eps, delta = rr.claimed_epsilon()
     x_tr, y_tr = ds.x_train, ds.y_train
     out: dict[str, Any] = {
         "run": record.get("name"),

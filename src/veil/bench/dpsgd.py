@@ -4,9 +4,9 @@ For each model (digits MLP 64-128-128-10 at batch 256; the Fashion-MNIST SmallCN
 batch 256), one thread, measured side by side in the same process, interleaved:
 
 * ``plain``: ordinary torch step (forward, mean loss, backward, SGD update).
-* ``veil``: one DP-SGD step of :class:`veil.privacy.DPSGDTrainer` on the same batch
+* ``veil``: one DP-SGD step of :func:`veil.training.dpsgd_trainer` on the same batch
   (ghost-norm per-example clipping, CSPRNG Gaussian noise, update).
-* ``veil_train``: :meth:`DPSGDTrainer.train` over a round (Poisson sampling with expected
+* ``veil_train``: :meth:`veil.training.Trainer.train` over a round (Poisson sampling with expected
   batch 256 included), divided by the number of steps.
 * ``opacus``: Opacus' default hook-based ``GradSampleModule`` + ``DPOptimizer`` step.
 
@@ -42,24 +42,24 @@ def _plain_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[
 
 
 def _veil_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    from veil.federation.local import LocalConfig, flat_params
-    from veil.privacy.dpsgd import DPSGDTrainer
+    from veil.training import FreshStreams, LocalConfig, RoundSites, dpsgd_trainer, flat_params
 
     b = len(y)
-    tr = DPSGDTrainer(
+    tr = dpsgd_trainer(
         model, "classification", LocalConfig(lr=0.01), noise_multiplier=1.0,
         max_grad_norm=1.0, expected_batch_size=b,
     )
     flat = flat_params(model).unsqueeze(0).clone()
-    views = tr.views(flat)
+    out = torch.empty_like(flat)
     xb, yb, mb = x[None], y[None], torch.ones(1, b)
-    ids = np.array([0])
+    ids, sizes = np.array([0]), np.array([b])
+
+    batches = tr.schedule.plan(RoundSites(ids, sizes, 0, 0, FreshStreams()))
 
     def step() -> None:
-        tr.open_round(ids, np.array([b]), 0, 0)
-        g = tr.dp_gradients(views, xb, yb, mb, 0)
+        sites = RoundSites(ids, sizes, 0, 0, FreshStreams())
+        g = tr.gradients.open(sites, batches)(flat, xb, yb, mb, 0, out)
         flat.add_(g, alpha=-0.01)
-        tr.close_round()
 
     return step
 
@@ -67,8 +67,7 @@ def _veil_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[
 def _veil_train(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int
 ) -> tuple[Callable[[], object], int]:
-    from veil.federation.local import LocalConfig, SiteData, flat_params
-    from veil.privacy.dpsgd import DPSGDTrainer
+    from veil.training import LocalConfig, SiteData, dpsgd_trainer, flat_params
 
     b = len(y)
     n = b * steps
@@ -76,7 +75,7 @@ def _veil_train(
     xs = x.repeat(reps, *[1] * (x.dim() - 1))[:n].numpy()
     ys = y.repeat(reps)[:n].numpy()
     data = SiteData(xs, ys, [np.arange(n)])
-    tr = DPSGDTrainer(
+    tr = dpsgd_trainer(
         model, "classification", LocalConfig(lr=0.01), noise_multiplier=1.0,
         max_grad_norm=1.0, expected_batch_size=b,
     )

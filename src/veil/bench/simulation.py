@@ -5,7 +5,7 @@ The task (issue 2): FedAvg on scikit-learn's digits with the 26,122-parameter ML
 round, 1 local epoch of plain SGD (batch 32, lr 0.1). Three implementations of the same
 task are measured in one run, side by side:
 
-* **veil**: :class:`veil.federation.local.VectorisedTrainer` trains the 100 sites together;
+* **veil**: :class:`veil.training.Trainer` trains the 100 sites together;
   measured alone (local training) and as a full round (training + FedAvg through
   ``Pipeline([WeightedMean()], PlainSum())`` + applying the mean update).
 * **loop**: a plain one-process torch loop over the sites (one reused model, ``torch.optim.SGD``,
@@ -38,7 +38,7 @@ def _task() -> tuple[Any, Any, Any, Any, Any]:
     import numpy as np
 
     from veil.data import load_digits, partition
-    from veil.federation.local import LocalConfig, SiteData
+    from veil.training import LocalConfig, SiteData
     from veil.models import build_model
 
     d = load_digits()
@@ -82,7 +82,7 @@ def _loop_round(model: Any, data: Any, cfg: Any, ids: Any, g: Any, r: int) -> An
     import torch
     from torch.nn.utils import parameters_to_vector
 
-    from veil.federation.local import batch_schedule, load_flat_params
+    from veil.training import batch_schedule, load_flat_params
 
     idx, mask = batch_schedule(data.sizes[ids], ids, cfg.batch_size, cfg.epochs, _SEED, r)
     counts = mask.sum(axis=2).astype(int)
@@ -116,10 +116,10 @@ def _bench_in_process(rounds: int, warmup: int) -> tuple[dict[str, Any], dict[st
     import torch
 
     from veil.aggregation import EncodeContext, Pipeline, PlainSum, WeightedMean
-    from veil.federation.local import VectorisedTrainer, flat_params
+    from veil.training import Trainer, flat_params
 
     _, data, model, cfg, ids = _task()
-    trainer = VectorisedTrainer(model, "classification", cfg)
+    trainer = Trainer(model, "classification", cfg)
     loop_model = copy.deepcopy(model)
     pipeline = Pipeline([WeightedMean()], PlainSum())
     state = pipeline.init()

@@ -51,7 +51,7 @@ from veil.crypto.prg import SecureRng
 from veil.errors import ConfigError
 from veil.privacy import PrivacyLedger
 from veil.privacy.accounting import calibrate_noise, dpsgd_round_event
-from veil.privacy.dpsgd import gaussian_noise
+from veil.training import gaussian_noise
 
 __all__ = ["run", "features", "DPLinearConfig", "train_dp_linear"]
 

@@ -27,7 +27,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """``veil train CONFIG [--resume]``."""
     from veil.cli.progress import round_progress, summary_table
-    from veil.federation import load_config, train
+    from veil.app import load_config, train
 
     overrides: dict[str, Any] = {}
     if args.rounds is not None:
@@ -40,9 +40,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     console = Console()
     start = 0
     if args.resume:
-        rec = cfg.run_dir() / "record.json"
-        if rec.exists():
-            start = len(json.loads(rec.read_text()).get("rounds", []))
+        from veil.federation.record import RECORD, RunRecord
+
+        if (cfg.run_dir() / RECORD).exists():
+            start = len(RunRecord(cfg.run_dir()).rounds)
         console.print(f"resuming [bold]{cfg.name}[/] after round {start}")
     with round_progress(console, cfg.rounds, cfg.name, start, enabled=not args.quiet) as cb:
         out = train(cfg, resume=args.resume, on_round=cb)
@@ -59,7 +60,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """``veil sweep CONFIG --epsilons 0.5,1,2,3,8,inf``."""
     import math
 
-    from veil.federation import load_config, privacy_sweep
+    from veil.app import load_config, privacy_sweep
     from veil.privacy.sweep import parse_epsilons
 
     eps = parse_epsilons(args.epsilons)

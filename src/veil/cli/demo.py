@@ -18,7 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from veil.cli.progress import fmt_bytes, round_progress, summary_table
-from veil.federation import RunConfig, parse_config, train
+from veil.app import RunConfig, parse_config, train
 
 __all__ = ["run_demo", "SECTIONS", "DemoContext"]
 

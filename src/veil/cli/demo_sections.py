@@ -16,7 +16,7 @@ def section_dp_impl(ctx: DemoContext) -> None:
 
     from veil.cli.demo import _base_config, _fresh
     from veil.cli.progress import round_progress, summary_table
-    from veil.federation import train
+    from veil.app import train
 
     c = ctx.console
     c.rule("[bold]2. Differential privacy[/] — DP-SGD at every site, ε = 3, δ = 1e-5")
@@ -79,7 +79,7 @@ def section_secagg_impl(ctx: DemoContext) -> None:
     """The federation again, with SecAgg+ and 20% of sites dropping mid-protocol."""
     from veil.cli.demo import _base_config, _fresh
     from veil.cli.progress import fmt_bytes, round_progress, summary_table
-    from veil.federation import train
+    from veil.app import train
 
     c = ctx.console
     c.rule("[bold]3. Secure aggregation[/] — SecAgg+, 10 sites, 20% dropouts")

@@ -1,32 +1,23 @@
-"""Federated runtime: rounds, cohorts, dropouts, local training, server optimisers."""
+"""Federated runtime: rounds, cohorts, dropouts, checkpoints, records, server optimisers.
 
-from veil.federation.api import (
-    TrainOutput,
-    build_federation,
-    load_data,
-    privacy_sweep,
-    threat_model,
-    train,
-)
+Whole runs from a config (record, model file, audit log, sweeps) are :mod:`veil.app`.
+"""
+
+from veil.federation.build import build_federation, load_data
 from veil.federation.config import RunConfig, describe_keys, load_config, parse_config
 from veil.federation.hooks import BaseHook, RoundInfo, RoundPlan, RunHook
-from veil.federation.local import LocalConfig, SiteData, VectorisedTrainer
 from veil.federation.runtime import Federation, RunResult, evaluate
 from veil.federation.server_opt import ServerOptimizer, make_server_optimizer
 
 __all__ = [
     "BaseHook",
     "Federation",
-    "LocalConfig",
     "RoundInfo",
     "RoundPlan",
     "RunConfig",
     "RunHook",
     "RunResult",
     "ServerOptimizer",
-    "SiteData",
-    "TrainOutput",
-    "VectorisedTrainer",
     "build_federation",
     "describe_keys",
     "evaluate",
@@ -34,7 +25,4 @@ __all__ = [
     "load_data",
     "make_server_optimizer",
     "parse_config",
-    "privacy_sweep",
-    "threat_model",
-    "train",
 ]

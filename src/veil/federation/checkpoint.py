@@ -1,91 +1,121 @@
-"""Checkpoints: the state after the last completed round, written atomically.
+"""Checkpoints: each part's ``state_dict`` after the last completed round, written atomically.
 
-A checkpoint is a local file written by this machine for itself (it is unpickled on
-resume: never resume from a checkpoint you did not write).
+The file holds only tensors, strings and numbers (``torch.load(..., weights_only=True)``
+reads it back: no pickled objects, so a crafted checkpoint cannot run code). Structured
+state is packed by :func:`pack` into JSON plus a table of tensors and unpacked against a
+template of the same shape (the freshly built part's own initial state), so restoring
+never writes another object's attributes: each part loads its own ``state_dict``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 import torch
 
 from veil.errors import ConfigError
 
-if TYPE_CHECKING:
-    from veil.federation.runtime import Federation
-
-__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "pack", "unpack", "CHECKPOINT"]
 
 CHECKPOINT = "checkpoint.pt"
-_FORMAT = 1
+_FORMAT = 2
 
 
-def save_checkpoint(fed: Federation, run_dir: Path) -> Path:
-    """Write the run state after the last completed round (temp file + atomic rename)."""
+def pack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """A JSON-able image of ``obj``; arrays and tensors go into ``tensors`` by key."""
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        key = str(len(tensors))
+        is_np = isinstance(obj, np.ndarray)
+        tensors[key] = torch.from_numpy(np.ascontiguousarray(obj)) if is_np else obj.detach()
+        return {"__tensor__": key, "numpy": is_np}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"__dataclass__": {f.name: pack(getattr(obj, f.name), tensors)
+                                  for f in dataclasses.fields(obj)}}
+    if isinstance(obj, Mapping):
+        return {"__map__": [[pack(k, tensors), pack(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [pack(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [pack(v, tensors) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise ConfigError(f"cannot checkpoint a {type(obj).__name__}: give it a state_dict")
+
+
+def unpack(img: Any, tensors: Mapping[str, torch.Tensor], template: Any = None) -> Any:
+    """Invert :func:`pack`; dataclasses are rebuilt from ``template`` (same type)."""
+    if isinstance(img, list):
+        return [unpack(v, tensors) for v in img]
+    if not isinstance(img, dict):
+        return img
+    if "__tensor__" in img:
+        t = tensors[img["__tensor__"]]
+        return t.numpy() if img.get("numpy") else t
+    if "__tuple__" in img:
+        items = img["__tuple__"]
+        tpl = template if isinstance(template, tuple) and len(template) == len(items) else None
+        return tuple(unpack(v, tensors, tpl[i] if tpl else None) for i, v in enumerate(items))
+    if "__map__" in img:
+        out = {}
+        for k, v in img["__map__"]:
+            key = unpack(k, tensors)
+            sub = template.get(key) if isinstance(template, Mapping) else None
+            out[key] = unpack(v, tensors, sub)
+        return out
+    if "__dataclass__" in img:
+        if not (dataclasses.is_dataclass(template) and not isinstance(template, type)):
+            raise ConfigError("checkpoint state does not match this run's stages; start afresh")
+        fields = {k: unpack(v, tensors, getattr(template, k, None))
+                  for k, v in img["__dataclass__"].items()}
+        return dataclasses.replace(template, **fields)
+    raise ConfigError("checkpoint holds an unknown state entry; start afresh")
+
+
+def save_checkpoint(state: Mapping[str, Any], run_dir: Path) -> Path:
+    """Write a run's ``state_dict`` (temp file + fsync + atomic rename)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    state: dict[str, Any] = {
-        "format": _FORMAT,
-        "next_round": fed.next_round,
-        "params": fed.params,
-        "pipeline_state": fed.pipe_state,
-        "server_opt": fed.server_opt.state_dict(),
-        "hooks": {h.name: h.state_dict() for h in fed.hooks},
-        "records": fed.records,
-        "stopped_reason": fed.stopped_reason,
-        "n_params": int(fed.params.numel()),
-        "n_sites": fed.n_sites,
-        "seed": fed.seed,
-        "fingerprint": fed.fingerprint,
-    }
+    tensors: dict[str, torch.Tensor] = {}
+    doc = json.dumps(pack(dict(state), tensors), allow_nan=True)
     path = run_dir / CHECKPOINT
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    torch.save({"format": _FORMAT, "state": doc, "tensors": tensors}, tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
 
 
-def load_checkpoint(fed: Federation, run_dir: Path) -> None:
-    """Restore ``fed`` from ``run_dir``'s checkpoint.
+def load_checkpoint(run_dir: Path, template: Any = None) -> dict[str, Any]:
+    """Read a run's ``state_dict`` back (``weights_only``: tensors and JSON only).
+
+    Args:
+        run_dir: the run directory.
+        template: the freshly built run's own ``state_dict`` (dataclass shapes).
 
     Raises:
-        ConfigError: no checkpoint, unreadable, or it belongs to a different run shape.
+        ConfigError: no checkpoint, unreadable, or of an unknown format.
     """
     path = run_dir / CHECKPOINT
     if not path.is_file():
         raise ConfigError(f"nothing to resume: no checkpoint at {path}; start without --resume")
     try:
-        state = torch.load(path, weights_only=False)
-    except Exception as e:  # corrupt or truncated file
+        raw = torch.load(path, weights_only=True)
+        img = json.loads(raw["state"])
+    except Exception as e:  # corrupt, truncated, or not ours
         raise ConfigError(
             f"checkpoint {path} is unreadable ({type(e).__name__}); start afresh"
         ) from None
-    if state.get("format") != _FORMAT:
-        raise ConfigError(f"checkpoint {path} has an unknown format")
-    if (
-        state["n_params"] != fed.params.numel()
-        or state["n_sites"] != fed.n_sites
-        or state["seed"] != fed.seed
-    ):
-        raise ConfigError(
-            f"checkpoint {path} was written by a run with a different model, sites or seed; "
-            "use the same config to resume, or a new run name"
-        )
-    if fed.fingerprint and state.get("fingerprint") and state["fingerprint"] != fed.fingerprint:
-        raise ConfigError(
-            f"the config changed since {run_dir} was started (only `rounds` may change on "
-            "resume); restore the original config or start a new run name"
-        )
-    fed.next_round = int(state["next_round"])
-    fed.params = state["params"]
-    fed.pipe_state = state["pipeline_state"]
-    fed.server_opt.load_state_dict(state["server_opt"])
-    fed.records = list(state["records"])
-    fed.stopped_reason = state.get("stopped_reason")
-    for h in fed.hooks:
-        if h.name in state["hooks"]:
-            h.load_state_dict(state["hooks"][h.name])
+    if not isinstance(raw, dict) or raw.get("format") != _FORMAT:
+        raise ConfigError(f"checkpoint {path} has an unknown format; start afresh")
+    out = unpack(img, raw["tensors"], template)
+    if not isinstance(out, dict):
+        raise ConfigError(f"checkpoint {path} has an unknown format; start afresh")
+    return out

@@ -10,53 +10,11 @@ from :meth:`RunHook.state_dict`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
+from veil.privacy.plan import RoundInfo, RoundPlan
 
-__all__ = ["RoundInfo", "RunHook", "RoundPlan"]
-
-
-@dataclass(frozen=True)
-class RoundPlan:
-    """What the runtime knows about the run before it starts.
-
-    Attributes:
-        rounds: total rounds planned.
-        n_sites: sites in the federation.
-        cohort_size: sites sampled per round (expected size when sampling by fraction).
-        sampling: ``"fixed"`` (uniform without replacement) or ``"poisson"`` (each site
-            independently with probability ``cohort_size / n_sites``).
-        site_sizes: examples held by each site.
-        local_steps: local SGD steps per round at each site (array, per site).
-    """
-
-    rounds: int
-    n_sites: int
-    cohort_size: float
-    sampling: str
-    site_sizes: np.ndarray
-    local_steps: np.ndarray
-
-
-@dataclass
-class RoundInfo:
-    """One finished round, as hooks see it (before the record is written).
-
-    Attributes:
-        round: zero-based round number.
-        cohort: ids of the sites selected this round.
-        survivors: ids whose update reached the aggregate.
-        dp_events: DP events the aggregation pipeline reported this round.
-        measurements: numbers for the record; hooks may add keys (prefix them).
-    """
-
-    round: int
-    cohort: np.ndarray
-    survivors: np.ndarray
-    dp_events: tuple[Any, ...]
-    measurements: dict[str, float] = field(default_factory=dict)
+__all__ = ["RoundInfo", "RunHook", "RoundPlan", "BaseHook"]
 
 
 @runtime_checkable

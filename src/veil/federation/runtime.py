@@ -30,15 +30,11 @@ from veil.aggregation import EncodeContext, Pipeline
 from veil.crypto.prg import SecureRng
 from veil.data import Dataset
 from veil.errors import AbortError, ConfigError, InvalidUpdateError
+from veil.federation.checkpoint import load_checkpoint, save_checkpoint
 from veil.federation.hooks import RoundInfo, RoundPlan, RunHook
-from veil.federation.local import (
-    LocalConfig,
-    SiteData,
-    VectorisedTrainer,
-    flat_params,
-    load_flat_params,
-)
 from veil.federation.server_opt import ServerOptimizer
+from veil.models.params import flat_params, load_flat_params
+from veil.training import LocalConfig, SiteData, Trainer
 
 __all__ = ["Federation", "RunResult", "evaluate", "make_plan"]
 
@@ -97,7 +93,7 @@ class Federation:
         dataset: train/test data; the training part is split by ``parts``.
         parts: one index array per site into ``dataset.x_train``.
         pipeline: aggregation pipeline (e.g. ``Pipeline([WeightedMean()], PlainSum())``).
-        trainer: local trainer (vectorised); DP-SGD is a subclass.
+        trainer: local trainer (vectorised; DP-SGD is the same trainer with DP parts).
         server_opt: server optimiser.
         rounds: rounds to run.
         seed: seed for sampling, dropouts and batch schedules.
@@ -119,7 +115,7 @@ class Federation:
         dataset: Dataset,
         parts: Sequence[np.ndarray],
         pipeline: Pipeline,
-        trainer: VectorisedTrainer,
+        trainer: Trainer,
         server_opt: ServerOptimizer,
         rounds: int,
         seed: int = 0,
@@ -217,12 +213,10 @@ class Federation:
             BudgetExceededError: a hook refused the plan before any round ran.
             ConfigError: resuming with a checkpoint that does not match.
         """
-        from veil.federation.checkpoint import load_checkpoint, save_checkpoint
-
         if resume:
             if self.run_dir is None:
                 raise ConfigError("resume needs a run directory")
-            load_checkpoint(self, self.run_dir)
+            self.load_state_dict(load_checkpoint(self.run_dir, self.state_dict()))
         plan = self.plan()
         for h in self.hooks:
             h.before_run(plan)
@@ -236,7 +230,7 @@ class Federation:
             self.records.append(rec)
             self.next_round = r + 1
             if self.run_dir is not None:
-                save_checkpoint(self, self.run_dir)
+                save_checkpoint(self.state_dict(), self.run_dir)
             if self.on_round is not None:
                 self.on_round(rec)
         summary: dict[str, Any] = {}
@@ -337,6 +331,53 @@ class Federation:
         for h in self.hooks:
             rec.update(h.after_round(info))
         rec["duration_s"] = time.perf_counter() - t0
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """The run state after the last completed round (each part's own state_dict)."""
+        return {
+            "next_round": self.next_round,
+            "params": self.params,
+            "pipeline": self.pipe_state,
+            "server_opt": self.server_opt.state_dict(),
+            "hooks": {h.name: h.state_dict() for h in self.hooks},
+            "records": self.records,
+            "stopped_reason": self.stopped_reason,
+            "n_params": int(self.params.numel()),
+            "n_sites": self.n_sites,
+            "seed": self.seed,
+            "fingerprint": self.fingerprint,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (each part loads its own piece).
+
+        Raises:
+            ConfigError: the state belongs to a run of another shape or config.
+        """
+        if (
+            state.get("n_params") != self.params.numel()
+            or state.get("n_sites") != self.n_sites
+            or state.get("seed") != self.seed
+        ):
+            raise ConfigError(
+                "the checkpoint was written by a run with a different model, sites or seed; "
+                "use the same config to resume, or a new run name"
+            )
+        if self.fingerprint and state.get("fingerprint") not in (None, self.fingerprint):
+            raise ConfigError(
+                "the config changed since this run was started (only `rounds` may change on "
+                "resume); restore the original config or start a new run name"
+            )
+        self.next_round = int(state["next_round"])
+        self.params = state["params"].clone()
+        self.pipe_state = state["pipeline"]
+        self.server_opt.load_state_dict(state["server_opt"])
+        self.records = list(state["records"])
+        self.stopped_reason = state.get("stopped_reason")
+        for h in self.hooks:
+            if h.name in state["hooks"]:
+                h.load_state_dict(state["hooks"][h.name])
 
     # ---------------------------------------------------------------- helpers
     def final_model(self) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Differential privacy: DP-SGD at a site, client-level DP stages, the privacy ledger.
+"""Differential privacy: calibration, client-level DP assembly, the privacy ledger.
 
 Public API::
 
@@ -7,48 +7,47 @@ Public API::
     # setup.trainer (DP-SGD or None), setup.transforms (DP-FedAvg), setup.hooks (ledger)
 
 Every ε comes from dp-accounting (:mod:`veil.privacy.accounting`); see
-docs/differential-privacy.md for the guarantees and the threat model.
-
-Names are imported lazily (``veil.federation.config`` imports the config schema from
-here, and the runtime pieces import ``veil.federation``).
+docs/differential-privacy.md for the guarantees and the threat model. DP-SGD itself is
+the :mod:`veil.training` trainer with DP parts (:func:`veil.training.dpsgd_trainer`).
+This package imports training, aggregation and below, never federation.
 """
 
-from __future__ import annotations
+from veil.privacy.accounting import (
+    calibrate_noise,
+    dpsgd_round_event,
+    epsilon,
+    make_accountant,
+    sampled,
+)
+from veil.privacy.config import (
+    AdaptiveClipConfig,
+    ClientLevelConfig,
+    PrivacyConfig,
+    SampleLevelConfig,
+)
+from veil.privacy.ledger import PrivacyLedger
+from veil.privacy.plan import RoundInfo, RoundPlan
+from veil.privacy.setup import FEDERATION, PrivacyHook, PrivacySetup, build_privacy
+from veil.privacy.sweep import parse_epsilons, sweep, write_sweep
 
-import importlib
-from typing import Any
-
-_WHERE = {
-    "PrivacyConfig": "config",
-    "SampleLevelConfig": "config",
-    "ClientLevelConfig": "config",
-    "AdaptiveClipConfig": "config",
-    "build_privacy": "setup",
-    "PrivacySetup": "setup",
-    "PrivacyHook": "setup",
-    "FEDERATION": "setup",
-    "PrivacyLedger": "ledger",
-    "DPSGDTrainer": "dpsgd",
-    "gaussian_noise": "dpsgd",
-    "poisson_batches": "dpsgd",
-    "make_accountant": "accounting",
-    "epsilon": "accounting",
-    "calibrate_noise": "accounting",
-    "dpsgd_round_event": "accounting",
-    "sampled": "accounting",
-    "sweep": "sweep",
-    "write_sweep": "sweep",
-    "parse_epsilons": "sweep",
-}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"veil.privacy.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'veil.privacy' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__ = [
+    "FEDERATION",
+    "AdaptiveClipConfig",
+    "ClientLevelConfig",
+    "PrivacyConfig",
+    "PrivacyHook",
+    "PrivacyLedger",
+    "PrivacySetup",
+    "RoundInfo",
+    "RoundPlan",
+    "SampleLevelConfig",
+    "build_privacy",
+    "calibrate_noise",
+    "dpsgd_round_event",
+    "epsilon",
+    "make_accountant",
+    "parse_epsilons",
+    "sampled",
+    "sweep",
+    "write_sweep",
+]

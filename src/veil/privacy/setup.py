@@ -29,12 +29,11 @@ from torch import nn
 
 from veil.aggregation.dp_fedavg import AdaptiveDPFedAvg, DPFedAvg
 from veil.errors import BudgetExceededError, ConfigError
-from veil.federation.hooks import BaseHook, RoundInfo, RoundPlan
-from veil.federation.local import LocalConfig
-from veil.privacy.accounting import calibrate_noise, dpsgd_round_event, epsilon, sampled
+from veil.privacy.accounting import calibrate_noise, epsilon, sampled
 from veil.privacy.config import PrivacyConfig
-from veil.privacy.dpsgd import DPSGDTrainer
 from veil.privacy.ledger import PrivacyLedger
+from veil.privacy.plan import RoundInfo, RoundPlan
+from veil.training import LocalConfig, Trainer, dpsgd_trainer
 
 __all__ = ["PrivacySetup", "PrivacyHook", "build_privacy", "FEDERATION"]
 
@@ -46,7 +45,7 @@ def _site(i: int) -> str:
     return f"site:{int(i)}"
 
 
-class PrivacyHook(BaseHook):
+class PrivacyHook:
     """Follows a run: refuses, stops and reports according to the privacy budget.
 
     Args:
@@ -59,7 +58,7 @@ class PrivacyHook(BaseHook):
     name = "privacy"
 
     def __init__(
-        self, cfg: PrivacyConfig, client_event: dpe.DpEvent | None, trainer: DPSGDTrainer | None
+        self, cfg: PrivacyConfig, client_event: dpe.DpEvent | None, trainer: Trainer | None
     ) -> None:
         self.cfg = cfg
         self.client_event = client_event
@@ -255,7 +254,7 @@ class PrivacySetup:
         noise: the noise multipliers in use (calibrated or configured), for the record.
     """
 
-    trainer: DPSGDTrainer | None
+    trainer: Trainer | None
     transforms: tuple[Any, ...]
     hooks: tuple[PrivacyHook, ...]
     noise: dict[str, Any] = field(default_factory=dict)
@@ -302,10 +301,10 @@ def build_privacy(
     if not cfg.enabled:
         raise ConfigError("privacy is not enabled", key="privacy.enabled")
     noise: dict[str, Any] = {}
-    trainer: DPSGDTrainer | None = None
+    trainer: Trainer | None = None
     if cfg.sample_on:
         trainer = _build_trainer(cfg, plan, model, task, local, engine)
-        sig = trainer.noise_multiplier
+        sig = trainer.gradients.noise_multiplier  # type: ignore[attr-defined]
         noise["sample_noise_multiplier"] = dict(sig) if isinstance(sig, Mapping) else sig
     transforms: list[Any] = []
     post: list[Any] = []
@@ -407,7 +406,7 @@ def _build_trainer(
     task: str,
     local: LocalConfig,
     engine: str,
-) -> DPSGDTrainer:
+) -> Trainer:
     sl = cfg.sample_level
     kw: dict[str, Any] = dict(
         max_grad_norm=sl.max_grad_norm,
@@ -417,18 +416,19 @@ def _build_trainer(
         secure_rng=cfg.secure_rng,
         engine=engine,
     )
-    probe = DPSGDTrainer(model, task, local, noise_multiplier=1.0, **kw)
+    probe = dpsgd_trainer(model, task, local, noise_multiplier=1.0, **kw)
     if sl.noise_multiplier is not None:
         sigma: float | dict[int, float] = float(sl.noise_multiplier)
     else:
         sigma = {}
         by_plan: dict[tuple[float, int], float] = {}
         for n in sorted({int(s) for s in plan.site_sizes}):
-            q, t = probe.sampling_rate(n), probe.steps(n)
+            q, t = probe.schedule.rate(n), probe.steps(n)  # type: ignore[attr-defined]
             if (q, t) not in by_plan:
 
-                def round_events(z: float, q: float = q, t: int = t) -> dpe.DpEvent:
-                    return dpe.SelfComposedDpEvent(dpsgd_round_event(z, q, t), plan.rounds)
+                def round_events(z: float, n: int = n) -> dpe.DpEvent:
+                    step = dpe.GaussianDpEvent(z)
+                    return dpe.SelfComposedDpEvent(probe.schedule.compose(step, n), plan.rounds)
 
                 by_plan[(q, t)] = calibrate_noise(
                     round_events,
@@ -438,7 +438,7 @@ def _build_trainer(
                     "privacy.sample_level.noise_multiplier",
                 )
             sigma[n] = by_plan[(q, t)]
-    return DPSGDTrainer(model, task, local, noise_multiplier=sigma, **kw)
+    return dpsgd_trainer(model, task, local, noise_multiplier=sigma, **kw)
 
 
 def _build_client_transform(cfg: PrivacyConfig, plan: RoundPlan) -> DPFedAvg | AdaptiveDPFedAvg:

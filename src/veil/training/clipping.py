@@ -17,7 +17,7 @@ The ``"ghost"`` engine follows Goodfellow (2015) / Li et al. (2022, "ghost clipp
 3. The clipped sum is one reweighted matmul per layer: ``Σ_i c_i δ_iᵀ a_i = (c ⊙ δ)ᵀ a``.
 
 For chains of Flatten/Linear/ReLU/Tanh/Sigmoid (veil's MLP and logistic regression; the
-same tracing as :class:`~veil.federation.local.VectorisedTrainer`'s fast path) the
+same tracing as :mod:`veil.training.chain`) the
 forward and backward passes are written out with batched matrix products instead of
 autograd, which removes most of the per-step overhead on small models.
 
@@ -34,7 +34,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from veil.errors import ConfigError
-from veil.federation.local import _linear_chain, per_example_loss
+from veil.training.chain import linear_chain
+from veil.training.data import per_example_loss
 
 __all__ = ["PerExampleClipper", "ENGINES"]
 
@@ -296,7 +297,7 @@ class PerExampleClipper:
 def _chain_ops(model: nn.Module, names: list[str]) -> list[tuple[str, str, str | None]] | None:
     """The model as (kind, weight name, bias name) steps, if it is a plain linear chain."""
     numels = [p.numel() for _, p in model.named_parameters()]
-    ops = _linear_chain(model, names, numels)
+    ops = linear_chain(model, names, numels)
     if ops is None:
         return None
     by_offset: dict[int, str] = {}

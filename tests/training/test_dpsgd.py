@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from veil.crypto.prg import SecureRng
-from veil.federation.local import LocalConfig, SiteData, flat_params
+from veil.training import LocalConfig, SiteData, flat_params
 from veil.models import MLP
-from veil.privacy.dpsgd import DPSGDTrainer, gaussian_noise, poisson_batches
+from veil.training import Trainer, dpsgd_trainer, gaussian_noise, poisson_batches
 
 
 def _data(n_sites: int = 3, n: int = 60, f: int = 5) -> SiteData:
@@ -22,11 +22,11 @@ def _data(n_sites: int = 3, n: int = 60, f: int = 5) -> SiteData:
     return SiteData(x, y, parts)
 
 
-def _trainer(**kw) -> DPSGDTrainer:
+def _trainer(**kw) -> Trainer:
     torch.manual_seed(0)
     base = dict(noise_multiplier=1.0, max_grad_norm=0.5, expected_batch_size=15, secure_rng=False)
     base.update(kw)
-    return DPSGDTrainer(MLP(5, 3, (8,)), "classification", LocalConfig(lr=0.1), **base)
+    return dpsgd_trainer(MLP(5, 3, (8,)), "classification", LocalConfig(lr=0.1), **base)
 
 
 def test_gaussian_noise_statistics() -> None:
@@ -55,8 +55,8 @@ def test_poisson_batches_rate() -> None:
 
 def test_steps_and_events() -> None:
     tr = _trainer()
-    assert tr.sampling_rate(60) == pytest.approx(0.25) and tr.steps(60) == 4
-    assert tr.sampling_rate(10) == 1.0 and tr.steps(10) == 1
+    assert tr.schedule.rate(60) == pytest.approx(0.25) and tr.steps(60) == 4
+    assert tr.schedule.rate(10) == 1.0 and tr.steps(10) == 1
     ev = tr.round_event(60)
     assert ev.count == 4 and ev.event.sampling_probability == pytest.approx(0.25)
 
@@ -67,7 +67,7 @@ def test_noise_std_in_update() -> None:
     data = _data(n_sites=1, n=30)
     g0 = flat_params(MLP(5, 3, (8,)))
     kw = dict(expected_batch_size=30, max_grad_norm=0.5)  # q = 1 → one step
-    t1 = DPSGDTrainer(
+    t1 = dpsgd_trainer(
         MLP(5, 3, (8,)),
         "classification",
         LocalConfig(lr=0.1),
@@ -75,7 +75,7 @@ def test_noise_std_in_update() -> None:
         secure_rng=False,
         **kw,
     )
-    t0 = DPSGDTrainer(
+    t0 = dpsgd_trainer(
         MLP(5, 3, (8,)),
         "classification",
         LocalConfig(lr=0.1),
@@ -120,7 +120,7 @@ def test_clipping_bounds_update_without_noise() -> None:
     data = _data(n_sites=2, n=20)
     data.x.mul_(100.0)
     g0 = flat_params(MLP(5, 3, (8,)))
-    tr = DPSGDTrainer(MLP(5, 3, (8,)), "classification", LocalConfig(lr=1.0), noise_multiplier=0.0,
+    tr = dpsgd_trainer(MLP(5, 3, (8,)), "classification", LocalConfig(lr=1.0), noise_multiplier=0.0,
                       max_grad_norm=0.01, expected_batch_size=20, secure_rng=False)
     u = tr.train(g0, data, np.array([0, 1]), seed=0, round=0)
     assert torch.all(u.norm(dim=1) <= 0.01 * (1 + 1e-4))

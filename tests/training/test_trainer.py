@@ -9,10 +9,10 @@ from torch import nn
 
 from veil.data import load_diabetes, load_digits, partition
 from veil.errors import ConfigError
-from veil.federation.local import (
+from veil.training import (
     LocalConfig,
     SiteData,
-    VectorisedTrainer,
+    Trainer,
     batch_schedule,
     flat_params,
     train_site_reference,
@@ -36,11 +36,11 @@ def _setup(model_name: str, dataset: str, n_sites: int, scheme: str, alpha: floa
     return d, task, parts, model
 
 
-def _check_exact(model, task, d, parts, cfg, site_ids, seed=3, rnd=2, **kw) -> VectorisedTrainer:
+def _check_exact(model, task, d, parts, cfg, site_ids, seed=3, rnd=2, **kw) -> Trainer:
     data = SiteData(d.x_train, d.y_train, parts)
     g = flat_params(model)
     g = g + 0.01 * torch.randn(g.shape, generator=torch.Generator().manual_seed(0))
-    trainer = VectorisedTrainer(model, task, cfg, **kw)
+    trainer = Trainer(model, task, cfg, **kw)
     got = trainer.train(g, data, np.asarray(site_ids), seed, rnd)
     assert got.shape == (len(site_ids), g.numel())
     for row, i in enumerate(site_ids):
@@ -91,9 +91,9 @@ def test_chunks_and_cohort_do_not_change_a_site_update():
     data = SiteData(d.x_train, d.y_train, parts)
     g = flat_params(model)
     cfg = LocalConfig(2, 8, 0.05, momentum=0.9)
-    full = VectorisedTrainer(model, task, cfg).train(g, data, np.arange(40), 7, 1)
+    full = Trainer(model, task, cfg).train(g, data, np.arange(40), 7, 1)
     some = np.asarray([31, 4, 17])
-    alone = VectorisedTrainer(model, task, cfg, chunk=2).train(g, data, some, 7, 1)
+    alone = Trainer(model, task, cfg, chunk=2).train(g, data, some, 7, 1)
     torch.testing.assert_close(alone, full[some], atol=ATOL, rtol=0)
 
 
@@ -119,7 +119,7 @@ def test_deterministic_and_seeded():
     data = SiteData(d.x_train, d.y_train, parts)
     g = flat_params(model)
     cfg = LocalConfig(1, 4, 0.1)
-    tr = VectorisedTrainer(model, task, cfg)
+    tr = Trainer(model, task, cfg)
     a = tr.train(g, data, np.arange(20), 0, 0)
     b = tr.train(g, data, np.arange(20), 0, 0)
     assert torch.equal(a, b)
@@ -127,17 +127,27 @@ def test_deterministic_and_seeded():
     assert not torch.allclose(a, tr.train(g, data, np.arange(20), 1, 0))
 
 
-def test_overridden_site_gradients_is_used():
+def test_custom_gradient_source_is_used():
+    """A gradient source is a part of the trainer: the loop calls the one it is given."""
     d, task, parts, model = _setup("mlp", "digits", 10, "iid")
     data = SiteData(d.x_train, d.y_train, parts)
     calls = []
 
-    class Zero(VectorisedTrainer):
-        def site_gradients(self, params, xb, yb, mb, site_ids, step, round):
-            calls.append((step, round, tuple(site_ids)))
-            return {k: torch.zeros_like(v) for k, v in params.items()}
+    class Zero:
+        fast_path = False
 
-    tr = Zero(model, task, LocalConfig(1, 32, 0.1))
+        def step_event(self, n):
+            return None
+
+        def open(self, sites, batches):
+            def grad(params, xb, yb, mb, step, out, scale=1.0):
+                calls.append((step, sites.round, tuple(sites.ids)))
+                return out.zero_()
+
+            grad.shared_ok = False
+            return grad
+
+    tr = Trainer(model, task, LocalConfig(1, 32, 0.1), gradients=Zero())
     assert not tr.fast_path
     out = tr.train(flat_params(model), data, np.arange(10), 0, 3)
     assert torch.count_nonzero(out) == 0
@@ -149,10 +159,10 @@ def test_overridden_site_gradients_is_used():
 def test_rejects_wrong_parameter_count_and_bad_config():
     d, task, parts, model = _setup("logreg", "digits", 5, "iid")
     data = SiteData(d.x_train, d.y_train, parts)
-    tr = VectorisedTrainer(model, task, LocalConfig())
+    tr = Trainer(model, task, LocalConfig())
     with pytest.raises(ConfigError):
         tr.train(torch.zeros(3), data, np.arange(5), 0, 0)
     with pytest.raises(ConfigError):
-        VectorisedTrainer(model, task, LocalConfig(batch_size=0))
+        Trainer(model, task, LocalConfig(batch_size=0))
     with pytest.raises(ConfigError):
-        VectorisedTrainer(model, "ranking", LocalConfig())
+        Trainer(model, "ranking", LocalConfig())

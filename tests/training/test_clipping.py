@@ -8,10 +8,10 @@ import torch
 from opacus import GradSampleModule
 from torch import nn
 
-from veil.federation.local import LocalConfig, SiteData
+from veil.training import LocalConfig, SiteData
 from veil.models import MLP, LogisticRegression, SmallCNN
-from veil.privacy.clipping import PerExampleClipper
-from veil.privacy.dpsgd import DPSGDTrainer
+from veil.training import PerExampleClipper
+from veil.training import dpsgd_trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook")
 
@@ -110,9 +110,9 @@ def test_dpsgd_step_matches_opacus_without_noise() -> None:
     y = torch.randint(0, 3, (n,))
     data = SiteData(x.numpy(), y.numpy(), [np.arange(n)])
     cfg = LocalConfig(epochs=1, batch_size=n, lr=0.5)
-    tr = DPSGDTrainer(model, "classification", cfg, noise_multiplier=0.0, max_grad_norm=0.3,
+    tr = dpsgd_trainer(model, "classification", cfg, noise_multiplier=0.0, max_grad_norm=0.3,
                       expected_batch_size=n, secure_rng=False)
-    from veil.federation.local import flat_params
+    from veil.training import flat_params
 
     g0 = flat_params(model)
     upd = tr.train(g0, data, np.array([0]), seed=0, round=0)[0]

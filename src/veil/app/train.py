@@ -1,0 +1,192 @@
+"""A whole run from a config: build, train, write ``record.json`` and ``model.pt``, log.
+
+Example:
+    >>> from veil.app import RunConfig, train
+    >>> cfg = RunConfig(name="quick", rounds=3)
+    >>> result = train(cfg, progress=False)        # doctest: +SKIP
+    >>> result.final_accuracy                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from veil.data import Dataset
+from veil.errors import ConfigError
+from veil.federation.build import build_federation, load_data
+from veil.federation.config import RunConfig
+from veil.federation.hooks import RunHook
+from veil.federation.record import MODEL, RECORD, now_iso, versions, write_json_atomic
+from veil.federation.runtime import Federation, RunResult
+from veil.models import n_parameters
+
+__all__ = ["train", "threat_model", "TrainOutput"]
+
+
+def threat_model(cfg: RunConfig) -> str:
+    """Plain-language statement of what this run protects against (for records and reports)."""
+    parts = [
+        "Sites keep their raw data; only model updates leave a site. The server is "
+        "honest-but-curious (follows the protocol, tries to learn from what it sees)."
+    ]
+    if cfg.aggregation.secure_aggregation:
+        parts.append(
+            "Secure aggregation (SecAgg+): the server learns only the sum of the surviving "
+            "sites' quantised updates, not any single site's update, as long as fewer than "
+            "the threshold of a site's neighbours collude with it."
+        )
+    else:
+        parts.append("No secure aggregation: the server sees each site's update in the clear.")
+    if cfg.privacy.enabled:
+        parts.append(
+            "Differential privacy bounds what the released model (and the updates it is built "
+            "from) reveals about any one example or site; see the ε figures."
+        )
+    else:
+        parts.append(
+            "No differential privacy: the final model and the updates may reveal information "
+            "about individual training examples (see the audit for how much)."
+        )
+    return " ".join(parts)
+
+
+@dataclass
+class TrainOutput:
+    """A finished (or stopped) run and where its files are."""
+
+    result: RunResult
+    run_dir: Path
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_accuracy(self) -> float | None:
+        """Last evaluated test accuracy (R² for regression)."""
+        return self.result.final_accuracy
+
+
+def train(
+    cfg: RunConfig,
+    resume: bool = False,
+    hooks: Sequence[RunHook] = (),
+    dataset: Dataset | None = None,
+    model: torch.nn.Module | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainOutput:
+    """Run a federated job end to end and write ``record.json`` and ``model.pt``.
+
+    Args:
+        cfg: validated config.
+        resume: continue from the run directory's checkpoint.
+        hooks: extra hooks.
+        dataset, model: override the configured ones.
+        on_round: per-round callback.
+
+    Raises:
+        ConfigError: bad config, or resume without a matching checkpoint.
+        BudgetExceededError: the privacy ledger refused the plan.
+    """
+    run_dir = cfg.run_dir()
+    for d in (Path(cfg.output_dir), run_dir):
+        if d.exists() and not d.is_dir():
+            raise ConfigError(f"{d} exists and is not a directory", key="output_dir")
+    if not resume and (run_dir / "checkpoint.pt").exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run; use --resume to continue it, or a new name",
+            key="name",
+        )
+    started = now_iso()
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {}
+
+    def _on_round(rec: dict[str, Any]) -> None:
+        record["rounds"] = fed.records
+        record["final"] = _final(fed, time.perf_counter() - t0)
+        write_json_atomic(run_dir / RECORD, record)
+        if on_round is not None:
+            on_round(rec)
+
+    ds = dataset if dataset is not None else load_data(cfg)
+    canaries = None
+    if cfg.audit.canaries:
+        from veil.audit.canary import insert_canaries
+
+        if ds.task != "classification":
+            raise ConfigError("canary audits need a classification data set", key="audit.canaries")
+        x, y, canaries = insert_canaries(
+            ds.x_train, ds.y_train, cfg.audit.canaries, cfg.seed, ds.n_classes
+        )
+        ds = Dataset(ds.name, x, y, ds.x_test, ds.y_test, ds.task, ds.n_classes)
+    fed = build_federation(cfg, hooks, ds, model, _on_round)
+    record.update(
+        {
+            "veil_version": versions()["veil"],
+            "name": cfg.name,
+            "created": started,
+            "config": cfg.model_dump(mode="json"),
+            "versions": versions(),
+            "seeds": {"seed": cfg.seed, "secure_rng": fed.secure_rng},
+            "threat_model": threat_model(cfg),
+            "pipeline": fed.pipeline.describe(),
+            "plan": {
+                "rounds": cfg.rounds,
+                "n_sites": fed.n_sites,
+                "cohort_size": fed.cohort,
+                "sampling": fed.sampling,
+                "site_sizes": fed.data.sizes.tolist(),
+                "n_parameters": n_parameters(fed.model),
+                "dataset": fed.dataset.name,
+            },
+            "model_path": MODEL,
+        }
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        result = _run_with_canaries(fed, run_dir, canaries, resume)
+    finally:
+        torch.set_num_threads(threads_before)
+    record["rounds"] = result.rounds
+    record["final"] = _final(fed, time.perf_counter() - t0)
+    record["privacy"] = {k: v for k, v in result.summary.items()}
+    if fed.privacy_noise:
+        record["privacy"]["noise"] = {
+            k: ({str(kk): vv for kk, vv in v.items()} if isinstance(v, dict) else v)
+            for k, v in fed.privacy_noise.items()
+        }
+    torch.save({"params": result.params, "config": record["config"]}, run_dir / MODEL)
+    write_json_atomic(run_dir / RECORD, record)
+    if cfg.audit.log:
+        from veil.audit.log import AuditLog, run_entry
+
+        AuditLog(Path(cfg.output_dir) / "audit.log").append("run", run_entry(record))
+    return TrainOutput(result, run_dir, record)
+
+
+def _run_with_canaries(fed: Federation, run_dir: Path, canaries: Any, resume: bool) -> RunResult:
+    if canaries is not None:
+        from veil.audit.canary import save_canaries
+
+        save_canaries(run_dir / "canaries.npz", canaries)
+    return fed.run(resume=resume)
+
+
+def _final(fed: Federation, wall_s: float) -> dict[str, Any]:
+    acc = loss = None
+    for r in reversed(fed.records):
+        if r.get("test_accuracy") is not None:
+            acc, loss = r["test_accuracy"], r["test_loss"]
+            break
+    return {
+        "test_accuracy": acc,
+        "test_loss": loss,
+        "rounds_completed": fed.next_round,
+        "stopped_reason": fed.stopped_reason,
+        "wall_s": wall_s,
+    }

@@ -1,0 +1,144 @@
+"""What a client-level DP run may draw from its randomness, release, and count as noise.
+
+Three rules the federation applies so that the ε it reports holds
+(docs/differential-privacy.md):
+
+* **Secret cohorts** (:func:`draw_cohort`): whenever sampling amplification is claimed the
+  cohort comes from the privacy CSPRNG (:class:`veil.crypto.prg.SecureRng`), never from a
+  generator seeded by the public run seed; anyone with the seed could otherwise recompute
+  every cohort, and for that observer amplification is void.
+* **Only noised or post-processed numbers** (:func:`release_measurements`): in a DP run the
+  per-round record keeps only measurements computed from the noised aggregate, or that are
+  public (configuration, protocol counters). Per-site encode statistics (``clip/clipped``,
+  ``clip/norm``, ``quantize/clipped_fraction``) and decode statistics computed before the
+  noise is added are dropped, fail-closed: a key not known to be safe is not released.
+  ``debug = True`` keeps everything and the run is marked not private.
+* **Honest noise** (:func:`honest_survivors`, :func:`check_ddg_sigma`): distributed DP
+  sizes each site's noise for the sites that will both survive *and* be honest — expected
+  survivors minus the sites the SecAgg threat model lets collude with the server — and
+  the discrete Gaussian bound's precondition σ ≥ 1/2 is checked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from veil.errors import ConfigError, InsecureParametersError
+
+__all__ = [
+    "DP_STAGES",
+    "check_ddg_sigma",
+    "draw_cohort",
+    "honest_survivors",
+    "release_measurements",
+]
+
+#: Stages whose decode measurements are noised or post-processing of the noised sum.
+DP_STAGES = ("dp_fedavg", "adaptive_dp_fedavg", "distributed_dp")
+#: Public quantities (functions of the configuration, not of the data).
+_PUBLIC = frozenset({"uniform_mean/denominator", "quantize/scale", "survivors", "rejected_sites"})
+#: Summation protocols whose measurements are protocol counters and timings.
+_PROTOCOLS = ("secagg/",)
+
+
+def draw_cohort(rng: Any, n_sites: int, cohort: float, sampling: str) -> np.ndarray:
+    """The round's cohort, drawn from the privacy CSPRNG.
+
+    Args:
+        rng: a :class:`veil.crypto.prg.SecureRng` (``SecureRng.fresh()`` in real runs).
+        n_sites: population N.
+        cohort: expected (Poisson) or exact (fixed, rounded half up) cohort size.
+        sampling: ``"poisson"`` (each site with probability cohort/N) or ``"fixed"``
+            (a uniform subset of that size).
+
+    Returns:
+        Sorted site indices.
+
+    Raises:
+        ConfigError: unknown sampling or a cohort outside (0, N].
+    """
+    if sampling not in ("poisson", "fixed"):
+        raise ConfigError(f"unknown sampling {sampling!r}", key="federation.sampling")
+    if not (n_sites >= 1 and 0 < cohort <= n_sites):
+        raise ConfigError(
+            f"cohort {cohort} must be in (0, {n_sites}]", key="federation.cohort_size"
+        )
+    u = np.asarray(rng.uniform(n_sites), dtype=np.float64)
+    if sampling == "poisson":
+        return np.flatnonzero(u < cohort / n_sites).astype(np.int64)
+    m = max(1, int(math.floor(cohort + 0.5)))
+    # the m smallest of N i.i.d. uniforms are a uniform m-subset (ties: probability ~2^-53)
+    return np.sort(np.argsort(u, kind="stable")[:m]).astype(np.int64)
+
+
+def release_measurements(
+    measurements: Mapping[str, Any], mechanism: str | None, debug: bool = False
+) -> dict[str, Any]:
+    """The measurements a DP run may record (all of them without DP or with ``debug``).
+
+    Args:
+        measurements: the round's merged measurements (``stage/key`` names).
+        mechanism: ``None`` (no client-level DP), ``"central"`` or ``"distributed"``.
+        debug: keep un-noised diagnostics (the run must then be marked not private).
+
+    Returns:
+        The releasable subset.
+    """
+    if mechanism is None or debug:
+        return dict(measurements)
+    out: dict[str, Any] = {}
+    for k, v in measurements.items():
+        stage = k.split("/", 1)[0]
+        if (
+            k in _PUBLIC
+            or stage in DP_STAGES
+            or k.startswith(_PROTOCOLS)
+            # distributed DP: quantize decodes the already-noised sum (post-processing)
+            or mechanism == "distributed" and k == "quantize/beyond_signal_fraction"
+        ):
+            out[k] = v
+    return out
+
+
+def honest_survivors(cohort: int, expected_dropout: float, corrupt_fraction: float) -> int:
+    """Sites whose noise distributed DP may count: expected survivors minus corrupt sites.
+
+    ``⌊n (1 − dropout)⌋ − ⌈corrupt · n⌉``: the SecAgg threat model lets up to
+    ``corrupt · n`` sites collude with the server; their noise is known to it.
+
+    Raises:
+        ConfigError: no honest survivor remains (key ``aggregation.corrupt_fraction``).
+    """
+    n = max(1, int(cohort))
+    if not (0.0 <= expected_dropout < 1.0 and 0.0 <= corrupt_fraction < 1.0):
+        raise ConfigError(
+            "expected_dropout and corrupt_fraction must be in [0, 1)", key="aggregation"
+        )
+    m = math.floor(n * (1.0 - expected_dropout)) - math.ceil(corrupt_fraction * n - 1e-12)
+    if m < 1:
+        raise ConfigError(
+            f"a cohort of {n} with expected_dropout {expected_dropout} and corrupt_fraction "
+            f"{corrupt_fraction} leaves no honest survivor to add noise; raise the cohort",
+            key="aggregation.corrupt_fraction",
+        )
+    return int(m)
+
+
+def check_ddg_sigma(sigma: float) -> None:
+    """The distributed discrete Gaussian bound (KLS21, Thm 14) needs σ ≥ 1/2 per site.
+
+    Raises:
+        InsecureParametersError: ``sigma < 0.5`` (raise the noise multiplier or the clip
+            scale, or lower the cohort).
+    """
+    if not (math.isfinite(sigma) and sigma >= 0.5):
+        raise InsecureParametersError(
+            f"per-site discrete Gaussian σ = {sigma:.4g} < 1/2: the distributed DP bound does "
+            "not hold; raise privacy.client_level.noise_multiplier or aggregation.bits, or "
+            "use a smaller cohort",
+            key="privacy.client_level.noise_multiplier",
+        )
