@@ -42,7 +42,7 @@ from veil.models.ir import (
     UnsupportedModelError,
     evaluate_layer,
 )
-from veil.securecompute.fhe.matvec import DenseMap, next_pow2
+from veil.securecompute.fhe.matvec import DenseMap, batch_block, next_pow2
 from veil.securecompute.fhe.poly import ChebPoly, approximate, best_baby, plan_depth
 
 __all__ = ["Plan", "Compiled", "compile_model", "FOREST_REASON", "PolyStep"]
@@ -69,6 +69,9 @@ class Plan:
         in_features: values per sample; in_period: their padded period; block: slots/sample.
         out_features: values per sample in the result.
         task: the model's task.
+        input_affine: (shift, scale): the client encrypts (x - shift) / scale. Not the identity
+            only when the model starts with an activation: its polynomial's interval
+            normalisation moves to the client (saving a level; the interval is public).
     """
 
     params: CkksParams
@@ -79,6 +82,7 @@ class Plan:
     block: int
     out_features: int
     task: str
+    input_affine: tuple[float, float] = (0.0, 1.0)
 
     @property
     def per_ciphertext(self) -> int:
@@ -189,6 +193,7 @@ def _compile_once(
     act_report = []
     act_idx = 0
     max_abs = 1.0
+    input_affine = (0.0, 1.0)
     for kind, payload in segs:
         if kind == "dense":
             w, b = _affine_matrix(payload, shape)
@@ -210,6 +215,8 @@ def _compile_once(
                 wb = dense[kinds[-1][1]]
                 wb[0] = wb[0] / poly.half
                 wb[1] = (wb[1] - poly.mid) / poly.half
+            elif not kinds:  # the model starts with it: the client encrypts t (public map)
+                input_affine = (poly.mid, poly.half)
             else:
                 n = int(np.prod(shape))
                 dense.append([np.eye(n) / poly.half, -np.full(n, poly.mid) / poly.half])
@@ -221,21 +228,26 @@ def _compile_once(
             act_idx += 1
         max_abs = max(max_abs, float(np.abs(x).max()) if x.size else 1.0)
     depth = sum(1 if k == "dense" else v.depth for k, v in kinds)
-    # ring slots: every vector (padded) must fit; batches need two copies per block
-    widths = [next_pow2(int(np.prod(model.input_shape)))]
-    for w, _ in dense:
+    # ring slots: every padded vector must fit (one sample), or every block (a batch)
+    dense_idx = [i for i, (k, _) in enumerate(kinds) if k == "dense"]
+    last_dense = dense_idx[-1] if dense_idx else -1
+    period = next_pow2(int(np.prod(model.input_shape)))
+    widths, blocks = [period], [period]
+    for i in dense_idx:
+        w, _ = dense[kinds[i][1]]
+        final = i == last_dense and i == len(kinds) - 1
+        need, period = batch_block(w, period, final)
         widths += [next_pow2(w.shape[0]), next_pow2(w.shape[1])]
-    longest = max(widths)
-    block_need = longest if batch == 1 else 2 * longest
+        blocks.append(need)
+    block_need = max(widths) if batch == 1 else max(blocks)
     integer_bits = max(8, int(math.ceil(math.log2(4 * max_abs))) + 2)
     params = choose_params(depth, scale_bits=scale_bits, integer_bits=integer_bits,
-                           min_slots=block_need * (1 if batch == 1 else 1))
+                           min_slots=block_need)
     slots = params.slots
     block = slots if batch == 1 else block_need
     steps: list[Any] = []
     period = next_pow2(int(np.prod(model.input_shape)))
     in_period = period
-    last_dense = max(i for i, (k, _) in enumerate(kinds) if k == "dense")
     relin = False
     for i, (k, v) in enumerate(kinds):
         if k == "dense":
@@ -251,7 +263,7 @@ def _compile_once(
     if out_features == 0 or isinstance(model.layers[-1], Argmax):
         out_features = dense[-1][0].shape[0] if kinds[-1][0] == "dense" else int(np.prod(shape))
     plan = Plan(params, tuple(rot), relin, int(np.prod(model.input_shape)), in_period, block,
-                out_features, model.task)
+                out_features, model.task, input_affine)
     report = {
         "depth": depth,
         "poly_degree_n": params.poly_degree,
@@ -316,7 +328,8 @@ def compile_model(
 
 def approx_forward(compiled: Compiled, model: Model, x: np.ndarray) -> np.ndarray:
     """The compiled circuit in plaintext (float64): what CKKS computes, without the noise."""
-    y = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    shift, scale = compiled.plan.input_affine
+    y = (np.asarray(x, dtype=np.float64).reshape(len(x), -1) - shift) / scale
     for st in compiled.steps:
         if isinstance(st, DenseMap):
             y = y @ st.weight.T + st.bias

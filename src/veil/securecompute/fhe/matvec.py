@@ -18,7 +18,8 @@ the result has period m. In a batch (block < slots) a rotation can read the next
 block, so intermediate layers use D = n (m padded up to n), zero the diagonals outside
 [0, m) of each block (free: folded into the plaintext) and re-replicate the result with
 log2(block / m) rotate-and-add steps; the final layer only needs slots [0, m) of each block.
-The caller must choose ``block ≥ 2 · max(m, n)`` for batches.
+The caller must choose ``block ≥ max(m, n) + (largest non-zero diagonal index)`` for
+batches (:func:`batch_block`); an elementwise map (diagonal 0 only) packs samples densely.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 
 from veil.errors import ConfigError
 
-__all__ = ["next_pow2", "DenseMap", "tile"]
+__all__ = ["next_pow2", "DenseMap", "tile", "batch_block"]
 
 
 def next_pow2(n: int) -> int:
@@ -44,6 +45,29 @@ def tile(vec: np.ndarray, period: int, block: int, slots: int) -> np.ndarray:
     v = np.zeros(period)
     v[: len(vec)] = vec
     return np.tile(v, slots // period)
+
+
+def _nonzero_diagonals(w: np.ndarray, mp: int, n: int) -> list[int]:
+    """Indices i < min(mp, n) of the generalised diagonals of the padded w that are non-zero."""
+    length = max(mp, n)
+    j = np.arange(length)
+    return [i for i in range(min(mp, n)) if np.any(w[j % mp, (j + i) % n] != 0.0)]
+
+
+def batch_block(weight: np.ndarray, period: int, final: bool) -> tuple[int, int]:
+    """(slots one sample needs in a batched layout, output period) for ``weight``.
+
+    A batched product reads slots j + i for j below the output length and i up to the
+    largest non-zero diagonal, so a block must hold ``max(m, n) + max i`` slots.
+    """
+    m, n_in = weight.shape
+    mp = next_pow2(m)
+    if not final and mp < period:
+        mp = period
+    w = np.zeros((mp, period))
+    w[:m, :n_in] = weight
+    nz = _nonzero_diagonals(w, mp, period)
+    return next_pow2(max(mp, period) + (max(nz) if nz else 0)), mp
 
 
 @dataclass
@@ -81,8 +105,6 @@ class DenseMap:
         self.out_period = mp
         self.ndiag = min(mp, n)
         length = max(mp, n)
-        if self.batched and self.block < 2 * length:
-            raise ConfigError(f"batched layout needs block >= {2 * length}, got {self.block}")
         w = np.zeros((mp, n))
         w[:m, :n_in] = self.weight
         j = np.arange(length)
@@ -101,6 +123,10 @@ class DenseMap:
         self.nonzero = [i for i in range(self.ndiag) if np.any(diags[i] != 0.0)]
         if not self.nonzero:
             raise ConfigError("an all-zero weight matrix has no encrypted product")
+        if self.batched and self.block < length + max(self.nonzero):
+            raise ConfigError(
+                f"batched layout needs block >= {length + max(self.nonzero)}, got {self.block}"
+            )
         self.baby = self._best_baby()
         self.giant = -(-self.ndiag // self.baby)
         # pre-rotate for the giant steps: rot(d, -g*b) == np.roll(d, g*b)

@@ -78,6 +78,8 @@ class FheClient:
         x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(len(x), -1)
         if x.shape[1] != p.in_features:
             raise ConfigError(f"input has {x.shape[1]} features, the model takes {p.in_features}")
+        shift, scale = p.input_affine
+        x = (x - shift) / scale
         per = p.per_ciphertext
         vectors = []
         for start in range(0, len(x), per):
