@@ -10,6 +10,7 @@ from veil.audit.policy import (
     Policy,
     RunMeasurements,
     check_policy,
+    frontier,
     measurements_from_release,
     measurements_from_run,
 )
@@ -87,3 +88,13 @@ def test_release_measurements_and_toml() -> None:
         Policy.from_dict({"max_eps": 1})
     with pytest.raises(ConfigError, match="policy.min_accuracy"):
         Policy.from_dict({"min_accuracy": 90})
+
+
+def test_frontier_of_a_sweep_and_the_configurations_that_satisfy_the_policy() -> None:
+    runs = [RunMeasurements(epsilon=e, delta=1e-5, accuracy=a)
+            for e, a in [(0.5, 0.70), (1.0, 0.80), (2.0, 0.78), (3.0, 0.86), (8.0, 0.86),
+                         (math.inf, 0.90), (1.0, None)]]
+    assert frontier(runs) == [0, 1, 3, 5]  # (2, .78) and (8, .86) are dominated
+    ok = [i for i in frontier(runs)
+          if check_policy(Policy(max_epsilon=3.0, min_accuracy=0.8), runs[i]).passed]
+    assert ok == [1, 3]

@@ -88,3 +88,22 @@ def test_synth_command_bad_config_exits_2(tmp_path: Path, capsys) -> None:  # ty
                    + SCHEMA)
     assert main(["synth", str(cfg)]) == 2
     assert "mechansim" in capsys.readouterr().err
+
+
+def test_description_tiers_reach_the_synthesis(tmp_path: Path) -> None:
+    """[description]: c sensitive (stricter per-column ε), x generalised, an identifier refused."""
+    _csv(tmp_path / "t.csv", 800, 0)
+    desc = ('[description]\nidentifiers = ["id"]\nsensitive = ["c"]\n'
+            '[description.quasi_identifiers]\nx = { width = 5 }\n')
+    cfg = _config(tmp_path, desc, 'path = "t.csv"')
+    text = cfg.read_text().replace("iters = 200\n", "iters = 200\nsensitive_noise_factor = 3.0\n")
+    cfg.write_text(text)
+    assert main(["synth", str(cfg)]) == 0
+    rel = json.loads((tmp_path / "out" / "t" / "release.json").read_text())["releases"]["dataset"]
+    assert rel["release"]["sensitive"] == ["c"]
+    att = rel["release"]["attribute_epsilon"]
+    assert att["c"] < 0.5 * att["x"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text(cfg.read_text().replace('identifiers = ["id"]', 'identifiers = ["x"]')
+                   .replace("x = { width = 5 }\n", ""))
+    assert main(["synth", str(bad)]) == 2

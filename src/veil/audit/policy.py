@@ -22,7 +22,7 @@ does not exist. Two further rules keep the comparison honest:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ __all__ = [
     "RunMeasurements",
     "TargetResult",
     "check_policy",
+    "frontier",
     "measurements_from_release",
     "measurements_from_run",
 ]
@@ -223,6 +224,24 @@ def check_policy(policy: Policy, measured: RunMeasurements) -> PolicyResult:
         else:
             out.append(_compare("accuracy", policy.min_accuracy, acc, False, "accuracy"))
     return PolicyResult(tuple(out))
+
+
+def frontier(points: Sequence[RunMeasurements]) -> list[int]:
+    """Indices of the privacy-utility frontier of a sweep (ascending ε).
+
+    A run is on the frontier when no other run has ε ≤ its ε and accuracy ≥ its accuracy
+    with one of the two strictly better. Runs without ε or accuracy are left out.
+    Combined with :func:`check_policy`, a sweep can mark which frontier configurations
+    satisfy the policy.
+    """
+    pts = [(i, p.epsilon, p.accuracy) for i, p in enumerate(points)
+           if p.epsilon is not None and p.accuracy is not None]
+    out = []
+    for i, e, a in pts:
+        dominated = any((e2 <= e and a2 >= a) and (e2 < e or a2 > a) for _, e2, a2 in pts)
+        if not dominated:
+            out.append(i)
+    return sorted(out, key=lambda i: (points[i].epsilon, i))
 
 
 def _num(v: Any) -> float | None:

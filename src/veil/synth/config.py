@@ -22,6 +22,11 @@ Config (TOML)::
     low = 0
     high = 100
 
+    [description]                  # optional tiers (veil.data.pruning)
+    sensitive = ["outcome"]        # stricter per-column noise (synth.sensitive_noise_factor)
+    [description.quasi_identifiers]
+    age = { width = 10 }           # generalised before synthesis
+
     [evaluate]
     classifier = "logreg"          # or "gbdt"
 
@@ -49,7 +54,7 @@ from veil.synth.schema import Table, TableSchema, n_rows
 __all__ = ["load_synth_config", "load_site_tables", "read_csv_table", "split_table",
            "write_csv_table"]
 
-_TOP = {"name", "output_dir", "synth", "data", "schema", "evaluate", "policy"}
+_TOP = {"name", "output_dir", "synth", "data", "schema", "description", "evaluate", "policy"}
 _SETTINGS = {"epsilon", "delta", "mechanism", "cliques", "sensitive", "sensitive_noise_factor",
              "rows", "iters", "seed"}
 
@@ -105,8 +110,9 @@ def load_synth_config(path: str | Path) -> dict[str, Any]:
 
     Returns a dict with ``name``, ``output_dir``, ``settings`` (SynthSettings), ``schema``,
     ``sources`` (site -> CSV path, paths relative to the config), ``test_fraction``,
-    ``classifier`` and ``policy`` (the raw ``[policy]`` table, or None; it is parsed by
-    :class:`veil.audit.policy.Policy`).
+    ``classifier``, ``policy`` (the raw ``[policy]`` table, or None; it is parsed by
+    :class:`veil.audit.policy.Policy`) and ``description`` (the ``[description]`` tiers of
+    :mod:`veil.data.pruning`, or None: sensitive columns join ``synth.sensitive``).
 
     Raises:
         ConfigError: unreadable TOML, unknown keys, bad values.
@@ -128,11 +134,14 @@ def load_synth_config(path: str | Path) -> dict[str, Any]:
                           key="synth")
     if "epsilon" not in s:
         raise ConfigError("the budget is required: epsilon = 1.0", key="synth.epsilon")
+    schema = TableSchema.from_dict(raw.get("schema") or {})
+    desc = _description(raw.get("description"), schema)
+    if desc is not None and desc.sensitive:
+        s["sensitive"] = sorted(set(s.get("sensitive", [])) | set(desc.sensitive))
     try:
         settings = SynthSettings(**s)
     except TypeError as e:
         raise ConfigError(str(e), key="synth") from None
-    schema = TableSchema.from_dict(raw.get("schema") or {})
     d = dict(raw.get("data") or {})
     bad = set(d) - {"path", "sites", "test_fraction"}
     if bad:
@@ -159,7 +168,32 @@ def load_synth_config(path: str | Path) -> dict[str, Any]:
         "test_fraction": float(tf),
         "classifier": str(ev.get("classifier", "logreg")),
         "policy": policy,
+        "description": desc,
     }
+
+
+def _description(raw: Any, schema: TableSchema) -> Any:
+    """The ``[description]`` tiers, checked against the schema: an identifier, or a
+    quasi-identifier without a generalisation rule, is never synthesised.
+
+    Raises:
+        ConfigError: such a column is in the schema.
+    """
+    if not raw:
+        return None
+    from veil.data.pruning import ColumnRole, DataDescription
+
+    desc = DataDescription.from_dict(raw)
+    for c in schema.names:
+        role = desc.role(c)
+        if role == ColumnRole.IDENTIFIER or (role == ColumnRole.QUASI_IDENTIFIER
+                                             and c not in desc.rules):
+            raise ConfigError(
+                f"column {c!r} is described as {role.value}"
+                f"{'' if role == ColumnRole.IDENTIFIER else ' without a rule'}: it must not be "
+                "synthesised; remove it from [schema] (or give it a generalisation rule)",
+                key="description")
+    return desc
 
 
 def load_site_tables(cfg: Mapping[str, Any]) -> dict[str, tuple[Table, Table]]:
@@ -171,8 +205,14 @@ def load_site_tables(cfg: Mapping[str, Any]) -> dict[str, tuple[Table, Table]]:
     schema: TableSchema = cfg["schema"]
     seed = cfg["settings"].seed
     out: dict[str, tuple[Table, Table]] = {}
+    desc = cfg.get("description")
     for i, (site, src) in enumerate(cfg["sources"].items()):
-        table = _typed(read_csv_table(src, schema.names), schema)
+        table = read_csv_table(src, schema.names)
+        if desc is not None:  # quasi-identifiers generalised by their declared rule
+            for c, rule in desc.rules.items():
+                if c in table:
+                    table[c] = rule.apply(table[c], c)
+        table = _typed(table, schema)
         out[site] = split_table(table, cfg["test_fraction"], seed + i)
     return out
 
