@@ -102,7 +102,7 @@ def site_trainer(cfg: Any, model: nn.Module, task: str, n_examples: int) -> tupl
         ConfigError, BudgetExceededError: from the privacy layer (δ too large for the
             site's size, planned ε over the target).
     """
-    from veil.federation.hooks import RoundPlan
+    from veil.privacy.plan import RoundPlan
     from veil.training import LocalConfig, Trainer
 
     lc = cfg.local

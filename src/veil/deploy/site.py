@@ -163,7 +163,7 @@ class SiteRuntime:
 
         from veil.aggregation import EncodeContext
         from veil.aggregation.base import PipelineState, check_updates
-        from veil.federation.hooks import RoundInfo
+        from veil.privacy.plan import RoundInfo
         from veil.protocols.secagg import SecAggClient, SecAggConfig
 
         r, meta = env.round, env.meta

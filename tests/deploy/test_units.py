@@ -1,0 +1,92 @@
+"""Small pieces of the deployment: the envelope codec, the agent's private directory and
+framing, node-config strings, the record check and ``veil deploy show``'s exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("flwr", reason="the Flower transport needs the flower extra")
+
+from flwr.app import ConfigRecord, RecordDict  # noqa: E402
+
+from veil.deploy.agent import agent_dir, recv_frame, send_frame  # noqa: E402
+from veil.deploy.local import read_result  # noqa: E402
+from veil.deploy.processes import node_config_arg  # noqa: E402
+from veil.errors import AbortError, ConfigError, MalformedMessageError  # noqa: E402
+from veil.transport.flower import Envelope, pack, unpack  # noqa: E402
+
+
+def test_envelope_round_trip() -> None:
+    env = Envelope("stage", 4, b"\x00\xffbytes", {"site": 2, "epsilon": 0.5})
+    assert unpack(pack(env)) == env
+
+
+@pytest.mark.parametrize(
+    "content",
+    [RecordDict({}), RecordDict({"veil": ConfigRecord({"kind": "x", "round": 1})}),
+     RecordDict({"veil": ConfigRecord({"kind": "x", "round": 1, "payload": "text",
+                                        "meta": "{}"})}),
+     RecordDict({"veil": ConfigRecord({"kind": "x", "round": 1, "payload": b"",
+                                        "meta": "[1]"})})],
+)
+def test_foreign_content_is_a_malformed_message(content: RecordDict) -> None:
+    with pytest.raises(MalformedMessageError):
+        unpack(content)
+
+
+def test_agent_directory_must_be_private(tmp_path: Path) -> None:
+    d = tmp_path / "agent"
+    d.mkdir(mode=0o755)
+    os.chmod(d, 0o755)
+    with pytest.raises(ConfigError, match="0700"):
+        agent_dir({"agent-dir": str(d)}, 1)
+    os.chmod(d, 0o700)
+    assert agent_dir({"agent-dir": str(d)}, 1) == d
+
+
+def test_frames_carry_header_and_payload() -> None:
+    a, b = socket.socketpair()
+    payload = os.urandom(3 << 20)  # larger than one recv
+    th = threading.Thread(target=send_frame, args=(a, {"kind": "k", "round": 3}, payload))
+    th.start()
+    header, got = recv_frame(b)
+    th.join()
+    assert header == {"kind": "k", "round": 3} and got == payload
+    a.close()
+    b.close()
+
+
+def test_node_config_string_is_toml_values() -> None:
+    s = node_config_arg({"data": '/d/a "b".csv', "partition-id": 2, "share-example-counts": True})
+    assert s == 'data="/d/a \\"b\\".csv" partition-id=2 share-example-counts=true'
+
+
+def _record(tmp: Path, status: str, aborted: bool) -> Path:
+    rounds = [{"round": 0, "cohort": [0, 1], "survivors": [] if aborted else [0, 1],
+               "duration_s": 1.0, **({"aborted": "AbortError: below threshold"} if aborted
+                                      else {})}]
+    rec = {"name": "x", "transport": "flower", "sites": ["0", "1"], "pipeline": ["a"],
+           "rounds": rounds, "final": {"status": status, "rounds_completed": 0 if aborted
+                                       else 1, "test_accuracy": None}}
+    (tmp / "record.json").write_text(json.dumps(rec))
+    return tmp
+
+
+def test_a_failed_run_is_never_a_success(tmp_path: Path) -> None:
+    d = _record(tmp_path, "aborted", aborted=True)
+    with pytest.raises(AbortError, match="below threshold"):
+        read_result(d, "finished:failed")
+    with pytest.raises(AbortError):
+        read_result(d, "finished:completed")  # Flower's status alone is not enough
+    from veil.cli.main import main
+
+    assert main(["deploy", "show", str(d)]) == 1
+    ok = _record(tmp_path, "completed", aborted=False)
+    assert read_result(ok, "finished:completed")["final"]["status"] == "completed"
+    assert main(["deploy", "show", str(ok)]) == 0
