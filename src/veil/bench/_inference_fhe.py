@@ -48,6 +48,7 @@ class Workload:
     inputs: np.ndarray
     calibration: np.ndarray
     labels: np.ndarray | None = None
+    train_y: np.ndarray | None = None  # forests: targets the peer retrains on (calibration = X)
 
 
 def _linreg(f: int, batch: int, rng: np.random.Generator) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -126,7 +127,7 @@ def suite(quick: bool = False) -> list[Workload]:
     for est_n, feat in ((10, 10),) if quick else ((10, 10), (50, 10)):
         xs = np.hstack([xd, rng.normal(size=(len(xd), max(0, feat - xd.shape[1])))])[:, :feat]
         rf = RandomForestRegressor(n_estimators=est_n, max_depth=4, random_state=0).fit(xs, yd)
-        out.append(Workload(f"rf-{est_n}x{feat}", from_sklearn(rf), xs[:1], xs))
+        out.append(Workload(f"rf-{est_n}x{feat}", from_sklearn(rf), xs[:1], xs, train_y=yd))
     return out
 
 
@@ -183,7 +184,48 @@ def concrete_python() -> Path | None:
     return None
 
 
-def run_concrete(names: list[str], timeout_s: int = 3600) -> dict[str, Any]:
+def export_spec(workloads: list[Workload], path: Path) -> None:
+    """Write the workloads (layers + weights, inputs, calibration) as one .npz for the peer."""
+    from veil.models.ir import (GELU, Argmax, AvgPool2d, Conv2d, Flatten, Linear, ReLU, Sigmoid,
+                                Softmax, Tanh, TreeEnsemble)
+
+    arrays: dict[str, np.ndarray] = {}
+    spec = []
+    for k, w in enumerate(workloads):
+        item: dict[str, Any] = {"name": w.name, "x": f"{k}_x", "calib": f"{k}_c",
+                                "classification": w.model.task == "classification"}
+        arrays[f"{k}_x"] = np.asarray(w.inputs, dtype=np.float64)
+        arrays[f"{k}_c"] = np.asarray(w.calibration, dtype=np.float64)[:500]
+        layers = []
+        for j, layer in enumerate(w.model.layers):
+            key = f"{k}_{j}"
+            if isinstance(layer, Linear):
+                arrays[key + "w"], arrays[key + "b"] = layer.weight, layer.bias
+                layers.append({"type": "linear", "w": key + "w", "b": key + "b"})
+            elif isinstance(layer, Conv2d):
+                arrays[key + "w"], arrays[key + "b"] = layer.weight, layer.bias
+                layers.append({"type": "conv", "w": key + "w", "b": key + "b",
+                               "stride": list(layer.stride), "padding": list(layer.padding)})
+            elif isinstance(layer, AvgPool2d):
+                layers.append({"type": "avgpool", "kernel": list(layer.kernel),
+                               "stride": list(layer.stride)})
+            elif isinstance(layer, TreeEnsemble):
+                arrays[f"{k}_c"] = np.asarray(w.calibration, dtype=np.float64)
+                arrays[f"{k}_y"] = np.asarray(w.train_y, dtype=np.float64)
+                item.update(forest={"n_estimators": layer.n_trees}, y=f"{k}_y")
+            elif isinstance(layer, Softmax | Argmax):
+                continue
+            else:
+                names = {ReLU: "relu", GELU: "gelu", Sigmoid: "sigmoid", Tanh: "tanh",
+                         Flatten: "flatten"}
+                layers.append({"type": names[type(layer)]})
+        item["layers"] = layers
+        spec.append(item)
+    arrays["__spec__"] = np.array(json.dumps(spec))
+    np.savez(path, **arrays)
+
+
+def run_concrete(workloads: list[Workload], timeout_s: int = 3600) -> dict[str, Any]:
     """Run benchmarks/peers/concrete_bench.py in its venv; never raises (``status`` says)."""
     from veil.bench._peers import repo_root
 
@@ -193,8 +235,10 @@ def run_concrete(names: list[str], timeout_s: int = 3600) -> dict[str, Any]:
     script = repo_root() / "benchmarks" / "peers" / "concrete_bench.py"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "concrete.json"
+        spec = Path(tmp) / "spec.npz"
+        export_spec(workloads, spec)
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        cmd = [str(py), str(script), "--workloads", ",".join(names), "--out", str(out)]
+        cmd = [str(py), str(script), "--spec", str(spec), "--out", str(out)]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
                                   env=env, cwd=tmp, check=False)
@@ -230,7 +274,7 @@ def run(quick: bool = False, peers: bool = False, log: Any = print) -> dict[str,
     rows = run_rows(ws, quick=quick, log=log)
     peer_status = {}
     if peers:
-        c = run_concrete([w.name for w in ws])
+        c = run_concrete(ws)
         peer_status["concrete-ml"] = c["status"]
         rows += c.get("rows", [])
     return {
@@ -256,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         ws = [w for w in suite(False) if w.name in names]
         rows = run_rows(ws, log=print)
         if a.peers:
-            rows += run_concrete([w.name for w in ws]).get("rows", [])
+            rows += run_concrete(ws).get("rows", [])
         res = {"benchmark": "inference", "machine": machine_info(), "results": rows,
                "load": os.getloadavg(), "targets_met": targets(rows)}
     text = json.dumps(res, indent=1, default=float)
