@@ -67,3 +67,13 @@ def test_features_scale_by_public_range_and_one_hot() -> None:
                     "y": np.array([0, 1])})
     np.testing.assert_allclose(f, [[0.5, 0, 0, 1], [1.0, 1, 0, 0]])
     assert s.labels({"y": np.array([1, 0])}).tolist() == [1, 0]
+
+
+def test_missing_extra_is_a_config_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from veil.synth.mechanisms import load_mbi
+
+    monkeypatch.setitem(sys.modules, "mbi", None)  # as if the extra were not installed
+    with pytest.raises(ConfigError, match=r"\.\[synth\]"):
+        load_mbi()
