@@ -140,6 +140,7 @@ class SecAggClient(Machine):
         self._chan: dict[int, tuple[bytes, bytes]] = {}
         self._held: dict[int, tuple[bytes, bytes]] = {}
         self._survivors: frozenset[int] = frozenset()
+        self._bad: frozenset[int] = frozenset()
         self.words_expanded = 0
 
     def __repr__(self) -> str:
@@ -287,6 +288,7 @@ class SecAggClient(Machine):
                 if not cfg.malicious:
                     raise
                 bad.append(u)  # malicious mode: hold nothing of u, name it, keep going
+        self._bad = frozenset(bad)
         if len(relayed) < cfg.threshold:
             raise AbortError(
                 f"stage masked: site {me} received shares from {len(relayed)} neighbours, "
