@@ -122,7 +122,7 @@ def ask_by_lists(adv, lists, graph, sites) -> None:
         mine, held = set(lists[u]), set(adv.clients[u]._held)
         sigs = adv.signatures_on(lists[u])
         adv.request(u, held & mine, held - mine,
-                    [(v, s) for v, s in sigs.items() if v != u and v in graph[u]])
+                    [(v, s) for v, s in sigs.items() if v != u and v in graph[u] and v in mine])
 
 
 def test_split_views_control_without_the_signed_list_rule(monkeypatch) -> None:
