@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from synth_tables import make_table
 
 from veil.audit.synth_eval import distance_to_closest, marginal_errors, membership_attack, utility

@@ -125,8 +125,8 @@ def _breast_cancer() -> tuple[dict[str, np.ndarray], Any, np.ndarray]:
     names = [str(n) for n in d.feature_names]
     table = {n: d.data[:, names.index(n)] for n in BREAST_CANCER_RANGES}
     table["diagnosis"] = np.where(d.target == 1, "benign", "malignant").astype(object)
-    cols = [NumericColumn(n, lo, hi, bins=6, scale="log" if n in _LOG else "linear")
-            for n, (lo, hi) in BREAST_CANCER_RANGES.items()]
+    cols: list[Any] = [NumericColumn(n, lo, hi, bins=6, scale="log" if n in _LOG else "linear")
+                       for n, (lo, hi) in BREAST_CANCER_RANGES.items()]
     cols.append(CategoricalColumn("diagnosis", ("malignant", "benign")))
     return table, TableSchema(tuple(cols), label="diagnosis"), d.data
 
@@ -181,8 +181,9 @@ def _one(table: dict[str, np.ndarray], schema: Any, tr: np.ndarray, te: np.ndarr
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     med = {k: statistics.median(r[k] for r in rows)
-           for k in ("accuracy_real", "accuracy_synthetic", "accuracy_majority", "epsilon", "two_way_tvd_mean",
-                     "mia_auc", "dcr_share_closer_to_train", "synth_seconds")}
+           for k in ("accuracy_real", "accuracy_synthetic", "accuracy_majority", "epsilon",
+                     "two_way_tvd_mean", "mia_auc", "dcr_share_closer_to_train",
+                     "synth_seconds")}
     tprs = [r["mia_tpr_at_0.1%"] for r in rows if r["mia_tpr_at_0.1%"] is not None]
     med["mia_tpr_at_0.1%"] = statistics.median(tprs) if tprs else None
     med["gap_points"] = 100 * (med["accuracy_real"] - med["accuracy_synthetic"])
