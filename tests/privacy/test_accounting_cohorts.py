@@ -174,3 +174,47 @@ def test_basis_states_relation_and_amplification() -> None:
     assert "no longer holds" in rec["note"]
     assert not basis("poisson", 10, 100, secret_cohort=False)["amplification_holds_against_record_reader"]
     assert math.isclose(basis("fixed", 100, 100, False)["sampling_rate"], 1.0)
+
+
+def _run_cfg(tmp_path, privacy: dict, federation: dict, aggregation: dict | None = None):  # type: ignore[no-untyped-def]
+    from veil.federation.config import parse_config
+
+    return parse_config({
+        "name": "acct", "seed": 0, "rounds": 2, "output_dir": str(tmp_path),
+        "data": {"dataset": "digits", "sites": 10, "partition": "iid", "limit": 300},
+        "model": {"name": "logreg"},
+        "federation": {"dropout_rate": 0.0, **federation},
+        "aggregation": aggregation or {},
+        "privacy": {"enabled": True, "target_epsilon": 8.0, **privacy},
+        "audit": {"log": False},
+    })
+
+
+def test_adaptive_clipping_with_poisson_cohorts_runs_under_pld(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 10 item 5: this used to crash with dp-accounting's UnsupportedEventError."""
+    from veil.federation.build import build_federation
+
+    cfg = _run_cfg(
+        tmp_path,
+        {"accountant": "pld", "client_level": {"enabled": True, "clip_norm": 0.5,
+                                                "adaptive": {"target_quantile": 0.5, "count_stddev": 2.0}}},
+        {"cohort_size": 4, "sampling": "poisson"},
+    )
+    res = build_federation(cfg).run()
+    eps = [r["epsilon_client"] for r in res.rounds]
+    assert 0 < eps[0] < eps[-1] <= 8.0 + 1e-6
+
+
+def test_distributed_dp_with_pld_is_refused_naming_rdp(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from veil.federation.build import build_federation
+
+    cfg = _run_cfg(
+        tmp_path,
+        {"accountant": "pld", "client_level": {"enabled": True, "clip_norm": 0.5,
+                                                "mechanism": "distributed"}},
+        {"cohort_size": 10, "sampling": "fixed"},
+        {"secure_aggregation": True, "quantize_range": 0.5},
+    )
+    with pytest.raises(ConfigError, match='privacy.accountant = "rdp"') as e:
+        build_federation(cfg).run()
+    assert e.value.key == "privacy.accountant"
