@@ -224,7 +224,11 @@ def _max_epsilon_lower(
 def canaries_for(
     epsilon: float, delta: float, confidence: float = 0.95, limit: int = 20_000
 ) -> int | None:
-    """Fewest canaries whose audit could show ε̂ > ``epsilon`` (default guess grid).
+    """An even number of canaries whose audit could show ε̂ > ``epsilon`` (default grid).
+
+    Bisection over even counts (with an odd count the symmetric guess grid wastes one
+    canary, so the maximum is not monotone there); the result is the smallest even count
+    past which the maximum exceeds ``epsilon``.
 
     Returns ``None`` when even ``limit`` canaries cannot (large ε, or δ·m too large).
 
@@ -233,19 +237,23 @@ def canaries_for(
     """
     if not epsilon >= 0:
         raise ConfigError(f"epsilon must be >= 0, got {epsilon}")
-    hi = 2
-    while max_epsilon_lower(hi, delta, confidence) <= epsilon:
-        if hi >= limit:
+
+    def top(half: int) -> float:
+        return max_epsilon_lower(2 * half, delta, confidence)
+
+    hi = 1
+    while top(hi) <= epsilon:
+        if 2 * hi >= limit:
             return None
-        hi = min(limit, hi * 2)
-    lo = hi // 2  # max ε̂ at lo is <= epsilon (or lo = 1)
+        hi = min(limit // 2, hi * 2)
+    lo = hi // 2  # the maximum at 2·lo is <= epsilon (or lo = 0)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if max_epsilon_lower(mid, delta, confidence) > epsilon:
+        if top(mid) > epsilon:
             hi = mid
         else:
             lo = mid
-    return hi
+    return 2 * hi
 
 
 @dataclass
