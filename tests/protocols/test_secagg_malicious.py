@@ -124,8 +124,12 @@ def test_a_wrong_share_is_found_named_and_ignored(stage_kind: str) -> None:
     def tamper(stage, site, direction, data):
         if stage == "unmask" and direction == "up" and site == 0:
             msg = m.decode(data, cfg)
-            shares = tuple((u, k, shamir.encode_y(shamir.decode_y(y) ^ 1) if k == want else y)
-                           for u, k, y in msg.shares)
+            # a random offset (an offset touching only X25519's clamped bits would rebuild
+            # an equivalent key, which is harmless and not detectable)
+            bump = int.from_bytes(os.urandom(32), "little")
+            shares = tuple(
+                (u, k, shamir.encode_y((shamir.decode_y(y) + bump) % shamir.PRIME)
+                 if k == want else y) for u, k, y in msg.shares)
             return dataclasses.replace(msg, shares=shares).to_bytes()
         return data
 
