@@ -176,8 +176,9 @@ def _run(args: argparse.Namespace) -> int:
         "train-timeout": float(args.train_timeout),
         "min-nodes": int(args.min_nodes),
     }
-    run_id, status = pr.flwr_run(home, app, rc, args.timeout)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "record.json").unlink(missing_ok=True)
+    run_id, status = pr.flwr_run(home, app, rc, args.timeout, record=out / "record.json")
     (out / "serverapp.log").write_text(pr.run_log(home, run_id))
     try:
         rec = read_result(out, status)

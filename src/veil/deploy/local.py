@@ -136,9 +136,11 @@ class LocalDeployment:
             "train-timeout": float(train_timeout_s or 0.0),
             "min-nodes": len(self.supernodes),
         }
-        run_id, status = flwr_run(self.workdir / "superlink", self.app, rc, timeout_s)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        (out / "record.json").unlink(missing_ok=True)
+        run_id, status = flwr_run(self.workdir / "superlink", self.app, rc, timeout_s,
+                                  record=out / "record.json")
         (out / "serverapp.log").write_text(run_log(self.workdir / "superlink", run_id))
         if check:
             return status, read_result(out_dir, status)
@@ -157,10 +159,11 @@ class LocalDeployment:
 
     def stop(self) -> None:
         """Stop every process this deployment started (by PID), SuperNodes first."""
-        for p in self.supernodes:
-            p.stop(timeout_s=3.0)
-        if self.superlink is not None:
-            self.superlink.stop(timeout_s=3.0)
+        procs = [*self.supernodes, *([self.superlink] if self.superlink else [])]
+        for p in procs:  # SIGTERM all at once, then each gets a short grace period
+            p.terminate()
+        for p in procs:
+            p.stop(timeout_s=1.0)
         for d in self._agents.glob("n*"):
             pid = d / "agent.pid"
             if pid.exists():

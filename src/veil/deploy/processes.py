@@ -114,6 +114,11 @@ class Proc:
         except OSError:
             return ""
 
+    def terminate(self) -> None:
+        """SIGTERM its process group (and note its descendants for :meth:`stop`)."""
+        self.extra_pids.extend(descendants(self.pid))
+        _signal_group(self.pid, signal.SIGTERM)
+
     def kill(self) -> None:
         """SIGKILL it and its descendants at once (a crash, as in the dropout tests)."""
         for pid in [self.pid, *descendants(self.pid)]:
@@ -368,8 +373,12 @@ def flwr_run(
     run_config: Mapping[str, Any],
     timeout_s: float = 600.0,
     connection: str = "veil",
+    record: str | os.PathLike[str] | None = None,
 ) -> tuple[int, str]:
     """``flwr run`` the app and wait until the run has finished.
+
+    Flower's status is read with ``flwr list`` (a CLI process each time): every 5 s, and
+    as soon as ``record`` (the run's ``record.json``, if given) holds its final entry.
 
     Returns:
         ``(run_id, status)``; status is Flower's (``"finished:completed"`` on success,
@@ -390,13 +399,25 @@ def flwr_run(
     except (ValueError, KeyError) as exc:
         raise LocalError(f"flwr run did not report a run id: {exc}: {out[-500:]}") from None
     t0 = time.monotonic()
-    status = ""
+    status, asked = "", 0.0
     while time.monotonic() - t0 < timeout_s:
-        status = run_status(flwr_home, run_id, connection)
-        if status.startswith("finished"):
-            return run_id, status
-        time.sleep(1.0)
+        now = time.monotonic()
+        if now - asked >= 5.0 or _has_final(record):
+            asked = now
+            status = run_status(flwr_home, run_id, connection)
+            if status.startswith("finished"):
+                return run_id, status
+        time.sleep(0.25)
     raise LocalError(f"run {run_id} not finished after {timeout_s:.0f} s (status {status!r})")
+
+
+def _has_final(record: str | os.PathLike[str] | None) -> bool:
+    if record is None:
+        return False
+    try:
+        return "final" in json.loads(Path(record).read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def run_log(flwr_home: str | os.PathLike[str], run_id: int, connection: str = "veil") -> str:
