@@ -77,3 +77,21 @@ def test_missing_extra_is_a_config_error_naming_it(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "mbi", None)  # as if the extra were not installed
     with pytest.raises(ConfigError, match=r"\.\[synth\]"):
         load_mbi()
+
+
+def test_from_the_site_file_schema_keeps_declared_ranges_and_categories() -> None:
+    from veil.data.schema import parse_schema
+
+    site = parse_schema({
+        "label": {"name": "outcome", "classes": [0, 1]},
+        "numeric": [{"name": "age", "range": [0, 120]}],
+        "categorical": [{"name": "sex", "categories": ["F", "M"]}],
+    })
+    s = TableSchema.from_data_schema(site, bins=6)
+    assert s.names == ["age", "sex", "outcome"] and s.label == "outcome"
+    assert s.sizes == {"age": 6, "sex": 2, "outcome": 2}
+    assert s.column("outcome").encode(np.array(["1.0", " 0", 1])).tolist() == [1, 0, 1]
+    no_range = parse_schema({"label": {"name": "y", "classes": [0, 1]},
+                             "numeric": [{"name": "bmi"}]})
+    with pytest.raises(ConfigError, match="public range"):
+        TableSchema.from_data_schema(no_range)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from veil.data.schema import canonical_value
 from veil.errors import ConfigError, DataError
 
 __all__ = [
@@ -128,7 +129,7 @@ class CategoricalColumn:
     def __post_init__(self) -> None:
         cats = tuple(self.categories)
         object.__setattr__(self, "categories", cats)
-        if len(cats) < 2 or len({str(c) for c in cats}) != len(cats):
+        if len(cats) < 2 or len({canonical_value(c) for c in cats}) != len(cats):
             raise ConfigError(
                 f"column {self.name!r}: needs at least two distinct categories",
                 key="schema.columns",
@@ -140,16 +141,18 @@ class CategoricalColumn:
         return len(self.categories)
 
     def encode(self, values: np.ndarray) -> np.ndarray:
-        """Index of each value in :attr:`categories` (compared as strings).
+        """Index of each value in :attr:`categories`, compared as
+        :func:`veil.data.schema.canonical_value` compares them (``1``, ``"1.0"``, ``" 1"``
+        are one category).
 
         Raises:
             DataError: a value that is not one of the public categories.
         """
-        index = {str(c): i for i, c in enumerate(self.categories)}
+        index = {canonical_value(c): i for i, c in enumerate(self.categories)}
         v = np.asarray(values)
         out = np.empty(len(v), dtype=np.int64)
         for i, x in enumerate(v.tolist()):
-            key = str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+            key = canonical_value(x)
             if key not in index:
                 raise DataError(
                     f"column {self.name!r}: value not among the schema's categories "
@@ -306,6 +309,31 @@ class TableSchema:
         if extra:
             raise ConfigError(f"unknown keys {sorted(extra)}", key="schema")
         return cls(tuple(cols), d.get("label"))
+
+    @classmethod
+    def from_data_schema(cls, schema: Any, bins: int = 8) -> TableSchema:
+        """The synthesis schema of a site-file :class:`veil.data.schema.Schema`.
+
+        Numeric columns keep their declared public ``range`` (required: synthesis never
+        derives bin edges from data) cut into ``bins``; categorical columns keep their
+        categories; a classification label becomes a categorical column of its classes.
+
+        Raises:
+            ConfigError: a numeric column without a range, or a regression label.
+        """
+        cols: list[Column] = []
+        for c in schema.numeric:
+            if c.range is None:
+                raise ConfigError(
+                    f"column {c.name!r} needs a public range = [low, high] to be synthesised "
+                    "(bin edges are never computed from the data)", key="data.schema.numeric")
+            cols.append(NumericColumn(c.name, float(c.range[0]), float(c.range[1]), bins))
+        cols += [CategoricalColumn(c.name, tuple(c.categories)) for c in schema.categorical]
+        if schema.label.task != "classification":
+            raise ConfigError("synthesis with a regression label is not supported; declare "
+                              "the label as a numeric column instead", key="data.schema.label")
+        cols.append(CategoricalColumn(schema.label.name, tuple(schema.label.classes)))
+        return cls(tuple(cols), label=schema.label.name)
 
     def to_dict(self) -> dict[str, Any]:
         """Inverse of :meth:`from_dict` (JSON/TOML-friendly)."""
