@@ -71,6 +71,16 @@ class RoundTrace:
     errors: list[tuple[str, str, str]] = field(default_factory=list)
     words_expanded: dict[int, int] = field(default_factory=dict)
 
+    def critical_path_s(self) -> float:
+        """Modelled deployment latency: sites compute in parallel, so each stage costs its
+        slowest site plus the server (network time not included). The simulation itself
+        runs every site one after another (its wall time is the sum, not this)."""
+        crit = 0.0
+        for stage in STAGES:
+            site_max = max((t.get(stage, 0.0) for t in self.site_time_s.values()), default=0.0)
+            crit += site_max + self.server_time_s.get(stage, 0.0)
+        return crit
+
 
 def run_round(
     config: SecAggConfig,
@@ -265,14 +275,7 @@ class SecAggSum:
         meas["blamed_sites"] = float(len(out.blamed))
         meas.update({f"count_{s}": float(c) for s, c in out.stage_counts.items()})
         meas["refused_messages"] = float(len(trace.errors))
-        # Deployment model: sites compute in parallel, so a stage costs its slowest site
-        # plus the server; network time is not included. The simulation itself runs
-        # every site one after another (its wall time is the sum, not this).
-        crit = 0.0
-        for stage in STAGES:
-            site_max = max((t.get(stage, 0.0) for t in trace.site_time_s.values()), default=0.0)
-            crit += site_max + trace.server_time_s.get(stage, 0.0)
-        meas["critical_path_s"] = crit
+        meas["critical_path_s"] = trace.critical_path_s()
         meas["site_time_max_s"] = max(
             (sum(t.values()) for t in trace.site_time_s.values()), default=0.0
         )

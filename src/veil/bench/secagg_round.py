@@ -15,6 +15,13 @@ Two measurements, each side by side in one run (medians over rounds after a warm
    Flower: ``benchmarks/peers/flower_secagg.py`` in the isolated venv ``.peers/flwr``
    (Ray, 2 CPUs), fit stage per round, plain and SecAgg+ alternating.
 
+3. **Threat models** at n = 100, d = 26,122, 10 % dropout spread over the stages:
+   ``SecAggSum`` semi-honest (k, t from ``choose_k``), malicious-server mode at its own
+   parameters (``choose_k(model="malicious")``), and malicious mode at the semi-honest
+   (k, t) (the cost of signatures and checks alone). Reported: in-process round time
+   (every party serial on one core) and ``critical_path_s`` (slowest site per stage plus
+   the server — the modelled deployment latency), medians, rounds alternating.
+
 Everything runs with one torch thread. On a shared machine timings are noisy; ratios are
 taken within this run.
 """
@@ -123,6 +130,71 @@ def _veil_cell(n: int, d: int, rounds: int) -> dict[str, Any]:
     }
 
 
+def _drops(n: int, rate: float) -> dict[int, str]:
+    from veil.protocols.secagg import STAGES
+
+    m = int(round(n * rate))
+    return {u: STAGES[i % len(STAGES)] for i, u in enumerate(range(0, n, max(1, n // m)))} \
+        if m else {}
+
+
+def _threat_models(n: int = SITES, d: int = 26_122, rounds: int = 3) -> dict[str, Any]:
+    """SecAgg+ alone, semi-honest vs malicious-server mode, one n-site round each, rounds
+    alternating: wall time of the in-process round (every party serial on one core) and the
+    modelled deployment critical path (slowest site per stage + server)."""
+    from veil.aggregation.secagg import SecAggSum, run_round
+    from veil.crypto.identity import Roster, SiteIdentity
+    from veil.protocols.secagg import SecAggConfig
+
+    gen = np.random.default_rng(n + d)  # benchmark inputs only
+    rows = gen.integers(0, 2**32, size=(n, d), dtype=np.uint64)
+    ids = np.arange(n)
+    idents = {u: SiteIdentity.generate(u) for u in range(n)}
+    drops = _drops(n, DROPOUT)
+    semi = SecAggSum(bits=32, dropout=DROPOUT, corrupt=0.05)
+    mal = SecAggSum(bits=32, dropout=DROPOUT, corrupt=0.05, identities=idents)
+    c_semi = semi.config(ids, d, 0)
+    roster = Roster.of("bench", idents.values())
+
+    def same_kt(r: int) -> tuple[float, float]:
+        cfg = SecAggConfig(r, tuple(range(n)), d, 32, c_semi.k, c_semi.threshold,
+                           bytes(32), roster, bytes(range(32)))
+        t0 = time.perf_counter()
+        _, trace = run_round(cfg, lambda u: rows[u], drops, identities=idents)
+        return time.perf_counter() - t0, trace.critical_path_s()
+
+    out: dict[str, dict[str, list[float]]] = {
+        m: {"round_s": [], "critical_path_s": []}
+        for m in ("semi_honest", "malicious", "malicious_same_kt")
+    }
+    for r in range(rounds + 1):
+        for name, agg in (("semi_honest", semi), ("malicious", mal)):
+            t0 = time.perf_counter()
+            res = agg.aggregate(rows, ids, r, drops)
+            out[name]["round_s"].append(time.perf_counter() - t0)
+            out[name]["critical_path_s"].append(res.measurements["critical_path_s"])
+            out[name].setdefault("k", [res.measurements["k"]])
+            out[name].setdefault("t", [res.measurements["threshold"]])
+            out[name].setdefault("bytes_per_site", [float(statistics.median(
+                res.bytes_sent[int(u)] for u in res.survivors))])
+        wall, crit = same_kt(r)
+        out["malicious_same_kt"]["round_s"].append(wall)
+        out["malicious_same_kt"]["critical_path_s"].append(crit)
+    summary: dict[str, Any] = {"sites": n, "dim": d, "dropout_rate": DROPOUT,
+                               "dropouts": len(drops), "rounds_measured": rounds}
+    for name, vals in out.items():
+        summary[name] = {key: statistics.median(v[1:] if len(v) > 1 else v)
+                         for key, v in vals.items()}
+    summary["malicious_same_kt"].update(k=c_semi.k, t=c_semi.threshold)
+    base = summary["semi_honest"]
+    for name in ("malicious", "malicious_same_kt"):
+        summary[f"ratio_{name}_over_semi_round"] = summary[name]["round_s"] / base["round_s"]
+        summary[f"ratio_{name}_over_semi_critical_path"] = (
+            summary[name]["critical_path_s"] / base["critical_path_s"]
+        )
+    return summary
+
+
 def _flower_cell(n: int, d: int, k: int, t: int, rounds: int) -> dict[str, Any]:
     args = ["--sites", str(n), "--dim", str(d), "--k", str(k), "--t", str(t)]
     args += ["--rounds", str(rounds), "--timeout", "60", "--cpus", "2"]
@@ -146,6 +218,12 @@ def run(quick: bool = False) -> dict[str, Any]:
     torch.set_num_threads(1)
     try:
         fed = _federated_round(rounds=3 if quick else 8)
+        models = _threat_models(rounds=1 if quick else 3)
+        plain = fed["plain"]["duration_s"]
+        for name in ("semi_honest", "malicious"):
+            models[f"ratio_{name}_critical_path_over_plain_round"] = (
+                models[name]["critical_path_s"] / plain
+            )
         cells = [c for c in CELLS if not quick or c[1] <= 100_000]
         rows = []
         for n, d in cells:
@@ -170,7 +248,19 @@ def run(quick: bool = False) -> dict[str, Any]:
         "quick": quick,
         "torch_threads": 1,
         "federated_round": fed,
+        "threat_models": models,
         "vs_flower": rows,
+        "targets_met": {
+            "round_secagg_over_plain_le_1.5x": bool(fed["meets_target"]),
+            "malicious_over_semi_honest_le_1.3x": bool(
+                models["ratio_malicious_over_semi_round"] <= 1.3
+            ),
+            "critical_path_le_2x_plain_round": bool(
+                models["ratio_semi_honest_critical_path_over_plain_round"] <= 2.0
+            ),
+            **({"vs_flower_pipeline_ge_20x": all(
+                r.get("meets_target_20x", False) for r in rows)} if not quick else {}),
+        },
         "machine": machine,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

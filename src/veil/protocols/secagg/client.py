@@ -333,17 +333,23 @@ class SecAggClient(Machine):
 
     def _check_signed_lists(self, msg: m.UnmaskRequest) -> None:
         """Malicious-server mode: valid signatures on *this site's* list from ≥ t distinct
-        neighbours, or nothing is revealed."""
-        cfg, me, u3 = self.config, self.site_id, self._survivors
+        neighbours, or nothing is revealed. Signatures that do not verify (over another
+        list, or forged) are not counted; verification stops at t valid ones."""
+        cfg, u3 = self.config, self._survivors
         roster = cfg.roster
         if roster is None:  # pragma: no cover - malicious implies a roster
             raise LocalError("no roster")
         stmt = sg.survivors_statement(cfg.session, cfg.round, u3)
-        signers = set()
+        signers: set[int] = set()
         for v, sig in msg.tags:
             if v not in self._nbrs or v not in u3:
                 raise ProtocolError(f"survivor-list signature from non-neighbour {v}", peer=SERVER)
-            verify(roster.key_of(v), stmt, sig, who=v)  # IntegrityError: another list
+            if len(signers) >= cfg.threshold:
+                break
+            try:
+                verify(roster.key_of(v), stmt, sig, who=v)
+            except IntegrityError:
+                continue  # signed another list (split view) or forged: does not count
             signers.add(v)
         if len(signers) < cfg.threshold:
             raise ProtocolError(
