@@ -98,3 +98,25 @@ def test_frontier_of_a_sweep_and_the_configurations_that_satisfy_the_policy() ->
     ok = [i for i in frontier(runs)
           if check_policy(Policy(max_epsilon=3.0, min_accuracy=0.8), runs[i]).passed]
     assert ok == [1, 3]
+
+
+def test_enforce_policy_marks_a_constructed_run_not_releasable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from veil.audit.policy import POLICY_FILE, enforce_policy, policy_from_toml
+
+    (tmp_path / "record.json").write_text(json.dumps(_record(3.5, 0.9)))
+    (tmp_path / "audit.json").write_text(json.dumps({"membership": {"loss": _attack(0.002)}}))
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('name = "x"\n[policy]\nmax_epsilon = 3.0\nmax_mia_tpr = 0.01\n')
+    pol = policy_from_toml(cfg)
+    assert pol == Policy(max_epsilon=3.0, max_mia_tpr=0.01)
+    r = enforce_policy(tmp_path, pol, run_audit=False)
+    assert not r.passed and [t.name for t in r.missed] == ["epsilon"]
+    written = json.loads((tmp_path / POLICY_FILE).read_text())
+    assert written["releasable"] is False and written["policy"]["max_epsilon"] == 3.0
+    (tmp_path / "record.json").write_text(json.dumps(_record(2.0, 0.9)))
+    assert enforce_policy(tmp_path, pol, run_audit=False).passed
+    assert json.loads((tmp_path / POLICY_FILE).read_text())["releasable"] is True
+    (tmp_path / "plain.toml").write_text('name = "x"\n')
+    assert policy_from_toml(tmp_path / "plain.toml") is None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from veil.errors import ConfigError
@@ -33,11 +34,17 @@ __all__ = [
     "PolicyResult",
     "RunMeasurements",
     "TargetResult",
+    "POLICY_FILE",
     "check_policy",
+    "enforce_policy",
     "frontier",
+    "policy_from_toml",
     "measurements_from_release",
     "measurements_from_run",
 ]
+
+#: Written into a run directory by :func:`enforce_policy`.
+POLICY_FILE = "policy.json"
 
 _KEYS = {"max_epsilon", "delta", "max_mia_tpr", "min_accuracy", "mia_min_nonmembers"}
 
@@ -311,3 +318,55 @@ def measurements_from_release(evaluation: Mapping[str, Any]) -> RunMeasurements:
         mia_nonmembers=int(mem["n_nonmembers"]) if mem.get("n_nonmembers") else None,
         accuracy=_num((evaluation.get("utility") or {}).get("accuracy_synthetic")),
     )
+
+
+def policy_from_toml(path: str | Path) -> Policy | None:
+    """The ``[policy]`` table of a TOML file (a run config), or ``None`` when it has none.
+
+    Raises:
+        ConfigError: unreadable TOML or a bad ``[policy]`` table.
+    """
+    import tomllib
+
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    table = raw.get("policy")
+    if table is None:
+        return None
+    if not isinstance(table, Mapping):
+        raise ConfigError("must be a table", key="policy")
+    return Policy.from_dict(table)
+
+
+def enforce_policy(run_dir: str | Path, policy: Policy, run_audit: bool = True,
+                   **audit_kwargs: Any) -> PolicyResult:
+    """Check a finished training run against ``policy`` and record the verdict.
+
+    Reads ``record.json`` (and ``audit.json``); when the policy has an MIA target and the
+    run has no audit yet, runs :func:`veil.audit.run.audit_run` first (``run_audit``;
+    ``audit_kwargs`` go to it). Writes ``policy.json`` into the run directory:
+    ``{"passed", "releasable", "targets"}``. ``veil train --enforce-policy`` exits non-zero
+    when ``releasable`` is false.
+
+    Raises:
+        DataError: the run directory or its record cannot be read.
+    """
+    import json
+
+    from veil.federation.record import read_record, write_json_atomic
+
+    run = Path(run_dir)
+    record = read_record(run)
+    audit_path = run / "audit.json"
+    audit: dict[str, Any] | None = None
+    if audit_path.exists():
+        audit = json.loads(audit_path.read_text())
+    elif policy.max_mia_tpr is not None and run_audit:
+        from veil.audit.run import audit_run
+
+        audit = audit_run(run, **audit_kwargs)
+    result = check_policy(policy, measurements_from_run(record, audit))
+    write_json_atomic(run / POLICY_FILE, {"policy": asdict(policy), **result.to_dict()})
+    return result
