@@ -20,4 +20,5 @@ BENCHMARKS: dict[str, str] = {
     "secagg_round": "veil.bench.secagg_round:run",
     "synth": "veil.bench.synth:run",
     "deploy": "veil.bench.deploy:run",
+    "inference": "veil.bench.inference:run",
 }

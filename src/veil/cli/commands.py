@@ -109,7 +109,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         mod_name, fn_name = BENCHMARKS[n].split(":")
         fn = getattr(importlib.import_module(mod_name), fn_name)
         console.rule(f"bench {n}")
-        results[n] = fn(quick=args.quick)
+        extra = {"backend": args.backend} if getattr(args, "backend", None) else {}
+        results[n] = fn(quick=args.quick, **extra)
         console.print_json(json.dumps(results[n], default=str))
     if args.json_path:
         p = Path(args.json_path)

@@ -23,6 +23,8 @@ EXTRA_COMMANDS: dict[str, str] = {
     "identity": "veil.cli.cmd_identity",
     "recommend": "veil.cli.cmd_recommend",
     "deploy": "veil.cli.cmd_deploy",
+    "infer": "veil.cli.cmd_infer",
+    "mpc": "veil.cli.cmd_mpc",
 }
 
 
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("name", help="benchmark name, or 'all' / 'list'")
     b.add_argument("--json", dest="json_path", help="write results as JSON to this path")
     b.add_argument("--quick", action="store_true", help="small sizes (< 1 minute)")
+    b.add_argument("--backend", help="inference: mpc, fhe or all (benchmarks that take one)")
 
     a = sub.add_parser("audit", help="attack a finished run (membership inference, canaries)")
     a.add_argument("run", help="run directory (holds record.json)")
