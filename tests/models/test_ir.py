@@ -145,3 +145,21 @@ def test_sklearn_trees_and_forests_match() -> None:
         np.testing.assert_array_equal(predict(from_sklearn(est), xb), est.predict(xb))
         np.testing.assert_allclose(evaluate(from_sklearn(est), xb), est.predict_proba(xb),
                                    atol=1e-12)
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    from veil.models.ir import load, save
+
+    torch.manual_seed(3)
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(32, 3), nn.Softmax(-1))
+    xb, yb = load_breast_cancer(return_X_y=True)
+    rf = RandomForestClassifier(3, max_depth=3, random_state=0).fit(xb, yb)
+    x8 = np.random.default_rng(0).normal(size=(4, 1, 8, 8))
+    for m, x in ((from_torch(cnn, (1, 8, 8)), x8), (from_sklearn(rf), xb[:20])):
+        back = load(save(m, tmp_path / "m.npz"))
+        np.testing.assert_array_equal(evaluate(back, x), evaluate(m, x))
+        assert back.task == m.task and back.input_shape == m.input_shape
+    (tmp_path / "bad.npz").write_bytes(b"not a model")
+    with pytest.raises(ConfigError, match="not a veil model"):
+        load(tmp_path / "bad.npz")

@@ -21,7 +21,8 @@ MLPRegressor/Classifier, DecisionTree*/RandomForest*/ExtraTrees*). Anything else
 :class:`UnsupportedModelError` (a ``ConfigError``) naming the layer or estimator.
 :func:`evaluate` is the plaintext numpy reference (float64) that backends are tested
 against; :func:`predict` turns outputs into labels (argmax for classification) — a
-backend's output goes through the same :func:`predict`.
+backend's output goes through the same :func:`predict`. :func:`save` / :func:`load` keep a
+model in one ``.npz`` (arrays + JSON, no pickles) — the MODEL file of ``veil infer``.
 
 Example::
 
@@ -33,6 +34,7 @@ Example::
 
 from veil.models.ir.from_sklearn import from_sklearn
 from veil.models.ir.from_torch import from_torch
+from veil.models.ir.io import load, save
 from veil.models.ir.layers import (
     GELU,
     Argmax,
@@ -76,4 +78,6 @@ __all__ = [
     "output_shape",
     "im2col",
     "pool_windows",
+    "save",
+    "load",
 ]

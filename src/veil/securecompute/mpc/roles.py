@@ -84,6 +84,7 @@ def _recv(ch: Channel, peer: str, deadline_s: float, what: str) -> bytes:
 def serve_party(channel: Channel, cfg: MpcConfig | None = None) -> int:
     """Run compute party ``channel.party_id`` (p0, p1 or p2) until the client says stop.
 
+    The client may send a new model (``M``) at any time; component keys are agreed once.
     Returns the number of inferences served.
 
     Raises:
@@ -93,32 +94,44 @@ def serve_party(channel: Channel, cfg: MpcConfig | None = None) -> int:
     cfg = cfg or MpcConfig()
     me = channel.party_id
     frame = _recv(channel, CLIENT, cfg.deadline_s, f"{me} set-up")
-    tag, meta, body = _unpack(frame, CLIENT)
-    if tag != b"M":
-        raise ProtocolError(f"expected the model message, got {tag!r}", peer=CLIENT)
-    plan = meta["plan"]
-    flat = _arrays(body, [s for s in plan["shapes"] for _ in (0, 1)], CLIENT)
-    weights = [Share(flat[2 * k].copy(), flat[2 * k + 1].copy()) for k in range(len(flat) // 2)]
-    eng = make_engine(channel, frac_bits=int(plan["frac_bits"]), deadline_s=cfg.deadline_s)
-    setup_stats = eng.net.stats.as_dict()
-    channel.send(CLIENT, _pack(b"A", {"stats": setup_stats}, []))
+    eng = None
     served = 0
     while True:
-        frame = _recv(channel, CLIENT, 3600.0, f"{me} waiting for input")
         tag, meta, body = _unpack(frame, CLIENT)
         if tag == b"Q":
             return served
-        if tag != b"X":
-            raise ProtocolError(f"expected an input or stop message, got {tag!r}", peer=CLIENT)
-        shape = meta["shape"]
-        xa, xb = _arrays(body, [shape, shape], CLIENT)
-        eng.net.stats = type(eng.net.stats)()
-        t0 = time.perf_counter()
-        y = evaluate_plan(eng, plan, weights, Share(xa.copy(), xb.copy()))
-        online = time.perf_counter() - t0
-        channel.send(CLIENT, _pack(b"Y", {"shape": list(y.shape), "online_s": online,
-                                          "stats": eng.net.stats.as_dict()}, [y.a]))
-        served += 1
+        if tag == b"M":  # (another) model: keys are agreed once, on the first
+            plan = meta["plan"]
+            flat = _arrays(body, [s for s in plan["shapes"] for _ in (0, 1)], CLIENT)
+            weights = [Share(flat[2 * k].copy(), flat[2 * k + 1].copy())
+                       for k in range(len(flat) // 2)]
+            first = eng is None
+            if eng is None:
+                eng = make_engine(channel, frac_bits=int(plan["frac_bits"]),
+                                  deadline_s=cfg.deadline_s)
+            eng.f = int(plan["frac_bits"])
+            stats = eng.net.stats.as_dict() if first else {"rounds": {}, "bytes": {}}
+            channel.send(CLIENT, _pack(b"A", {"stats": stats}, []))
+            eng.net.stats = type(eng.net.stats)()
+        elif tag != b"X" or eng is None:
+            raise ProtocolError(f"unexpected message {tag!r} from the client", peer=CLIENT)
+        else:
+            served += 1
+            _serve_one(channel, eng, plan, weights, meta, body)
+        frame = _recv(channel, CLIENT, 3600.0, f"{me} waiting for the client")
+
+
+def _serve_one(channel: Channel, eng: Any, plan: dict[str, Any], weights: list[Share],
+               meta: dict[str, Any], body: memoryview) -> None:
+    """One inference: evaluate on the input shares, send this party's output component."""
+    shape = meta["shape"]
+    xa, xb = _arrays(body, [shape, shape], CLIENT)
+    eng.net.stats = type(eng.net.stats)()
+    t0 = time.perf_counter()
+    y = evaluate_plan(eng, plan, weights, Share(xa.copy(), xb.copy()))
+    online = time.perf_counter() - t0
+    channel.send(CLIENT, _pack(b"Y", {"shape": list(y.shape), "online_s": online,
+                                      "stats": eng.net.stats.as_dict()}, [y.a]))
 
 
 @dataclass
@@ -155,8 +168,13 @@ class Client:
     def __repr__(self) -> str:
         return f"Client(model={self.model.name!r})"
 
+    def load(self, model: Model) -> None:
+        """Share another model with the same parties (keys stay; no reconnection)."""
+        self.model = model
+        self.setup()
+
     def setup(self) -> None:
-        """Compile and share the model (once); wait for the parties' key agreement."""
+        """Compile and share the model; on first use the parties also agree on keys."""
         from veil.securecompute.mpc.plan import compile_model
 
         t0 = time.perf_counter()

@@ -32,7 +32,10 @@ from veil.securecompute.mpc.engine import Engine
 if TYPE_CHECKING:
     from veil.models.ir import TreeEnsemble
 
-__all__ = ["compile_forest", "evaluate_forest", "path_tables", "float32_key", "KEY_BITS"]
+__all__ = [
+    "compile_forest", "padded_forest", "evaluate_forest", "path_tables", "float32_key",
+    "KEY_BITS",
+]
 
 KEY_BITS = 34  # comparison ring for differences of two 32-bit order keys
 
@@ -72,13 +75,9 @@ def _pad_tree(feat, thr, left, right, val, depth: int):
     return f, t, leaves
 
 
-def compile_forest(
-    ens: TreeEnsemble, frac_bits: int, keyed: bool
-) -> tuple[dict, list[np.ndarray]]:
-    """Public shape parameters and the ring tensors to share (selection, thresholds, leaves).
-
-    With ``keyed`` (the forest reads the model input) thresholds are float32 order keys
-    and the input is sent as keys (:func:`float32_key`); otherwise fixed point."""
+def padded_forest(ens: TreeEnsemble) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """``(depth, selection (F, T·I) 0/1, thresholds (T·I,), leaves (T, L, out) / T)`` in
+    float64: every tree padded to the ensemble's depth (heap order)."""
     depth = max(1, ens.depth())
     feats, thrs, leaves = [], [], []
     for tree in zip(ens.features, ens.thresholds, ens.lefts, ens.rights, ens.values):
@@ -87,15 +86,23 @@ def compile_forest(
         thrs.append(t)
         leaves.append(lv)
     n_inner = 2**depth - 1
-    sel = np.zeros((ens.n_features, ens.n_trees * n_inner), dtype=np.int64)
-    sel[np.concatenate(feats), np.arange(ens.n_trees * n_inner)] = 1
-    # sklearn compares float32 inputs with float64 thresholds; fixed point keeps the order
-    thr = np.concatenate(thrs)
-    leaf = np.stack(leaves) / ens.n_trees  # (T, L, n_out)
+    sel = np.zeros((ens.n_features, ens.n_trees * n_inner))
+    sel[np.concatenate(feats), np.arange(ens.n_trees * n_inner)] = 1.0
+    return depth, sel, np.concatenate(thrs), np.stack(leaves) / ens.n_trees
+
+
+def compile_forest(
+    ens: TreeEnsemble, frac_bits: int, keyed: bool
+) -> tuple[dict, list[np.ndarray]]:
+    """Public shape parameters and the ring tensors to share (selection, thresholds, leaves).
+
+    With ``keyed`` (the forest reads the model input) thresholds are float32 order keys
+    and the input is sent as keys (:func:`float32_key`); otherwise fixed point."""
+    depth, sel, thr, leaf = padded_forest(ens)
     params = {"depth": depth, "n_trees": ens.n_trees, "n_features": ens.n_features,
               "n_outputs": ens.n_outputs, "keyed": keyed}
     thr_ring = encode_int(_threshold_keys(thr)) if keyed else encode(thr, frac_bits)
-    return params, [encode_int(sel), thr_ring,
+    return params, [encode_int(sel.astype(np.int64)), thr_ring,
                     encode(leaf.reshape(-1, ens.n_outputs), frac_bits)]
 
 
