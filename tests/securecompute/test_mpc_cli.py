@@ -21,7 +21,7 @@ def test_infer_mpc_on_a_model_file_writes_outputs(tmp_path, capsys) -> None:
     got = np.load(tmp_path / "y.npy")[:, 0]
     np.testing.assert_allclose(got, est.predict(x[:7]), rtol=1e-3)
     out = capsys.readouterr().out
-    assert "online" in out and "rounds 3" in out
+    assert "online" in out and "rounds 2" in out
 
 
 def test_unknown_backend_and_missing_input_are_one_line_errors(tmp_path, capsys) -> None:

@@ -59,7 +59,7 @@ def test_linear_regression_within_1e3_relative() -> None:
     rel = np.abs(res.output[:, 0] - lr.predict(x[:100])) / np.abs(lr.predict(x[:100]))
     assert rel.max() < 1e-3
     s = res.summary()
-    assert s["rounds"] == 3 and s["bytes"] > 0  # one product + truncation (2) + output
+    assert s["rounds"] == 2 and s["bytes"] > 0  # one product fused with truncation (2 rounds)
 
 
 def test_forests_identical_to_sklearn() -> None:

@@ -31,7 +31,7 @@ def test_three_processes_classify_then_a_killed_party_aborts_in_bounded_time() -
     with ProcessSession(model, MpcConfig(deadline_s=5.0)) as s:
         res = s.infer(x[:50])
         assert np.mean(np.argmax(res.output, 1) == predict(model, x[:50])) >= 0.98
-        assert res.phases.bytes > 0 and res.phases.rounds == 3
+        assert res.phases.bytes > 0 and res.phases.rounds == 2
         os.kill(s.procs["p1"].pid, signal.SIGKILL)
         s.procs["p1"].wait(10)
         t0 = time.monotonic()

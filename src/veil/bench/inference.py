@@ -102,6 +102,8 @@ def mpc_rows(workloads: list[Any], quick: bool = False, log: Any = None) -> list
                    "latency_s": med("online_s"), "setup_s": last.setup_s,
                    "input_s": med("input_s"), "reveal_s": med("reveal_s"),
                    "bytes": last.phases.bytes, "rounds": last.phases.rounds,
+                   "input_bytes": last.phases.input_bytes,
+                   "reveal_bytes": last.phases.reveal_bytes,
                    "setup_bytes": last.setup_bytes, "repeats": len(runs),
                    "per_op": last.phases.per_op, **_quality(w, last.output)}
             if w.model.task == "classification" and len(w.calibration) and w.name.startswith(

@@ -142,8 +142,10 @@ class PhaseTimes:
     online_s: float
     reveal_s: float
     rounds: int
-    bytes: int
+    bytes: int  # sent between the compute parties during the online phase
     per_op: dict[str, dict[str, int]] = field(default_factory=dict)
+    input_bytes: int = 0  # client → parties (input shares)
+    reveal_bytes: int = 0  # parties → client (output shares and counts)
 
 
 class Client:
@@ -217,13 +219,13 @@ class Client:
         else:
             ring = encode(x, self.cfg.frac_bits)
         shares = share(ring, self.rng)
-        sent = 0
+        sent_in = 0
         for i, name in enumerate(PARTY_NAMES):
             msg = _pack(b"X", {"shape": list(x.shape)}, [shares[i].a, shares[i].b])
             self.channel.send(name, msg)
-            sent += len(msg)
+            sent_in += len(msg)
         t1 = time.perf_counter()
-        comps, online, per_op, rounds = [], 0.0, {}, 0
+        comps, online, per_op, rounds, online_bytes, out_bytes = [], 0.0, {}, 0, 0, 0
         for i, name in enumerate(PARTY_NAMES):
             frame = _recv(self.channel, name, 10 * self.cfg.deadline_s, "inference")
             tag, meta, body = _unpack(frame, name)
@@ -232,7 +234,8 @@ class Client:
             comps.append(_arrays(body, [meta["shape"]], name)[0])
             online = max(online, float(meta["online_s"]))
             st = meta["stats"]
-            sent += sum(st["bytes"].values()) + len(frame)
+            online_bytes += sum(st["bytes"].values())
+            out_bytes += len(frame)
             if i == 0:
                 rounds = sum(st["rounds"].values())
             for op, b in st["bytes"].items():
@@ -242,8 +245,8 @@ class Client:
                     d["rounds"] = st["rounds"].get(op, 0)
         y = decode(comps[0] + comps[1] + comps[2], self.cfg.frac_bits)
         t2 = time.perf_counter()
-        self.last = PhaseTimes(t1 - t0, online, max(0.0, t2 - t1 - online), rounds + 1, sent,
-                               per_op)
+        self.last = PhaseTimes(t1 - t0, online, max(0.0, t2 - t1 - online), rounds,
+                               online_bytes, per_op, sent_in, out_bytes)
         return y
 
     def close(self) -> None:

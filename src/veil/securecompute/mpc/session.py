@@ -38,6 +38,7 @@ class InferenceResult:
         p = self.phases
         return {"setup_s": self.setup_s, "input_s": p.input_s, "online_s": p.online_s,
                 "reveal_s": p.reveal_s, "rounds": p.rounds, "bytes": p.bytes,
+                "input_bytes": p.input_bytes, "reveal_bytes": p.reveal_bytes,
                 "setup_bytes": self.setup_bytes}
 
 
