@@ -249,6 +249,17 @@ class RunLock:
             return {}
         return info if isinstance(info, dict) else {}
 
+    def _wait_for_holder_info(self, timeout_s: float = 0.5) -> dict[str, Any]:
+        # The holder writes who it is just after taking the lock; give it a moment.
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            h = self.holder()
+            if h or time.monotonic() >= deadline:
+                return h
+            time.sleep(0.02)
+
     def acquire(self) -> RunLock:
         """Take the lock without waiting.
 
@@ -274,7 +285,7 @@ class RunLock:
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                h = self.holder()
+                h = self._wait_for_holder_info()
                 who = (f" (pid {h.get('pid')} on {h.get('host')}, since {h.get('since')})"
                        if h else "")
                 raise RunLockedError(
