@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Workload", "suite", "fhe_row", "run_rows", "run", "CONCRETE_REFERENCE"]
+__all__ = ["Workload", "suite", "fhe_row", "run_rows", "concrete_rows", "run", "targets",
+           "CONCRETE_REFERENCE"]
 
 # Concrete-ML 1.9.0 medians measured on this machine when the issue was filed (seconds per
 # sample): context only; targets are judged against a peer run in the same benchmark run.
@@ -65,7 +66,7 @@ def _linreg(f: int, batch: int, rng: np.random.Generator) -> tuple[Any, np.ndarr
 def _activation(kind: str, n: int, rng: np.random.Generator) -> Workload:
     from veil.models.ir import GELU, Model, ReLU, Sigmoid
 
-    layer = {"relu": ReLU, "gelu": GELU, "sigmoid": Sigmoid}[kind]()
+    layer: Any = {"relu": ReLU, "gelu": GELU, "sigmoid": Sigmoid}[kind]()
     calib = rng.uniform(-4, 4, size=(2000, 1))
     if n <= 64:  # one vector per ciphertext
         model = Model((n,), (layer,), name=f"{kind}-{n}")
@@ -173,6 +174,20 @@ def run_rows(workloads: list[Workload] | None = None, quick: bool = False,
     return rows
 
 
+def concrete_rows(workloads: list[Workload], quick: bool = False,
+                  log: Any = None) -> list[dict[str, Any]]:
+    """Concrete-ML's rows for the combined benchmark (a peer registered like a backend).
+
+    Without its venv: one row per workload saying so (no numbers are invented)."""
+    c = run_concrete(workloads)
+    if log is not None:
+        log(f"concrete-ml: {c['status'][:200]}")
+    if c["status"] != "ok":
+        return [{"workload": w.name, "backend": "concrete-ml", "supported": False,
+                 "reason": c["status"][:300]} for w in workloads]
+    return list(c.get("rows", []))
+
+
 def concrete_python() -> Path | None:
     """The Concrete-ML venv's python (``.peers/concrete``), if set up."""
     from veil.bench._peers import repo_root
@@ -196,7 +211,7 @@ def export_spec(workloads: list[Workload], path: Path) -> None:
                                 "classification": w.model.task == "classification"}
         arrays[f"{k}_x"] = np.asarray(w.inputs, dtype=np.float64)
         arrays[f"{k}_c"] = np.asarray(w.calibration, dtype=np.float64)[:500]
-        layers = []
+        layers: list[dict[str, Any]] = []
         for j, layer in enumerate(w.model.layers):
             key = f"{k}_{j}"
             if isinstance(layer, Linear):
@@ -211,7 +226,10 @@ def export_spec(workloads: list[Workload], path: Path) -> None:
                                "stride": list(layer.stride)})
             elif isinstance(layer, TreeEnsemble):
                 arrays[f"{k}_c"] = np.asarray(w.calibration, dtype=np.float64)
-                arrays[f"{k}_y"] = np.asarray(w.train_y, dtype=np.float64)
+                from veil.models.ir import evaluate
+
+                y = w.train_y if w.train_y is not None else evaluate(w.model, w.calibration)
+                arrays[f"{k}_y"] = np.asarray(y, dtype=np.float64).reshape(len(w.calibration))
                 item.update(forest={"n_estimators": layer.n_trees}, y=f"{k}_y")
             elif isinstance(layer, Softmax | Argmax):
                 continue
@@ -222,7 +240,7 @@ def export_spec(workloads: list[Workload], path: Path) -> None:
         item["layers"] = layers
         spec.append(item)
     arrays["__spec__"] = np.array(json.dumps(spec))
-    np.savez(path, **arrays)
+    np.savez(path, **arrays)  # type: ignore[arg-type]
 
 
 def run_concrete(workloads: list[Workload], timeout_s: int = 3600) -> dict[str, Any]:
@@ -265,6 +283,44 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, bool]:
     return out
 
 
+def matvec_vs_tenseal(repeats: int = 5) -> dict[str, Any]:
+    """A 64x10 encrypted-vector x clear-matrix product: veil's BSGS kernel vs TenSEAL's
+    ``CKKSVector.matmul``, same ring (N = 8192), medians over ``repeats``."""
+    import tenseal as ts
+
+    from veil.crypto.ckks import Evaluator, KeyOwner, choose_params
+    from veil.securecompute.fhe.matvec import DenseMap, tile
+
+    rng = np.random.default_rng(0)
+    w, x = rng.normal(size=(10, 64)), rng.normal(size=64)
+    p = choose_params(1, scale_bits=30, min_slots=4096)
+    dm = DenseMap(w, np.zeros(10), 64, p.slots, p.slots, final=True)
+    owner = KeyOwner(p, dm.steps)
+    ev = Evaluator(owner.evaluation_keys())
+    (c,) = ev.load(owner.encrypt([tile(x, 64, p.slots, p.slots)]))
+    dm.apply(ev, c)
+    veil_t = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        z = dm.apply(ev, c)
+        veil_t.append(time.perf_counter() - t0)
+    (out,) = owner.decrypt(ev.dump([z]))
+    ctx = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[60, 40, 60])
+    ctx.global_scale = 2**40
+    ctx.generate_galois_keys()
+    v = ts.ckks_vector(ctx, x.tolist())
+    ts_t = []
+    for _ in range(max(2, repeats // 2)):
+        t0 = time.perf_counter()
+        r = v.matmul(w.T.tolist())
+        ts_t.append(time.perf_counter() - t0)
+    med_v, med_t = float(np.median(veil_t)), float(np.median(ts_t))
+    return {"veil_s": med_v, "tenseal_s": med_t, "speedup": med_t / med_v,
+            "veil_rotations": dm.rotations, "ring": p.poly_degree,
+            "veil_max_abs_err": float(np.max(np.abs(out[:10] - w @ x))),
+            "tenseal_max_abs_err": float(np.max(np.abs(np.array(r.decrypt()) - w @ x)))}
+
+
 def run(quick: bool = False, peers: bool = False, log: Any = print) -> dict[str, Any]:
     """The fhe suite (and Concrete-ML side by side with ``peers``) as one result dict."""
     from veil.bench._machine import machine_info
@@ -281,6 +337,7 @@ def run(quick: bool = False, peers: bool = False, log: Any = print) -> dict[str,
         "benchmark": "inference", "backends": ["fhe"] + (["concrete-ml"] if peers else []),
         "machine": machine_info(), "load_before": load, "load_after": os.getloadavg(),
         "results": rows, "peers": peer_status, "concrete_reference_issue": CONCRETE_REFERENCE,
+        "kernel_matvec_64x10": matvec_vs_tenseal(),
         "targets_met": targets(rows),
     }
 

@@ -112,7 +112,7 @@ class Evaluator:
         sc = self._last_prime(like) if scale is None else scale
         pid = like.parms_id()
         if np.isscalar(values):
-            self._enc.encode(float(values), pid, sc, pt)
+            self._enc.encode(float(values), pid, sc, pt)  # type: ignore[arg-type]
         else:
             v = np.asarray(values, dtype=np.float64).ravel()
             if v.size > self.slots:

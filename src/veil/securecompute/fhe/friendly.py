@@ -34,16 +34,18 @@ def PolyActivation(coeffs: np.ndarray, mid: float, half: float) -> Any:  # noqa:
     class _Poly(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.register_buffer("c", torch.tensor(np.asarray(coeffs), dtype=torch.float32))
-            self.mid, self.half = float(mid), float(half)
+            self.coeffs: torch.Tensor
+            self.register_buffer("coeffs", torch.tensor(np.asarray(coeffs), dtype=torch.float32))
+            self.center, self.radius = float(mid), float(half)  # (nn.Module has a .half())
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            t = (x - self.mid) / self.half
+            c = self.coeffs
+            t = (x - self.center) / self.radius
             t_prev, t_cur = torch.ones_like(t), t
-            out = self.c[0] * t_prev + (self.c[1] * t_cur if len(self.c) > 1 else 0.0)
-            for j in range(2, len(self.c)):
+            out = c[0] * t_prev + (c[1] * t_cur if len(c) > 1 else 0.0)
+            for j in range(2, len(c)):
                 t_prev, t_cur = t_cur, 2 * t * t_cur - t_prev
-                out = out + self.c[j] * t_cur
+                out = out + c[j] * t_cur
             return out
 
     return _Poly()

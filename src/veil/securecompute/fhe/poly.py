@@ -83,7 +83,7 @@ def approximate(name: str, lo: float, hi: float, degree: int) -> ChebPoly:
     if name == "square":
         coeffs = C.poly2cheb([mid * mid, 2 * mid * half, half * half])
     else:
-        coeffs = C.chebinterpolate(lambda t: f(mid + half * t), degree)
+        coeffs = C.chebinterpolate(lambda t: f(mid + half * t), degree)  # type: ignore[arg-type,return-value]
     grid = np.linspace(lo, hi, 2001)
     poly = ChebPoly(name, tuple(float(c) for c in coeffs), mid, half, 0.0)
     err = float(np.max(np.abs(poly(grid) - f(grid))))
