@@ -20,7 +20,9 @@ from flwr.serverapp import ServerApp
 
 PARAMS = json.loads((Path(__file__).parent / "params.json").read_text())
 TIMES: dict[str, list[float]] = {"plain": [], "secagg+": []}
-_inner, client = _apps(SimpleNamespace(**PARAMS), TIMES)
+_pair = _apps(SimpleNamespace(**PARAMS), TIMES)
+_inner = _pair[0]
+client = _pair[1]  # plain assignments: Flower validates component names by parsing the file
 server = ServerApp()
 
 

@@ -66,6 +66,7 @@ def _flower_secagg(dep: Any, tmp: Path, p: dict[str, Any]) -> dict[str, Any]:
     """Flower's SecAgg+ workflow on the deployment's processes."""
     from veil.bench._peers import repo_root
     from veil.deploy.processes import flwr_run, write_app
+    from veil.errors import LocalError
 
     peers = repo_root() / "benchmarks" / "peers"
     if not (peers / "flower_deploy_app.py").exists():
@@ -84,7 +85,10 @@ def _flower_secagg(dep: Any, tmp: Path, p: dict[str, Any]) -> dict[str, Any]:
         run_config={},
     )
     t0 = time.perf_counter()
-    _, status = flwr_run(dep.workdir / "superlink", app, {}, timeout_s=1800)
+    try:
+        _, status = flwr_run(dep.workdir / "superlink", app, {}, timeout_s=1800)
+    except LocalError as exc:  # report it beside veil's numbers instead of losing them
+        return {"status": f"failed: {exc}"[:600]}
     wall = time.perf_counter() - t0
     times = json.loads(out.read_text()) if out.exists() else {}
     sec, plain = times.get("secagg+", []), times.get("plain", [])
