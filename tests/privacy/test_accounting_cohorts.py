@@ -196,8 +196,9 @@ def test_adaptive_clipping_with_poisson_cohorts_runs_under_pld(tmp_path) -> None
 
     cfg = _run_cfg(
         tmp_path,
-        {"accountant": "pld", "client_level": {"enabled": True, "clip_norm": 0.5,
-                                                "adaptive": {"target_quantile": 0.5, "count_stddev": 2.0}}},
+        {"accountant": "pld", "client_level": {
+            "enabled": True, "clip_norm": 0.5, "noise_multiplier": 1.5,
+            "adaptive": {"target_quantile": 0.5, "count_stddev": 2.0}}},
         {"cohort_size": 4, "sampling": "poisson"},
     )
     res = build_federation(cfg).run()
