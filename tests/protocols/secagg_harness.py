@@ -41,15 +41,3 @@ def reply(party, data: bytes, sender: str = SERVER) -> bytes:
     (_, out), = party.outbox()
     return out
 
-
-def first(party) -> bytes:
-    """Start a site and return its first message."""
-    party.start()
-    (_, out), = party.outbox()
-    return out
-
-
-def close(server) -> dict[int, bytes]:
-    """Close the server's stage; site id → its message for the next stage."""
-    server.on_deadline()
-    return {site_of(to): data for to, data in server.outbox()}

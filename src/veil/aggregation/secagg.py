@@ -189,8 +189,6 @@ class SecAggSum:
     name: str = "secagg"
     #: protocol stages at which the simulation may drop a site (derived from the table)
     stages: ClassVar[tuple[str, ...]] = STAGES
-    #: old name of :attr:`stages`, read by ``federation.runtime`` until it moves to ``stages``
-    dropout_stages: ClassVar[tuple[str, ...]] = STAGES
 
     def __post_init__(self) -> None:
         model = self.threat_model

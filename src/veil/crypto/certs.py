@@ -73,7 +73,7 @@ def _new_key(kind: KeyKind) -> PrivateKey:
     raise ConfigError(f"unknown key kind {kind!r}; use 'ed25519' or 'p256'")
 
 
-def _hash_for(key: PrivateKey) -> hashes.HashAlgorithm | None:
+def _hash_for(key: PrivateKey) -> hashes.SHA256 | None:
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
 

@@ -65,9 +65,9 @@ class TransitionTable:
     """
 
     protocol: str
-    entries: Mapping[tuple[str, str, str], tuple[str, str]] = field(repr=False)
-    initial: Mapping[str, str]
-    stage_of: Mapping[str, str] = field(repr=False)
+    entries: Mapping[tuple[Any, Any, str], tuple[str, Any]] = field(repr=False)
+    initial: Mapping[Any, Any]
+    stage_of: Mapping[Any, str] = field(repr=False)
     isolating: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:

@@ -37,7 +37,7 @@ from veil.protocols.secagg import messages as m
 from veil.protocols.secagg import signing as sg
 from veil.protocols.machine import Machine
 from veil.protocols.secagg.config import SERVER, SERVER_ID, SecAggConfig, site_name
-from veil.protocols.secagg.transitions import TABLE, Role
+from veil.protocols.secagg.transitions import TABLE, Role, State
 
 __all__ = ["SecAggClient", "add_masks", "mask_seed", "survivor_digest"]
 
@@ -145,7 +145,7 @@ class SecAggClient(Machine):
 
     def __repr__(self) -> str:
         cfg = self.config
-        return f"SecAggClient(site={self.site_id}, round={cfg.round}, state={self.state.value})"
+        return f"SecAggClient(site={self.site_id}, round={cfg.round}, state={State(self.state).value})"
 
     __str__ = __repr__
 

@@ -97,7 +97,7 @@ class SecAggServer(Machine):
         self.result: SecAggOutput | None = None
 
     def __repr__(self) -> str:
-        return f"SecAggServer(round={self.config.round}, state={self.state.value})"
+        return f"SecAggServer(round={self.config.round}, state={State(self.state).value})"
 
     __str__ = __repr__
 
