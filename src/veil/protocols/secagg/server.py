@@ -80,6 +80,7 @@ class SecAggServer(Machine):
         self._digests: dict[int, bytes] = {}
         self._bad: dict[int, frozenset[int]] = {}
         self._payloads: dict[int, bytes] = {}
+        self._u3_statement = b""
         #: site → why it was dropped or its shares ignored (bad keys, ciphertexts, shares)
         self.blamed: dict[int, str] = {}
         self._listed: dict[int, frozenset[int]] = {}
@@ -262,6 +263,8 @@ class SecAggServer(Machine):
             self._payloads.clear()
         self._need("masked", len(self._masked))
         self._u3 = tuple(sorted(self._masked))
+        if cfg.malicious:  # what every survivor signs, hashed once
+            self._u3_statement = sg.survivors_statement(cfg.session, cfg.round, self._u3)
         data = m.SurvivorList(self.config.round, SERVER_ID, self._u3).to_bytes()
         for u in self._u3:
             self._send(site_name(u), data)
@@ -273,8 +276,7 @@ class SecAggServer(Machine):
             raise ProtocolError("consistency tags from a site that is not a survivor", peer=peer)
         cfg = self.config
         if cfg.roster is not None:
-            stmt = sg.survivors_statement(cfg.session, cfg.round, self._u3)
-            verify(cfg.roster.key_of(peer), stmt, msg.tags[0][1], who=peer)
+            verify(cfg.roster.key_of(peer), self._u3_statement, msg.tags[0][1], who=peer)
         elif {v for v, _ in msg.tags} != self._held(peer) & self._masked:
             raise ProtocolError("consistency tags must go to the surviving neighbours", peer=peer)
         self._acks[peer] = dict(msg.tags)
