@@ -84,6 +84,19 @@ def test_mst_selects_the_dependent_pair_and_accounts_selection(real, schema) -> 
     assert len(sel) == 1 and sel[0].count == 2  # two exponential-mechanism selections
 
 
+@pytest.mark.slow  # mbi recompiles its estimator for every round's new clique set (~1 min)
+def test_aim_selects_the_dependent_pair_within_budget(real, schema) -> None:  # type: ignore[no-untyped-def]
+    rel = synthesize(real, schema, _settings(mechanism="aim", cliques=None, epsilon=5.0,
+                                             rows=500, iters=100))
+    pairs = rel.info["selected_pairs"]
+    assert len(pairs) == 3 and pairs[0] == ["x", "y"]  # rounds = columns; worst fit first
+    assert 4.85 <= rel.epsilon <= 5.0
+    ev = rel.ledger.events("dataset")[0]
+    sel = [e for e in ev.events
+           if isinstance(e, dpe.SelfComposedDpEvent) and isinstance(e.event, dpe.ZCDpEvent)]
+    assert len(sel) == 1 and sel[0].count == 3
+
+
 def test_sensitive_columns_get_a_smaller_attribute_epsilon(real, schema) -> None:  # type: ignore[no-untyped-def]
     """Cliques (x, y) and (c, y); c is sensitive, so (c, y) gets 3x the noise. The record-level
     budget is met either way; c's attribute-level ε drops below x's."""

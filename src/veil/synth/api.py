@@ -43,7 +43,8 @@ class SynthSettings:
     Attributes:
         epsilon: record-level ε budget at ``delta`` (add-or-remove-one record).
         delta: δ.
-        mechanism: ``"mst"`` (structure chosen privately) or ``"fixed"`` (public cliques).
+        mechanism: ``"mst"`` (a spanning tree chosen privately), ``"aim"`` (pairs chosen
+            round by round, as many rounds as columns) or ``"fixed"`` (public cliques).
         cliques: for ``fixed``: lists of column names, or ``"label_pairs"`` for every
             column paired with the label.
         sensitive: columns whose measurements get ``sensitive_noise_factor`` times the
@@ -59,7 +60,7 @@ class SynthSettings:
 
     epsilon: float
     delta: float = 1e-5
-    mechanism: Literal["mst", "fixed"] = "mst"
+    mechanism: Literal["mst", "aim", "fixed"] = "mst"
     cliques: Sequence[Sequence[str]] | str | None = None
     sensitive: Sequence[str] = ()
     sensitive_noise_factor: float = 1.0
@@ -168,6 +169,10 @@ def plan_for(schema: TableSchema, settings: SynthSettings) -> MechanismPlan:
     factors = {c: settings.sensitive_noise_factor for c in settings.sensitive}
     if settings.mechanism == "mst":
         return plan_mst(schema.sizes, settings.epsilon, settings.delta, factors)
+    if settings.mechanism == "aim":
+        from veil.synth.aim import plan_aim
+
+        return plan_aim(schema.sizes, settings.epsilon, settings.delta, factors)
     return plan_fixed(schema.sizes, _cliques(schema, settings), settings.epsilon,
                       settings.delta, factors)
 

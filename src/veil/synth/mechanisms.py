@@ -13,6 +13,8 @@ Mechanisms (add-or-remove-one record neighbouring relation):
      maximum spanning tree with the exponential mechanism (ε₀ each, by Gumbel-max on
      CSPRNG uniforms), which is ε₀²/8-zCDP (bounded range; Cesar & Rogers 2021);
   3. measure the chosen 2-way marginals with Gaussian noise σ₂ and estimate the model.
+* **AIM** (``"aim"``, :mod:`veil.synth.aim`): rounds that each select (exponential
+  mechanism) and measure the pair the current model fits worst, with a planned budget;
 * **public workload** (``"fixed"``): measure the 2-way marginals a *public* list names
   (for example every feature with the label), plus the 1-way marginal of any column no
   clique covers; the structure is chosen without data, so all budget goes to measuring.
@@ -57,7 +59,7 @@ __all__ = [
     "run_mechanism",
 ]
 
-MECHANISMS = ("mst", "fixed")
+MECHANISMS = ("mst", "aim", "fixed")
 
 #: The accountant for synthesis events (the RDP accountant supports ``ZCDpEvent``).
 ACCOUNTANT = "rdp"
@@ -105,12 +107,13 @@ class MechanismPlan:
     """A mechanism's data-independent plan and its planned DP events.
 
     Attributes:
-        name: ``"mst"`` or ``"fixed"``.
+        name: ``"mst"``, ``"aim"`` or ``"fixed"``.
         one_way_sigma: column -> σ of its 1-way measurement (absent: not measured).
         cliques: for ``fixed``, the 2-way cliques measured, with their σ.
-        selections: number of exponential-mechanism selections (MST: ``n - 1``).
+        selections: number of exponential-mechanism selections (MST: ``n - 1``; AIM: its
+            rounds).
         select_eps: ε₀ of each selection.
-        pair_sigma: σ of each MST 2-way measurement before its column factor.
+        pair_sigma: σ of each selected 2-way measurement before its column factor.
         factors: column -> noise factor (≥ 1; > 1 for sensitive columns).
     """
 
@@ -296,7 +299,13 @@ def run_mechanism(codes: Mapping[str, np.ndarray], sizes: Mapping[str, int],
     meas += [_measure(mbi, data, c, s, rng) for c, s in plan.cliques]
     cliques = [(a,) for a in plan.one_way_sigma] + [c for c, _ in plan.cliques]
     info: dict[str, Any] = {}
-    if plan.selections:
+    if plan.name == "aim":
+        from veil.synth.aim import aim_rounds
+
+        meas, chosen = aim_rounds(mbi, data, domain, plan, meas, iters, rng)
+        cliques += chosen
+        info["selected_pairs"] = [list(p) for p in chosen]
+    elif plan.selections:
         chosen = _mst_select(mbi, data, domain, plan, meas, iters, rng)
         for a, b in chosen:
             s = plan.pair_sigma * max(plan.factors[a], plan.factors[b])
