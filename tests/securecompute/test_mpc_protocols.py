@@ -118,22 +118,32 @@ def test_max_and_argmax(x: np.ndarray) -> None:
 
 def test_activations_within_1e3_over_their_stated_ranges() -> None:
     """Every piecewise function on a dense grid over its range (and beyond, clamped)."""
-    for name, (g, lo, hi, *_rest) in FUNCTIONS.items():
+    for name, (g, lo, hi, low, high, *_rest) in FUNCTIONS.items():
         pw = piecewise(name)
         x = np.linspace(lo, hi, 3001)
-        got = open_shares(run3(lambda e, a, pw=pw: evaluate_piecewise(e, a, pw, 32), shares_of(x)))
-        err = np.max(np.abs(got - g(x)))
+        far = np.array([lo - 1000.0, lo - 50.0, hi + 50.0, hi + 1000.0])  # powers wrap here
+        got = open_shares(run3(lambda e, a, pw=pw: evaluate_piecewise(e, a, pw, 32),
+                               shares_of(np.concatenate([x, far]))))
+        err = np.max(np.abs(got[:-4] - g(x)))
         assert err <= 1e-3, (name, err)
-        assert np.max(np.abs(got - pw.plain(x))) < 5e-4, name  # MPC = the plain approximation
+        assert np.max(np.abs(got[:-4] - pw.plain(x))) < 5e-4, name  # MPC = plain approximation
+        np.testing.assert_allclose(got[-4:], pw.plain(far), atol=1e-3)  # the clamped pieces
 
 
-def test_bit_shares_are_packed_in_narrow_words() -> None:
-    x = np.arange(-5, 5, dtype=np.int64)
+def test_sign_bit_sends_packed_words_that_halve_per_level() -> None:
+    """32-bit ring: CSA and generate words of 4 bytes, then prefix levels on 16, 8, 4, 2, 1
+    bits packed into uint16/uint8: 19 bytes per element per party (full-width Kogge–Stone
+    would send 4 + 4 + 4·8 + 4 = 44)."""
+    x = np.arange(-500, 500, dtype=np.int64)
 
     def f(e, a):
-        return sign_bit(e, a, 16).dtype, sign_bit(e, a, 8).dtype
+        with e.op("sign"):
+            s = sign_bit(e, a, 32)
+        return e.net.stats.bytes_sent["sign"], e.net.stats.rounds["sign"], s.dtype
 
-    assert run3(f, shares_of(x, frac_bits=None))[0] == (np.dtype(np.uint16), np.dtype(np.uint8))
+    sent, rounds, dt = run3(f, shares_of(x, frac_bits=None))[0]
+    assert rounds == 7 and dt == np.dtype(np.uint8)
+    assert sent == 19 * len(x) + 4 * rounds  # payload + one 4-byte header per round
 
 
 def test_shares_given_to_one_party_do_not_change_its_view_distribution() -> None:

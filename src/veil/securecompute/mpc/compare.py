@@ -9,13 +9,16 @@
 2. Carry-save adder [1 round]: ``s = x_0 ⊕ x_1 ⊕ x_2``, ``c = maj(x_0, x_1, x_2) =
    ((x_0 ⊕ x_2) ∧ (x_1 ⊕ x_2)) ⊕ x_2``; now ``x = s + 2c``.
 3. Generate/propagate [1 round]: ``g = s ∧ 2c``, ``p = s ⊕ 2c``.
-4. Kogge–Stone carry prefix over bits ``0..n−2`` [⌈log2(n−1)⌉ rounds, two ANDs per level
-   batched into one exchange]: ``g ← g ⊕ (p ∧ (g ≪ k))``, ``p ← p ∧ (p ≪ k)``.
-5. ``msb(x) = p_{n−1} ⊕ g_{n−2}``.
+4. Carry-only parallel prefix over bits ``0..n−2`` [⌈log2(n−1)⌉ rounds, two ANDs per level
+   batched into one exchange]: neighbouring groups combine, ``g' = g_odd ⊕ (p_odd ∧ g_even)``,
+   ``p' = p_odd ∧ p_even``, and the results are packed into words of half the width (a
+   local bit unshuffle), so level ``k`` sends ``(n−1)/2^k`` bits per element, not ``n``.
+5. ``msb(x) = p_{n−1} ⊕ G``, ``G`` the generate of the whole group (the carry into n−1).
 
 **Bit × value** ``b·y`` for a boolean-shared bit ``b = b_0 ⊕ b_1 ⊕ b_2`` [2 rounds]:
-(1) in one exchange ``[y·b_2]`` and ``[b_0·b_1]`` (products with one-component sharings),
-``d = b_0 + b_1 − 2 b_0 b_1 = b_0 ⊕ b_1``; (2) ``b·y = y·b_2 + d·(y − 2 y b_2)``. With
+(1) in one exchange of three words per element, ``[d]`` for ``d = b_0 ⊕ b_1`` (P0 knows
+both and inputs it) and ``[y·b_2]`` (P1 and P2 know ``b_2`` and re-share their local
+products to P0 under masks from their common key); (2) ``b·y = y·b_2 + d·(y − 2 y b_2)``. With
 ``y = 1`` this is the bit-to-arithmetic conversion. Round (2) may be summed over several
 products and fused with a truncation.
 
@@ -72,44 +75,95 @@ def sign_bit(eng: Engine, x: Share, bits: int = 64) -> Share:
     g = eng.and_(s, c)
     p = Share(s.a ^ c.a, s.b ^ c.b)
     top = Share((p.a >> dt.type(bits - 1)) & one, (p.b >> dt.type(bits - 1)) & one)
-    width, k = bits - 1, 1
-    while k < width:
-        kk = dt.type(k)
-        if 2 * k < width:  # g and p both needed further: two ANDs in one exchange
-            lhs = Share(np.stack([p.a, p.a]), np.stack([p.b, p.b]))
-            rhs = Share(np.stack([g.a << kk, p.a << kk]), np.stack([g.b << kk, p.b << kk]))
-            both = eng.and_(lhs, rhs)
-            g = Share(g.a ^ both.a[0], g.b ^ both.b[0])
+    # carry into bit n−1 = group generate of bits 0..n−2, by a carry-only prefix tree:
+    # each level pairs neighbouring groups and packs the results into half as many bits
+    width = bits - 1
+    while width > 1:
+        lm = _low_mask(dt, width)  # components carry random bits above the value's width
+        g, p = Share(g.a & lm, g.b & lm), Share(p.a & lm, p.b & lm)
+        if width % 2:  # a virtual top group (g = 0, p = 1) for the unpaired one
+            p = eng.xor_public(p, dt.type(1) << dt.type(width))
+            width += 1
+        half = width // 2
+        ndt = word_dtype(max(half, 2))
+        g_even, g_odd = _unzip(g, dt, ndt, width)
+        p_even, p_odd = _unzip(p, dt, ndt, width)
+        if half > 1:  # g and p both needed further: two ANDs in one exchange
+            both = eng.and_(Share(np.stack([p_odd.a, p_odd.a]), np.stack([p_odd.b, p_odd.b])),
+                            Share(np.stack([g_even.a, p_even.a]), np.stack([g_even.b, p_even.b])))
+            g = Share(g_odd.a ^ both.a[0], g_odd.b ^ both.b[0])
             p = Share(both.a[1], both.b[1])
         else:
-            t = eng.and_(p, Share(g.a << kk, g.b << kk))
-            g = Share(g.a ^ t.a, g.b ^ t.b)
-        k *= 2
-    sh = dt.type(bits - 2)
-    return Share(top.a ^ ((g.a >> sh) & one), top.b ^ ((g.b >> sh) & one))
+            t = eng.and_(p_odd, g_even)
+            g = Share(g_odd.a ^ t.a, g_odd.b ^ t.b)
+        dt, width = ndt, half
+    one_g = dt.type(1)
+    top = Share(top.a.astype(dt), top.b.astype(dt))
+    return Share(top.a ^ (g.a & one_g), top.b ^ (g.b & one_g))
 
 
-def _bit_parts(eng: Engine, bit: Share) -> tuple[Share, Share, Share]:
-    """One-component arithmetic sharings of the bit's three boolean components."""
-    a = (bit.a & bit.a.dtype.type(1)).astype(np.uint64)
-    b = (bit.b & bit.b.dtype.type(1)).astype(np.uint64)
-    return eng.component(0, a, b), eng.component(1, a, b), eng.component(2, a, b)
+def _low_mask(dt: np.dtype, width: int) -> np.generic:
+    return dt.type((1 << width) - 1) if width < 8 * dt.itemsize else dt.type(~dt.type(0))
+
+
+_EVEN = [0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F, 0x00FF00FF00FF00FF,
+         0x0000FFFF0000FFFF, 0x00000000FFFFFFFF]
+
+
+def _compact_even(w: np.ndarray) -> np.ndarray:
+    """Bits 0, 2, 4, … of each word moved to bits 0, 1, 2, … (a local bit unshuffle)."""
+    dt = w.dtype
+    nbits = 8 * dt.itemsize
+    x = w & dt.type(_EVEN[0] & ((1 << nbits) - 1))
+    shift, k = 1, 1
+    while shift < nbits // 2:
+        x = (x | (x >> dt.type(shift))) & dt.type(_EVEN[k] & ((1 << nbits) - 1))
+        shift, k = shift * 2, k + 1
+    return x
+
+
+def _unzip(x: Share, dt: np.dtype, ndt: np.dtype, width: int) -> tuple[Share, Share]:
+    """(even-indexed bits, odd-indexed bits) of the low ``width`` bits, packed into ``ndt``."""
+    one = dt.type(1)
+    ev = Share(_compact_even(x.a).astype(ndt), _compact_even(x.b).astype(ndt))
+    od = Share(_compact_even(x.a >> one).astype(ndt), _compact_even(x.b >> one).astype(ndt))
+    return ev, od
+
+
+def _bit_round_one(eng: Engine, bit: Share, y: Share) -> tuple[Share, Share]:
+    """``([d], [y·b_2])`` with ``d = b_0 ⊕ b_1`` in ONE exchange of 3 words per element:
+    P0 holds ``b_0, b_1`` and inputs ``d`` (``d − F(K_0)`` to P1); P1 and P2 hold ``b_2``
+    and compute ``(y_1 + y_2)·b_2`` and ``y_0·b_2``, which they re-share to P0 under masks
+    from ``K_2`` (P1 sends ``A + s − w_2``, P2 sends ``B − s``)."""
+    shape = np.broadcast_shapes(bit.shape, y.shape)
+    i, st = eng.i, eng.streams
+    one = bit.a.dtype.type(1)
+    u64 = np.dtype(np.uint64)
+    if i == 0:
+        d = ((bit.a ^ bit.b) & one).astype(np.uint64)
+        c0 = st.draw(0, "bitin", bit.shape)
+        got = eng.net.exchange({1: [d - c0]}, {1: [(shape, u64)], 2: [(shape, u64)]})
+        return Share(c0, d - c0), Share(got[2][0], got[1][0])
+    w2 = st.draw(2, "bitw", shape)
+    mask = st.draw(2, "bits", shape)
+    if i == 1:
+        b2 = np.broadcast_to((bit.b & one).astype(np.uint64), shape)
+        w1 = (y.a + y.b) * b2 + mask - w2
+        got = eng.net.exchange({0: [w1]}, {0: [(bit.shape, u64)]})
+        return Share(got[0][0], np.zeros(bit.shape, np.uint64)), Share(w1, w2)
+    b2 = np.broadcast_to((bit.a & one).astype(np.uint64), shape)
+    w0 = y.b * b2 - mask
+    eng.net.exchange({0: [w0]}, {})
+    return Share(np.zeros(bit.shape, np.uint64), st.draw(0, "bitin", bit.shape)), Share(w2, w0)
 
 
 def bit_mul_local(eng: Engine, bit: Share, y: Share) -> np.ndarray:
     """3-of-3 share of ``bit·y`` after one exchange; finish with ``reshare`` or ``trunc3``
     (sum several first to save traffic). ``bit`` broadcasts against ``y``."""
-    b0, b1, b2 = _bit_parts(eng, bit)
     shape = np.broadcast_shapes(bit.shape, y.shape)
-    b2 = Share(np.broadcast_to(b2.a, shape), np.broadcast_to(b2.b, shape))
-    both = eng.reshare(
-        np.concatenate([eng.mul_local(y, b2).ravel(), eng.mul_local(b0, b1).ravel()])
-    )
-    n = int(np.prod(shape))
-    ys2 = Share(both.a[:n].reshape(shape), both.b[:n].reshape(shape))
-    p01 = Share(both.a[n:].reshape(bit.shape), both.b[n:].reshape(bit.shape))
-    d = eng.sub(eng.add(b0, b1), eng.scale(p01, 2))
-    yw = eng.sub(y, eng.scale(ys2, 2))
+    d, ys2 = _bit_round_one(eng, bit, y)
+    yw = eng.sub(Share(np.broadcast_to(y.a, shape), np.broadcast_to(y.b, shape)),
+                 eng.scale(ys2, 2))
     d_b = Share(np.broadcast_to(d.a, shape), np.broadcast_to(d.b, shape))
     # b·y = y·b2 + d·(y − 2·y·b2); y·b2 is replicated: put its component into the 3-of-3 sum
     return eng.mul_local(d_b, yw) + ys2.a

@@ -103,6 +103,10 @@ class Engine:
         b = x.b + c if self.i == 2 else x.b + np.zeros_like(c)
         return Share(a, b)
 
+    def xor_public(self, x: Share, c: np.generic | np.ndarray) -> Share:
+        """XOR a public word into a boolean sharing (component 0)."""
+        return Share(x.a ^ c if self.i == 0 else x.a, x.b ^ c if self.i == 2 else x.b)
+
     @staticmethod
     def add(x: Share, y: Share) -> Share:
         return Share(x.a + y.a, x.b + y.b)

@@ -1,7 +1,7 @@
 """A compute party's link to its peers: one framed message per peer per round, counted.
 
-Every message carries an 8-byte header: the 4-byte round number and the 4-byte payload
-length. A message from the wrong round or of the wrong size is a :class:`ProtocolError` /
+Every message carries a 4-byte header, its round number on that link (the transport
+frames messages, so the length is known and checked against the expected shapes). A message from the wrong round or of the wrong size is a :class:`ProtocolError` /
 :class:`MalformedMessageError` naming the peer; a silent or vanished peer becomes an
 :class:`~veil.errors.AbortError` after ``deadline_s`` seconds, naming the peer and the
 operation — never a hang. Rounds and bytes sent are counted per operation label.
@@ -24,7 +24,7 @@ __all__ = ["PartyNet", "OpStats", "PARTY_NAMES", "CLIENT"]
 
 PARTY_NAMES = ("p0", "p1", "p2")
 CLIENT = "client"
-_HEADER = struct.Struct("<II")
+_HEADER = struct.Struct("<I")
 
 
 @dataclass
@@ -70,7 +70,7 @@ class PartyNet:
 
     def send_to(self, peer: str, arrays: list[np.ndarray]) -> None:
         payload = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)
-        frame = _HEADER.pack(self._peer_round[peer], len(payload)) + payload
+        frame = _HEADER.pack(self._peer_round[peer]) + payload
         self._peer_round[peer] += 1
         try:
             self.channel.send(peer, frame)
@@ -90,12 +90,13 @@ class PartyNet:
             ) from None
         if len(frame) < _HEADER.size:
             raise MalformedMessageError("truncated frame", peer=peer)
-        rnd, n = _HEADER.unpack_from(frame)
+        (rnd,) = _HEADER.unpack_from(frame)
+        n = len(frame) - _HEADER.size
         want_rnd = self._recv_round(peer)
         if rnd != want_rnd:
             raise ProtocolError(f"{self.op}: message of round {rnd}, expected {want_rnd}", peer=peer)
         sizes = [int(np.prod(s)) * np.dtype(d).itemsize for s, d in specs]
-        if n != sum(sizes) or len(frame) != _HEADER.size + n:
+        if n != sum(sizes):
             raise MalformedMessageError(
                 f"{self.op}: payload of {len(frame) - _HEADER.size} bytes, expected {sum(sizes)}",
                 peer=peer,

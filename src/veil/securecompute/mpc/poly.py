@@ -2,13 +2,13 @@
 per layer.
 
 A :class:`Piecewise` approximation of ``g`` on ``[lo, hi]`` has breakpoints
-``t_0 = lo < t_1 < … < t_K = hi``, one polynomial ``Q_j`` (degree ≤ 3, fitted by least
+``t_0 = lo < t_1 < … < t_K = hi``, one polynomial ``Q_j`` (degree ≤ 7, fitted by least
 squares on Chebyshev points) per segment, and exact linear pieces ``L`` below ``lo`` and
 ``H`` above ``hi`` (the asymptotes: 0/1 for sigmoid, ±1 for tanh, 0/x for GELU, …).
 
-Secure evaluation of ``y = g(x)`` [2(d−1) + sign + 3 rounds]:
+Secure evaluation of ``y = g(x)`` [2⌈log2 d⌉ + sign + 3 rounds]:
 
-1. Powers ``x², x³`` by fixed-point products [2 rounds each].
+1. Powers ``x² … x^d`` by fixed-point products, ⌈log2 d⌉ levels [2 rounds each].
 2. All ``K + 1`` sign bits ``n_j = [x < t_j]`` of the layer in ONE batched comparison.
 3. With ``R_{−1} = L, R_j = Q_j, R_K = H`` and ``D_j = R_j − R_{j−1}``:
    ``y = H − Σ_j n_j D_j`` (exactly ``R_j`` in segment ``j``). The ``D_j`` are local linear
@@ -69,16 +69,16 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 # name -> (function, lo, hi, low piece, high piece, degree, geometric breakpoints?)
 FUNCTIONS = {
-    "sigmoid": (lambda x: 1 / (1 + np.exp(-x)), -8.0, 8.0, (0.0, 0.0), (1.0, 0.0), 3, False),
-    "tanh": (np.tanh, -4.5, 4.5, (-1.0, 0.0), (1.0, 0.0), 3, False),
-    "gelu": (_gelu, -4.0, 4.0, (0.0, 0.0), (0.0, 1.0), 3, False),
-    "exp": (np.exp, -14.0, 0.0, (0.0, 0.0), (1.0, 0.0), 3, False),
+    "sigmoid": (lambda x: 1 / (1 + np.exp(-x)), -8.0, 8.0, (0.0, 0.0), (1.0, 0.0), 7, False),
+    "tanh": (np.tanh, -4.5, 4.5, (-1.0, 0.0), (1.0, 0.0), 7, False),
+    "gelu": (_gelu, -4.0, 4.0, (0.0, 0.0), (0.0, 1.0), 7, False),
+    "exp": (np.exp, -14.0, 0.0, (0.0, 0.0), (1.0, 0.0), 5, False),
     "reciprocal": (lambda x: 1 / x, 1.0, 128.0, (1.0, 0.0), (1 / 128, 0.0), 3, True),
 }
 
 
 @lru_cache(maxsize=None)
-def piecewise(name: str, segments: int | None = None, target: float = 2e-4) -> Piecewise:
+def piecewise(name: str, segments: int | None = None, target: float = 4e-4) -> Piecewise:
     """The fitted approximation of a named function (the fewest segments, up to 32, whose
     fit error is below ``target``, unless ``segments`` is given).
 
@@ -108,12 +108,25 @@ def piecewise(name: str, segments: int | None = None, target: float = 2e-4) -> P
     return best
 
 
+def _powers(eng: Engine, x: Share, degree: int) -> list[Share]:
+    """``[x, x², …, x^degree]`` in ⌈log2 degree⌉ product levels (2 rounds each): level ``k``
+    multiplies ``x^(2^(k−1))`` by every power already known, all in one exchange."""
+    powers = [x]
+    while len(powers) < degree:
+        top = powers[-1]  # x^m with m = len(powers), a power of two
+        m = len(powers)
+        want = min(m, degree - m)
+        lhs = Share(np.stack([top.a] * want), np.stack([top.b] * want))
+        rhs = Share(np.stack([p.a for p in powers[:want]]), np.stack([p.b for p in powers[:want]]))
+        new = eng.mul_trunc(lhs, rhs)
+        powers += [new[k] for k in range(want)]
+    return powers
+
+
 def evaluate_piecewise(eng: Engine, x: Share, pw: Piecewise, bits: int) -> Share:
     """Securely evaluate ``pw`` elementwise on fixed-point ``x`` (``|x| < 2^(bits−1−f)``)."""
     f = eng.f
-    powers = [x]
-    for _ in range(pw.degree - 1):
-        powers.append(eng.mul_trunc(powers[-1], x))
+    powers = _powers(eng, x, pw.degree)
     k = len(pw.coeffs)
     t = np.rint(pw.breaks * 2.0**f).astype(np.int64).view(np.uint64)
     shape = (k + 1,) + x.shape
@@ -127,8 +140,10 @@ def evaluate_piecewise(eng: Engine, x: Share, pw: Piecewise, bits: int) -> Share
     rows[0, :2] = pw.low
     rows[1 : k + 1] = pw.coeffs
     rows[k + 1, :2] = pw.high
-    deltas = rows[1:] - rows[:-1]  # D_j for j = 0..K
-    enc = np.rint(deltas * cb).astype(np.int64).view(np.uint64)  # (K+1, deg+1)
+    # D_j = R_j − R_{j−1} from the ENCODED rows, so Σ_j D_j = H − L exactly: below the range
+    # every n_j = 1 and the powers (which may have wrapped there) cancel to the integer
+    enc_rows = np.rint(rows * cb).astype(np.int64)
+    enc = (enc_rows[1:] - enc_rows[:-1]).view(np.uint64)  # (K+1, deg+1)
     expand = (slice(None),) + (None,) * x.ndim
     da = np.zeros(shape, dtype=np.uint64)
     db = np.zeros(shape, dtype=np.uint64)
@@ -138,6 +153,6 @@ def evaluate_piecewise(eng: Engine, x: Share, pw: Piecewise, bits: int) -> Share
     d = eng.add_public(Share(da, db), (enc[:, 0] << np.uint64(f))[expand]
                        * np.ones(x.shape, dtype=np.uint64))
     z = bit_mul_local(eng, below, d).sum(axis=0, dtype=np.uint64)
-    h = np.rint(np.asarray(pw.high) * cb).astype(np.int64).view(np.uint64)
+    h = enc_rows[k + 1, :2].view(np.uint64)
     h_share = eng.add_public(eng.scale(x, h[1]), np.full(x.shape, h[0] << np.uint64(f)))
     return eng.trunc3(h_share.a - z, COEF_BITS)
