@@ -4,8 +4,9 @@ Reads ``record.json`` and ``model.pt`` from the run directory, rebuilds the data
 the recorded config, and writes ``audit.json`` with:
 
 * membership inference against the released model: the loss attack (train vs held-out
-  examples) and LiRA with reference models trained centrally on random halves of the
-  train+test pool (the adversary's approximation of the training pipeline);
+  examples) and LiRA with reference models trained like the target — federated runs of
+  the run's own config on subsets of train+test drawn independently of the target
+  (:mod:`veil.audit.reference`);
 * the one-run canary audit, when the run stored ``canaries.npz`` (ε̂ beside claimed ε);
 * gradient inversion of a site's small-batch update at the released model, seen alone, as
   a secure sum and with DP noise (image data only).
@@ -26,14 +27,9 @@ import torch
 from veil.audit.canary import audit_canaries, insert_canaries, load_canaries
 from veil.audit.inversion import inversion_experiment
 from veil.audit.log import AuditLog
-from veil.audit.mia import (
-    evaluate_attack,
-    lira_scores,
-    logit_confidence,
-    loss_attack,
-    model_outputs,
-)
-from veil.audit.shadow import DPParams, TrainParams, models_logits, random_halves, train_models
+from veil.audit.mia import loss_attack
+from veil.audit.reference import lira_for_run
+from veil.audit.shadow import DPParams
 from veil.data import Dataset
 from veil.errors import DataError
 from veil.federation.record import RunRecord
@@ -86,31 +82,6 @@ def _reference_dp(record: dict[str, Any]) -> DPParams | None:
     return DPParams(noise_multiplier=float(sig), clip=float(sample.get("max_grad_norm", 1.0)))
 
 
-def _lira(model: torch.nn.Module, ds: Dataset, x_tr: np.ndarray, y_tr: np.ndarray,
-          n_refs: int, epochs: int, seed: int, dp: DPParams | None = None) -> dict[str, Any]:
-    pool_x = np.concatenate([x_tr, ds.x_test])
-    pool_y = np.concatenate([y_tr, ds.y_test])
-    member = np.r_[np.ones(len(y_tr), bool), np.zeros(len(ds.y_test), bool)]
-    masks = random_halves(n_refs, len(pool_y), seed)
-    params = TrainParams(epochs=epochs, lr=0.5 if dp else 0.05)
-    flat = train_models(model, pool_x, pool_y, masks, params, seed, dp=dp)
-    phi = logit_confidence(models_logits(model, flat, pool_x), pool_y)
-    pt = logit_confidence(model_outputs(model, pool_x), pool_y)
-    how = "centralised SGD" if dp is None else (
-        f"centralised DP-SGD like the target (σ={dp.noise_multiplier:.3g}, C={dp.clip:g})"
-    )
-    return {
-        "online": evaluate_attack(
-            "lira-online", lira_scores(pt, phi, masks, True), member
-        ).to_dict(),
-        "offline": evaluate_attack(
-            "lira-offline", lira_scores(pt, phi, masks, False), member
-        ).to_dict(),
-        "n_refs": n_refs,
-        "reference_training": f"{how}, {epochs} epochs, on random halves of train+test",
-    }
-
-
 def audit_run(
     run_dir: str | Path,
     lira_refs: int = 16,
@@ -126,7 +97,7 @@ def audit_run(
     Args:
         run_dir: directory with ``record.json``, ``model.pt`` (and ``canaries.npz``).
         lira_refs: reference models for LiRA (0 = skip LiRA).
-        lira_epochs: their training epochs.
+        lira_epochs: unused (references train with the run's own config); kept for callers.
         inversion: run the gradient-inversion demonstration (image data only).
         inversion_steps: optimisation steps per inversion.
         confidence: confidence of the one-run ε̂.
@@ -179,9 +150,7 @@ def audit_run(
         lab = np.r_[np.ones(k, bool), np.zeros(k, bool)]
         out["membership"]["loss"] = loss_attack(model, xs, ys, lab).to_dict()
         if lira_refs >= 4:
-            out["membership"]["lira"] = _lira(
-                model, ds, x_tr, y_tr, lira_refs, lira_epochs, seed, _reference_dp(record)
-            )
+            out["membership"]["lira"] = lira_for_run(model, record, ds, x_tr, y_tr, lira_refs, seed)
     shape = ds.input_shape
     img = shape if len(shape) == 3 else ((1, 8, 8) if ds.name == "digits" else None)
     if inversion and img is not None and ds.task == "classification":
