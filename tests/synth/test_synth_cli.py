@@ -46,14 +46,14 @@ def _csv(path: Path, n: int, seed: int) -> None:
 def _config(tmp: Path, policy: str, data: str) -> Path:
     cfg = tmp / "synth.toml"
     cfg.write_text(f'name = "t"\noutput_dir = "out"\n[synth]\nepsilon = 2.0\n'
-                   f'mechanism = "fixed"\ncliques = "label_pairs"\niters = 200\n'
+                   f'mechanism = "fixed"\ncliques = "label_pairs"\niters = 100\n'
                    f"[data]\n{data}\n{SCHEMA}\n{policy}")
     return cfg
 
 
 def test_synth_command_writes_release_and_report(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    _csv(tmp_path / "a.csv", 1500, 0)
-    _csv(tmp_path / "b.csv", 1500, 1)
+    _csv(tmp_path / "a.csv", 800, 0)
+    _csv(tmp_path / "b.csv", 800, 1)
     cfg = _config(tmp_path, "[policy]\nmax_epsilon = 2.0\nmin_accuracy = 0.6\n",
                   'sites = { a = "a.csv", b = "b.csv" }')
     assert main(["synth", str(cfg)]) == 0
@@ -63,7 +63,7 @@ def test_synth_command_writes_release_and_report(tmp_path: Path, capsys) -> None
     for site, item in doc["releases"].items():
         assert item["release"]["entity"] == f"site:{site}"
         assert item["release"]["epsilon"] <= 2.0
-        assert item["train_rows"] == 1200 and item["holdout_rows"] == 300
+        assert item["train_rows"] == 640 and item["holdout_rows"] == 160
         assert item["policy"]["passed"]
         rows = list(csv.reader(open(out / item["file"])))
         assert rows[0] == ["x", "c", "y"]  # schema columns only: "id" is not released
@@ -96,7 +96,7 @@ def test_description_tiers_reach_the_synthesis(tmp_path: Path) -> None:
     desc = ('[description]\nidentifiers = ["id"]\nsensitive = ["c"]\n'
             '[description.quasi_identifiers]\nx = { width = 5 }\n')
     cfg = _config(tmp_path, desc, 'path = "t.csv"')
-    text = cfg.read_text().replace("iters = 200\n", "iters = 200\nsensitive_noise_factor = 3.0\n")
+    text = cfg.read_text().replace("iters = 100\n", "iters = 100\nsensitive_noise_factor = 3.0\n")
     cfg.write_text(text)
     assert main(["synth", str(cfg)]) == 0
     rel = json.loads((tmp_path / "out" / "t" / "release.json").read_text())["releases"]["dataset"]
