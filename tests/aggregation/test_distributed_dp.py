@@ -40,14 +40,18 @@ def test_epsilon_tends_to_continuous_gaussian_zcdp() -> None:
     assert ddg_epsilon(1.0, 0.3, m, d) > 1.0 / math.sqrt(m * 0.09)
 
 
+def _rngs(seed: int, n: int) -> list[SecureRng]:
+    return [SecureRng.from_seed(seed, f"ddp/s{i}") for i in range(n)]
+
+
 def test_pipeline_noise_variance_and_event() -> None:
     """Sum of survivors' noise has variance m'·σ² (checked within 10 % over d = 4000)."""
     n, d = 10, 4000
     q = Quantize(clip=1.0, bits=32, margin=2.0)
-    dp = DistributedDP(q, l2_clip=0.05, noise_multiplier=1.0, expected_dropout=0.1)
+    dp = DistributedDP.after(q, n, l2_clip=0.05, noise_multiplier=1.0, expected_dropout=0.1)
     p = Pipeline([q, dp], SecAggSum(bits=32, k=6))
     upd = np.zeros((n, d))
-    ctx = EncodeContext(0, np.arange(n), np.ones(n), SecureRng.from_seed(5, "ddp"), n)
+    ctx = EncodeContext(0, np.arange(n), np.ones(n), None, n, _rngs(5, n))
     _, res = p.run_round(p.init(), upd, ctx, dropouts={2: "masked"})
     sigma, delta = dp.site_sigma(n, d)
     noise_float = res.aggregate  # updates are zero: the aggregate is the noise / s
@@ -62,12 +66,12 @@ def test_pipeline_noise_variance_and_event() -> None:
 
 def test_ddp_checks() -> None:
     q = Quantize(clip=1.0, bits=16)
-    dp = DistributedDP(q, l2_clip=1.0, noise_multiplier=50.0)
-    ctx = EncodeContext(0, np.arange(3), np.ones(3), SecureRng.from_seed(0, "c"), 3)
+    dp = DistributedDP.after(q, 3, l2_clip=1.0, noise_multiplier=50.0)
+    ctx = EncodeContext(0, np.arange(3), np.ones(3), None, 3, _rngs(0, 3))
     with pytest.raises(ConfigError, match="head-room"):
-        dp.encode(None, np.zeros((3, 4), np.int64), ctx)
+        dp.encode(None, [None] * 3, np.zeros((3, 4), np.int64), ctx)
     with pytest.raises(LocalError, match="after Quantize"):
-        dp.encode(None, np.zeros((3, 4)), ctx)
-    small = DistributedDP(q, l2_clip=1e-4, noise_multiplier=1.0)
+        dp.encode(None, [None] * 3, np.zeros((3, 4)), ctx)
+    small = DistributedDP.after(q, 3, l2_clip=1e-4, noise_multiplier=1.0)
     with pytest.raises(LocalError, match="L2 bound"):
-        small.encode(None, np.full((3, 4), 10**3, np.int64), ctx)
+        small.encode(None, [None] * 3, np.full((3, 4), 10**3, np.int64), ctx)

@@ -32,7 +32,7 @@ def test_encode_bounds_every_row(clip: float) -> None:
     x = rng.standard_normal((50, 33)) * rng.uniform(0, 20, size=(50, 1))
     x[0] = 0.0
     t = DPFedAvg(clip, 1.0, 10)
-    enc, meas = t.encode(t.init(), x, _ectx(50))
+    enc, _, meas = t.encode(t.init(), [None] * len(x), x, _ectx(50))
     norms = np.linalg.norm(enc, axis=1)
     assert np.all(norms <= clip * (1 + 1e-12))
     small = np.linalg.norm(x, axis=1) <= clip
@@ -77,7 +77,7 @@ def test_adaptive_indicator_and_update() -> None:
     t = AdaptiveDPFedAvg(initial_clip=2.0, noise_multiplier=0.0, expected_cohort=m,
                          target_quantile=0.5, lr=0.2, count_stddev=1e-9)
     x = np.full((m, 3), 0.1)
-    enc, _ = t.encode(t.init(), x, _ectx(m))
+    enc, _, _ = t.encode(t.init(), [None] * len(x), x, _ectx(m))
     assert enc.shape == (m, 4)
     np.testing.assert_allclose(enc[:, -1], 0.5)
     st, mean, meas, ev = t.decode(t.init(), enc.sum(0), _dctx(m))
@@ -87,7 +87,7 @@ def test_adaptive_indicator_and_update() -> None:
     assert ev == dpe.ComposedDpEvent([dpe.GaussianDpEvent(0.0), dpe.GaussianDpEvent(2e-9)])
     # all clipped ⇒ b̂ ≈ 0 ⇒ C grows
     big = np.full((m, 3), 10.0)
-    enc, _ = t.encode(t.init(), big, _ectx(m))
+    enc, _, _ = t.encode(t.init(), [None] * len(big), big, _ectx(m))
     np.testing.assert_allclose(enc[:, -1], -0.5)
     st, *_ = t.decode(t.init(), enc.sum(0), _dctx(m))
     assert st.clip_norm == pytest.approx(2.0 * math.exp(0.2 * 0.5), rel=1e-6)

@@ -11,10 +11,14 @@ from veil.crypto import SecureRng, ring
 from veil.errors import ConfigError, LocalError
 
 
+def _rngs(seed: int, n: int) -> list[SecureRng]:
+    return [SecureRng.from_seed(seed, f"q/s{i}") for i in range(n)]
+
+
 def _round_trip(q: Quantize, x: np.ndarray, seed: int = 0):
     n = x.shape[0]
-    ctx = EncodeContext(0, np.arange(n), np.ones(n), SecureRng.from_seed(seed, "q"), n)
-    enc, meas = q.encode(None, x, ctx)
+    ctx = EncodeContext(0, np.arange(n), np.ones(n), None, n, _rngs(seed, n))
+    enc, _, meas = q.encode(None, [None] * n, x, ctx)
     total = ring.reduce(enc.sum(axis=0), q.bits)
     _, dec, dmeas, ev = q.decode(None, total, DecodeContext(0, np.arange(n), n))
     return enc, dec, meas, dmeas, ev
@@ -50,8 +54,8 @@ def test_extremes_do_not_wrap_and_clipping_is_measured() -> None:
 def test_plain_int64_sums_decode_too_and_bad_configs() -> None:
     q = Quantize(clip=1.0, bits=32)
     x = np.random.default_rng(0).uniform(-1, 1, (4, 6))
-    ctx = EncodeContext(0, np.arange(4), np.ones(4), SecureRng.from_seed(1, "q"), 4)
-    enc, _ = q.encode(None, x, ctx)
+    ctx = EncodeContext(0, np.arange(4), np.ones(4), None, 4, _rngs(1, 4))
+    enc, _, _ = q.encode(None, [None] * 4, x, ctx)
     _, dec, _, _ = q.decode(None, enc.sum(axis=0), DecodeContext(0, np.arange(4), 4))
     assert np.max(np.abs(dec - x.sum(axis=0))) < 4 / q.scale(4)
     with pytest.raises(ConfigError):
@@ -59,4 +63,4 @@ def test_plain_int64_sums_decode_too_and_bad_configs() -> None:
     with pytest.raises(ConfigError):
         Quantize(clip=0.0)
     with pytest.raises(LocalError, match="rng"):
-        q.encode(None, x, EncodeContext(0, np.arange(4), np.ones(4), None, 4))
+        q.encode(None, [None] * 4, x, EncodeContext(0, np.arange(4), np.ones(4), None, 4))

@@ -109,7 +109,7 @@ def test_stops_cleanly_at_budget() -> None:
     setup = build_privacy(cfg, plan, MLP(4, 2, (3,)), "classification", LocalConfig(), 0)
     hook = setup.hook
     hook.before_run(plan)  # no exception: policy is stop
-    ev = setup.transforms[0].round_event()
+    ev = setup.mechanism.round_event()
     rng = np.random.default_rng(0)
     done = 0
     for r in range(1000):

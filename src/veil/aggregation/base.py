@@ -1,23 +1,30 @@
 """The aggregation interface every privacy mechanism plugs into.
 
-An update leaves a site as a vector. On its way to the server model it passes a chain of
-*transforms* (clip, noise, quantise, weight...) and one innermost *summation protocol*
-(plain sum, SecAgg+, CKKS sum). This follows optax/TFF:
+An update leaves a site as a float vector. On its way to the server model it passes a
+chain of *stages* (clip, noise, quantise, weight...) and one innermost *summation
+protocol* (plain sum, SecAgg+, CKKS sum). This follows optax and TFF:
 
-* A :class:`Transform` is a pair of pure-ish functions around explicit state:
-  ``encode`` runs at each site (row-wise on a ``(n_sites, d)`` batch: row *i* depends only
-  on site *i*'s update, the broadcast state and site *i*'s randomness), ``decode`` runs at
-  the server on the aggregate and returns the new state, the decoded aggregate, scalar
-  measurements and the :class:`dp_accounting.DpEvent` it spent this round (or ``None``).
+* A :class:`Transform` (a stage) is a value: hyper-parameters in a frozen dataclass, all
+  mutable information in explicit state — the server state (``init``, broadcast to the
+  sites each round, updated by ``decode``) and each site's own state (``init_site``: error
+  feedback, keys), handed to ``encode`` and returned by it. ``encode`` runs at the sites,
+  row-wise on a ``(n_sites, d)`` batch: row *i* depends only on site *i*'s update, state
+  and privacy randomness (``ctx.rngs[i]``); ``decode`` runs at the server on the aggregate
+  and returns the new state, the decoded aggregate, scalar measurements and the
+  :class:`dp_accounting.DpEvent` it spent (or ``None``).
+* Each stage declares its :class:`Domain` — what it accepts and what it emits (float
+  vectors, the ring Z_2^b, ciphertexts) — with :meth:`Transform.domain`.
+* A :class:`Chain` of stages is itself a stage (optax ``chain``): encode in order, decode
+  in reverse (inside-out, as in TFF). Building one checks that neighbours fit and refuses a
+  misfit naming both stages; it also refuses stages that are not for DP (a data-dependent
+  weight) in a chain that claims DP.
 * A :class:`SumProtocol` turns the encoded rows into their sum. Only it talks across the
-  network (through the runtime's transport); transforms never see a message. It reports
-  the bytes each site sent and which sites survived.
-* A :class:`Pipeline` chains transforms (site order, first to last) around a summation
-  protocol; the server decodes in reverse order (inside-out, as in TFF).
+  network; stages never see a message. A :class:`Pipeline` is a chain around one summation
+  protocol.
 
 Batched encoding lets the in-process simulation run hundreds of sites in one numpy call
 while each site's encoding stays what it would be alone; a deployed site calls the same
-``encode`` with ``n_sites = 1``.
+``encode`` with one row, its own state and its own stream.
 """
 
 from __future__ import annotations
@@ -28,12 +35,18 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from veil.errors import InvalidUpdateError, LocalError
+from veil.errors import ConfigError, InvalidUpdateError, LocalError
 
 __all__ = [
+    "Domain",
+    "FLOAT",
+    "CIPHERTEXT",
+    "ring",
+    "Misfit",
     "EncodeContext",
     "DecodeContext",
     "Transform",
+    "Chain",
     "SumProtocol",
     "SumResult",
     "Pipeline",
@@ -46,16 +59,55 @@ S = TypeVar("S")
 
 
 @dataclass(frozen=True)
+class Domain:
+    """What flows between two stages.
+
+    Attributes:
+        kind: ``"float"`` (real vectors), ``"ring"`` (integers mod 2^bits) or
+            ``"ciphertext"``.
+        bits: the ring width b (``"ring"`` only).
+    """
+
+    kind: str
+    bits: int | None = None
+
+    def __str__(self) -> str:
+        return f"ring Z_2^{self.bits}" if self.kind == "ring" else f"{self.kind} vectors"
+
+
+FLOAT = Domain("float")
+CIPHERTEXT = Domain("ciphertext")
+
+
+def ring(bits: int) -> Domain:
+    """The domain Z_2^bits."""
+    return Domain("ring", int(bits))
+
+
+class Misfit(ConfigError):
+    """A stage cannot take its upstream neighbour's output (raised by ``domain``)."""
+
+
+def expect(stage: str, got: Domain, want: Domain) -> None:
+    """Raise :class:`Misfit` unless ``got == want`` (for a stage's ``domain`` method)."""
+    if got != want:
+        raise Misfit(f"{stage} takes {want}, not {got}")
+
+
+@dataclass(frozen=True)
 class EncodeContext:
-    """What a site knows when it encodes its update.
+    """What the sites know when they encode their updates.
 
     Attributes:
         round: zero-based round number.
         site_ids: global ids of the sites in this batch (one per row).
         weights: per-site weight (e.g. number of local examples), shape ``(n_sites,)``.
-        rng: the source of privacy randomness for these sites (a CSPRNG stream; see
-            :mod:`veil.crypto.prg`). ``None`` when no transform needs randomness.
+        rng: one stream for the batch, split into one stream per site (HKDF over a key
+            drawn from it once, labelled by the site id) — or, for a one-row batch, that
+            site's own stream. ``None`` when ``rngs`` is given or nothing needs randomness.
         cohort_size: number of sites selected for this round (before dropouts).
+        rngs: each row's own privacy stream (a CSPRNG stream per site, see
+            :mod:`veil.training.streams`); what the simulation passes.
     """
 
     round: int
@@ -63,6 +115,32 @@ class EncodeContext:
     weights: np.ndarray
     rng: Any = None
     cohort_size: int = 0
+    rngs: Sequence[Any] | None = None
+    _split: dict[int, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def row_rng(self, i: int, stage: str) -> Any:
+        """Row ``i``'s privacy stream (the same object every time it is asked for).
+
+        Raises:
+            LocalError: no privacy randomness was given.
+        """
+        if self.rngs is not None:
+            return self.rngs[i]
+        if self.rng is None:
+            raise LocalError(
+                f"{stage} needs each site's own privacy stream: pass EncodeContext.rngs "
+                "(one veil.crypto.SecureRng per row) or rng"
+            )
+        if len(self.site_ids) == 1:
+            return self.rng
+        if not self._split:
+            from veil.crypto.prg import SecureRng, derive_key
+
+            master = self.rng.bytes(32)
+            for j, sid in enumerate(np.asarray(self.site_ids)):
+                key = derive_key(master, f"veil/encode/site/{int(sid)}")
+                self._split[j] = SecureRng(key, reproducible=self.rng.reproducible)
+        return self._split[i]
 
 
 @dataclass(frozen=True)
@@ -87,8 +165,10 @@ class Transform(Protocol[S]):
     """A site-side encode paired with a server-side decode (one privacy/compression step).
 
     Implementations are small frozen dataclasses holding their hyper-parameters; all
-    mutable information (adaptive clip norm, error feedback, round keys) lives in the state
-    returned by :meth:`init` and passed back in each round.
+    mutable information lives in the server state (:meth:`init`) and each site's state
+    (:meth:`init_site`), passed in and returned every round. ``dp = "mechanism"`` marks a
+    stage that spends privacy, ``dp = "unsafe"`` one whose output depends on private data
+    outside any mechanism (refused in a DP chain).
     """
 
     @property
@@ -96,17 +176,36 @@ class Transform(Protocol[S]):
         """Unique stage name (prefixes its measurements)."""
         ...
 
+    def domain(self, upstream: Domain) -> Domain:
+        """The domain this stage emits given what it receives.
+
+        Raises:
+            Misfit: it cannot take ``upstream``.
+        """
+        ...
+
     def init(self) -> S:
-        """Return the initial state (broadcast to sites at round start)."""
+        """Return the initial server state (broadcast to sites at round start)."""
+        ...
+
+    def init_site(self) -> Any:
+        """Return a site's initial own state (``None`` for stages without one)."""
         ...
 
     def encode(
-        self, state: S, updates: np.ndarray, ctx: EncodeContext
-    ) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
+        self, state: S, site_states: list[Any], updates: np.ndarray, ctx: EncodeContext
+    ) -> tuple[np.ndarray, list[Any], Mapping[str, np.ndarray]]:
         """Encode a batch of site updates, shape ``(n_sites, d)`` → ``(n_sites, d')``.
 
-        Returns the encoded rows and per-site measurements (arrays of length ``n_sites``,
-        e.g. whether each site's update was clipped). Row *i* must depend only on row *i*.
+        Args:
+            state: the broadcast server state.
+            site_states: each row's own site state.
+            updates: one row per site.
+            ctx: round, ids, weights and each row's privacy stream.
+
+        Returns:
+            The encoded rows, each row's new site state, and per-site measurements
+            (arrays of length ``n_sites``). Row *i* depends only on row *i*.
         """
         ...
 
@@ -119,6 +218,14 @@ class Transform(Protocol[S]):
         :class:`dp_accounting.DpEvent` for what this round spent, or ``None``.
         """
         ...
+
+
+class SiteStateless:
+    """Mixin for stages that keep no per-site state."""
+
+    def init_site(self) -> None:
+        """No per-site state."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -146,8 +253,12 @@ class SumProtocol(Protocol):
     """Innermost aggregator: computes the sum of the sites' encoded rows.
 
     ``dropouts`` lets the simulation drop sites during the protocol (SecAgg+ recovers from
-    them); a plain sum just leaves the dropped rows out.
+    them); a plain sum just leaves the dropped rows out. ``stages`` names the points at
+    which a site may go silent. A protocol declares what it sums with a
+    ``domain(upstream) -> Domain`` method (see :func:`summation_domain`).
     """
+
+    stages: tuple[str, ...]
 
     @property
     def name(self) -> str:
@@ -174,9 +285,19 @@ class SumProtocol(Protocol):
         ...
 
 
+def summation_domain(summation: Any, upstream: Domain) -> Domain:
+    """The sum's domain. A protocol that declares none but has ``bits`` sums Z_2^bits."""
+    if hasattr(summation, "domain"):
+        return summation.domain(upstream)
+    bits = getattr(summation, "bits", None)
+    if isinstance(bits, int):
+        expect(summation.name, upstream, ring(bits))
+    return upstream
+
+
 @dataclass(frozen=True)
 class PipelineState:
-    """States of each transform, in pipeline order (typed access via Pipeline.state_of)."""
+    """Server states of each stage, in chain order (typed access via Chain.state_of)."""
 
     transforms: tuple[Any, ...]
 
@@ -228,20 +349,148 @@ def check_updates(updates: np.ndarray, dim: int | None = None) -> np.ndarray:
     return np.ones(updates.shape[0], dtype=bool)
 
 
+class Chain:
+    """Stages applied in order at the sites and undone in reverse at the server; a chain is
+    itself a stage (its states are tuples of its stages' states).
+
+    Args:
+        stages: the stages, site order (nested chains are flattened).
+        upstream: the domain fed into the first stage (float updates).
+
+    Raises:
+        ConfigError: duplicate names, neighbours that do not fit (the message names both
+            stages), or a stage that is not for DP in a chain with a DP mechanism.
+    """
+
+    def __init__(self, stages: Sequence[Any], upstream: Domain = FLOAT) -> None:
+        flat: list[Any] = []
+        for s in stages:
+            flat.extend(s.stages if isinstance(s, Chain) else [s])
+        names = [t.name for t in flat]
+        if len(set(names)) != len(names):
+            raise LocalError(f"stage names must be unique in a chain, got {names}")
+        self.stages: tuple[Any, ...] = tuple(flat)
+        self.upstream = upstream
+        self.output = self._check(upstream)
+        unsafe = [t.name for t in flat if getattr(t, "dp", "") == "unsafe"]
+        mech = [t.name for t in flat if getattr(t, "dp", "") == "mechanism"]
+        if unsafe and mech:
+            raise ConfigError(
+                f"stage {unsafe[0]!r} is not for differentially private pipelines (its output "
+                f"depends on private data outside the mechanism of {mech[0]!r}); use "
+                "uniform_mean or the DP stages, which divide by a fixed denominator",
+                key="aggregation",
+            )
+
+    @property
+    def name(self) -> str:
+        """``a+b+c``."""
+        return "+".join(t.name for t in self.stages)
+
+    @property
+    def dp(self) -> str:
+        """``"mechanism"`` if any stage spends privacy."""
+        return "mechanism" if any(getattr(t, "dp", "") == "mechanism" for t in self.stages) else ""
+
+    def _check(self, d: Domain) -> Domain:
+        prev = "the site's update"
+        for t in self.stages:
+            try:
+                d = t.domain(d)
+            except Misfit as e:
+                raise ConfigError(
+                    f"stage {t.name!r} cannot follow {prev}: {e}", key="aggregation"
+                ) from None
+            prev = f"stage {t.name!r}"
+        return d
+
+    def domain(self, upstream: Domain) -> Domain:
+        """The last stage's output for ``upstream`` input."""
+        return self._check(upstream)
+
+    def __repr__(self) -> str:
+        return f"Chain({' → '.join(t.name for t in self.stages)})"
+
+    def init(self) -> PipelineState:
+        """Initial server state of every stage."""
+        return PipelineState(tuple(t.init() for t in self.stages))
+
+    def init_site(self) -> tuple[Any, ...]:
+        """A site's initial own state for every stage."""
+        return tuple(t.init_site() for t in self.stages)
+
+    def state_of(self, state: PipelineState, kind: type[Any] | str) -> Any:
+        """Typed accessor: the state of the (first) stage of class or name ``kind``.
+
+        Raises:
+            LocalError: no such stage.
+        """
+        for t, s in zip(self.stages, state.transforms):
+            if (isinstance(kind, str) and t.name == kind) or (
+                not isinstance(kind, str) and isinstance(t, kind)
+            ):
+                return s
+        raise LocalError(f"no stage {kind!r} in {self!r}")
+
+    def encode(
+        self,
+        state: PipelineState,
+        site_states: list[Any],
+        updates: np.ndarray,
+        ctx: EncodeContext,
+    ) -> tuple[np.ndarray, list[Any], dict[str, np.ndarray]]:
+        """Every stage's site side, in order; per-site states travel per stage."""
+        x = updates
+        meas: dict[str, np.ndarray] = {}
+        per_stage = [list(col) for col in zip(*site_states)] if site_states else [
+            [] for _ in self.stages
+        ]
+        for k, (t, s) in enumerate(zip(self.stages, state.transforms)):
+            x, per_stage[k], m = t.encode(s, per_stage[k], x, ctx)
+            for key, v in m.items():
+                meas[f"{t.name}/{key}"] = np.asarray(v)
+        return x, [tuple(row) for row in zip(*per_stage)], meas
+
+    def decode(
+        self, state: PipelineState, total: np.ndarray, ctx: DecodeContext
+    ) -> tuple[PipelineState, np.ndarray, dict[str, float], tuple[Any, ...]]:
+        """Every stage's server side, innermost (last) first; the events they spent."""
+        x = total
+        new_states = list(state.transforms)
+        meas: dict[str, float] = {}
+        events: list[Any] = []
+        for i in reversed(range(len(self.stages))):
+            t = self.stages[i]
+            new_states[i], x, m, ev = t.decode(state.transforms[i], x, ctx)
+            meas.update({f"{t.name}/{k}": float(v) for k, v in m.items()})
+            if ev is not None:
+                events.append(ev)
+        return PipelineState(tuple(new_states)), x, meas, tuple(events)
+
+
 class Pipeline:
-    """Transforms (site order) around one summation protocol.
+    """A chain of stages (site order) around one summation protocol.
 
     Example:
         >>> from veil.aggregation import Pipeline, Clip, WeightedMean, PlainSum
         >>> p = Pipeline([Clip(1.0), WeightedMean()], PlainSum())
+
+    Raises:
+        ConfigError: the chain's stages do not fit each other or the summation protocol
+            (the message names both).
     """
 
-    def __init__(self, transforms: Sequence[Transform[Any]], summation: SumProtocol) -> None:
-        names = [t.name for t in transforms]
-        if len(set(names)) != len(names):
-            raise LocalError(f"transform names must be unique in a pipeline, got {names}")
-        self.transforms: tuple[Transform[Any], ...] = tuple(transforms)
+    def __init__(self, transforms: Sequence[Any] | Chain, summation: SumProtocol) -> None:
+        self.chain = transforms if isinstance(transforms, Chain) else Chain(transforms)
+        self.transforms: tuple[Any, ...] = self.chain.stages
         self.summation = summation
+        last = f"stage {self.transforms[-1].name!r}" if self.transforms else "the site's update"
+        try:
+            summation_domain(summation, self.chain.output)
+        except Misfit as e:
+            raise ConfigError(
+                f"summation {summation.name!r} cannot follow {last}: {e}", key="aggregation"
+            ) from None
 
     def __repr__(self) -> str:
         inner = " → ".join(t.name for t in self.transforms)
@@ -252,50 +501,79 @@ class Pipeline:
         return [t.name for t in self.transforms] + [self.summation.name]
 
     def init(self) -> PipelineState:
-        """Initial state of every transform."""
-        return PipelineState(tuple(t.init() for t in self.transforms))
+        """Initial server state of every stage."""
+        return self.chain.init()
+
+    def init_site(self) -> tuple[Any, ...]:
+        """A site's initial own state for every stage."""
+        return self.chain.init_site()
 
     def state_of(self, state: PipelineState, kind: type[Any] | str) -> Any:
-        """Typed accessor: the state of the (first) transform of class or name ``kind``."""
-        for t, s in zip(self.transforms, state.transforms):
-            if (isinstance(kind, str) and t.name == kind) or (
-                not isinstance(kind, str) and isinstance(t, kind)
-            ):
-                return s
-        raise LocalError(f"no transform {kind!r} in {self!r}")
+        """Typed accessor: the state of the (first) stage of class or name ``kind``."""
+        return self.chain.state_of(state, kind)
 
     def encode(
-        self, state: PipelineState, updates: np.ndarray, ctx: EncodeContext
+        self,
+        state: PipelineState,
+        updates: np.ndarray,
+        ctx: EncodeContext,
+        site_states: list[Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, float]]:
-        """Run every transform's site side on a batch of updates."""
-        x = updates
-        meas: dict[str, float] = {}
-        for t, s in zip(self.transforms, state.transforms):
-            x, m = t.encode(s, x, ctx)
-            for k, v in m.items():
-                meas[f"{t.name}/{k}"] = float(np.mean(v)) if np.size(v) else 0.0
+        """Every stage's site side (sites' own states fresh unless given); mean measurements."""
+        x, _, meas = self.encode_sites(state, site_states, updates, ctx)
         return x, meas
+
+    def encode_sites(
+        self,
+        state: PipelineState,
+        site_states: list[Any] | None,
+        updates: np.ndarray,
+        ctx: EncodeContext,
+    ) -> tuple[np.ndarray, list[Any], dict[str, float]]:
+        """Every stage's site side with each row's own state; returns the new states.
+
+        Raises:
+            LocalError: not one site state per row.
+        """
+        n = updates.shape[0]
+        if site_states is None:
+            site_states = [self.init_site() for _ in range(n)]
+        if len(site_states) != n:
+            raise LocalError(f"{len(site_states)} site states for {n} rows")
+        x, new, m = self.chain.encode(state, list(site_states), updates, ctx)
+        meas = {k: float(np.mean(v)) if np.size(v) else 0.0 for k, v in m.items()}
+        return x, new, meas
 
     def decode(
         self, state: PipelineState, total: np.ndarray, ctx: DecodeContext
     ) -> tuple[PipelineState, np.ndarray, dict[str, float], tuple[Any, ...]]:
-        """Run every transform's server side, innermost (last) first."""
-        x = total
-        new_states = list(state.transforms)
-        meas: dict[str, float] = {}
-        events: list[Any] = []
-        for i in reversed(range(len(self.transforms))):
-            t = self.transforms[i]
-            new_states[i], x, m, ev = t.decode(state.transforms[i], x, ctx)
-            meas.update({f"{t.name}/{k}": float(v) for k, v in m.items()})
-            if ev is not None:
-                events.append(ev)
-        return (
-            PipelineState(tuple(new_states)),
-            np.asarray(x, dtype=np.float64),
-            meas,
-            tuple(events),
+        """Every stage's server side, innermost (last) first."""
+        st, x, meas, events = self.chain.decode(state, total, ctx)
+        return st, np.asarray(x, dtype=np.float64), meas, events
+
+    def aggregate(
+        self,
+        state: PipelineState,
+        encoded: np.ndarray,
+        site_ids: np.ndarray,
+        round: int,
+        cohort_size: int,
+        server_rng: Any = None,
+        dropouts: Mapping[int, str] | None = None,
+    ) -> tuple[PipelineState, RoundResult]:
+        """The server side of a round: sum the encoded rows, decode, collect events.
+
+        Raises:
+            AbortError: from the summation protocol (e.g. too few survivors).
+        """
+        res = self.summation.aggregate(encoded, site_ids, round, dropouts)
+        dctx = DecodeContext(
+            round=round, survivors=res.survivors, cohort_size=cohort_size, rng=server_rng
         )
+        new_state, agg, meas, events = self.decode(state, res.total, dctx)
+        meas.update({f"{self.summation.name}/{k}": float(v) for k, v in res.measurements.items()})
+        meas["survivors"] = float(len(res.survivors))
+        return new_state, RoundResult(agg, res.survivors, dict(res.bytes_sent), meas, events)
 
     def run_round(
         self,
@@ -304,6 +582,7 @@ class Pipeline:
         ctx: EncodeContext,
         server_rng: Any = None,
         dropouts: Mapping[int, str] | None = None,
+        site_states: list[Any] | None = None,
     ) -> tuple[PipelineState, RoundResult]:
         """One full round in process: encode at every site, sum, decode at the server.
 
@@ -316,28 +595,27 @@ class Pipeline:
         """
         ok = check_updates(updates)
         site_ids = np.asarray(ctx.site_ids)
-        rejected = site_ids[~ok]
         if not ok.any():
             raise InvalidUpdateError(
                 f"round {ctx.round}: every site's update contained NaN/inf; nothing to aggregate"
             )
         if not ok.all():
             updates = updates[ok]
+            keep = np.flatnonzero(ok)
             ctx = EncodeContext(
                 round=ctx.round,
                 site_ids=site_ids[ok],
                 weights=np.asarray(ctx.weights)[ok],
                 rng=ctx.rng,
                 cohort_size=ctx.cohort_size,
+                rngs=None if ctx.rngs is None else [ctx.rngs[i] for i in keep],
             )
-        encoded, meas = self.encode(state, updates, ctx)
-        res = self.summation.aggregate(encoded, ctx.site_ids, ctx.round, dropouts)
-        dctx = DecodeContext(
-            round=ctx.round, survivors=res.survivors, cohort_size=ctx.cohort_size, rng=server_rng
+            if site_states is not None:
+                site_states = [site_states[i] for i in keep]
+        encoded, _, meas = self.encode_sites(state, site_states, updates, ctx)
+        new_state, res = self.aggregate(
+            state, encoded, ctx.site_ids, ctx.round, ctx.cohort_size, server_rng, dropouts
         )
-        new_state, agg, dmeas, events = self.decode(state, res.total, dctx)
-        meas.update(dmeas)
-        meas.update({f"{self.summation.name}/{k}": float(v) for k, v in res.measurements.items()})
-        meas["rejected_sites"] = float(rejected.size)
-        meas["survivors"] = float(len(res.survivors))
-        return new_state, RoundResult(agg, res.survivors, dict(res.bytes_sent), meas, events)
+        res.measurements.update(meas)
+        res.measurements["rejected_sites"] = float((~ok).sum())
+        return new_state, res

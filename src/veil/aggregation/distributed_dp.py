@@ -6,7 +6,9 @@ site adds N_Z(0, σ²) to every integer coordinate, with
     σ = z · Δ₂ / √m,   Δ₂ = s · C + √d,   m = ⌊n · (1 − expected_dropout)⌋,
 
 where C is the L2 clip applied upstream (a ``Clip`` stage before quantisation), s the
-quantiser's scale and d the dimension: after stochastic rounding an update of L2 norm ≤ C
+quantiser's scale and d the dimension (the stage holds s and the ring's head-room as
+numbers: :meth:`DistributedDP.after` sizes it from the :class:`Quantize` before it, and
+:func:`veil.aggregation.presets.distributed_dp` builds the whole chain): after stochastic rounding an update of L2 norm ≤ C
 has integer norm ≤ sC + √d (each coordinate moves by < 1). The sum of m' survivors'
 noise gives the server (which only sees the sum) the *distributed discrete Gaussian*
 mechanism of Kairouz, Liu & Steinke (ICML 2021, Theorem 14), which is ½ε²-zCDP with
@@ -29,12 +31,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import dp_accounting
 import numpy as np
 
-from veil.aggregation.base import DecodeContext, EncodeContext
+from veil.aggregation.base import (
+    DecodeContext,
+    Domain,
+    EncodeContext,
+    SiteStateless,
+    expect,
+    ring,
+)
 from veil.aggregation.quantize import Quantize
 from veil.errors import ConfigError, LocalError
 
@@ -82,27 +91,55 @@ def ddg_epsilon(l2_sensitivity: float, sigma: float, survivors: int, dim: int) -
 
 
 @dataclass(frozen=True)
-class DistributedDP:
+class DistributedDP(SiteStateless):
     """Per-site discrete Gaussian noise sized for the expected survivors.
 
     Args:
-        quantizer: the :class:`Quantize` stage that precedes this one (for its scale).
+        bits: the ring Z_2^bits of the quantised rows.
+        scale: s, integer units per float unit of the quantiser before this stage.
+        headroom: the largest |integer| the sum may reach beyond the signal.
         l2_clip: L2 norm bound C of each update before quantisation (clip upstream).
         noise_multiplier: z (central-equivalent noise std / sensitivity).
         expected_dropout: fraction of the cohort expected to drop before the sum.
     """
 
-    quantizer: Quantize
+    bits: int
+    scale: float
+    headroom: int
     l2_clip: float
     noise_multiplier: float
     expected_dropout: float = 0.0
     name: str = "distributed_dp"
+    dp: ClassVar[str] = "mechanism"
 
     def __post_init__(self) -> None:
         if not self.l2_clip > 0 or not self.noise_multiplier > 0:
             raise ConfigError("l2_clip and noise_multiplier must be positive", key=self.name)
         if not 0 <= self.expected_dropout < 1:
             raise ConfigError("expected_dropout must be in [0, 1)", key=self.name)
+        if not (self.scale > 0 and self.headroom >= 0):
+            raise ConfigError("scale must be > 0 and headroom >= 0", key=self.name)
+
+    @classmethod
+    def after(
+        cls,
+        quantizer: Quantize,
+        cohort: int,
+        l2_clip: float,
+        noise_multiplier: float,
+        expected_dropout: float = 0.0,
+    ) -> DistributedDP:
+        """The noise stage sized for ``quantizer`` summing at most ``cohort`` sites."""
+        n = quantizer.sites_bound(cohort)
+        return cls(
+            quantizer.bits, quantizer.scale(n), quantizer.headroom(n), l2_clip,
+            noise_multiplier, expected_dropout,
+        )
+
+    def domain(self, upstream: Domain) -> Domain:
+        """Z_2^bits in and out (after a Quantize of the same bits)."""
+        expect(self.name, upstream, ring(self.bits))
+        return upstream
 
     def init(self) -> None:
         """Stateless."""
@@ -111,18 +148,23 @@ class DistributedDP:
     def site_sigma(self, cohort_size: int, dim: int) -> tuple[float, float]:
         """(σ per site on the integer grid, Δ₂ on the integer grid)."""
         n = max(1, cohort_size)
-        delta = self.quantizer.scale(self.quantizer._n(n, n)) * self.l2_clip + math.sqrt(dim)
+        delta = self.scale * self.l2_clip + math.sqrt(dim)
         m = max(1, math.floor(n * (1 - self.expected_dropout)))
         return self.noise_multiplier * delta / math.sqrt(m), delta
 
+    def fits(self, cohort_size: int, dim: int) -> bool:
+        """Whether the summed noise (12 standard deviations) fits in the head-room."""
+        sigma, _ = self.site_sigma(cohort_size, dim)
+        return 12 * sigma * math.sqrt(max(1, cohort_size)) <= self.headroom
+
     def encode(
-        self, state: None, updates: np.ndarray, ctx: EncodeContext
-    ) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
-        """Add N_Z(0, σ²) to each integer row.
+        self, state: None, site_states: list[Any], updates: np.ndarray, ctx: EncodeContext
+    ) -> tuple[np.ndarray, list[Any], Mapping[str, np.ndarray]]:
+        """Add N_Z(0, σ²) to each integer row, from that site's own stream.
 
         Raises:
-            LocalError: rows are not integers, exceed the sensitivity bound, or ctx.rng
-                is missing.
+            LocalError: rows are not integers, exceed the sensitivity bound, or a row has
+                no privacy stream.
             ConfigError: the noise would not fit in the quantiser's head-room.
         """
         x = np.asarray(updates)
@@ -133,14 +175,16 @@ class DistributedDP:
         norms = np.linalg.norm(x.astype(np.float64), axis=1)
         if np.any(norms > delta * (1 + 1e-9)):
             raise LocalError("an update exceeds the L2 bound s·C + √d: clip before quantising")
-        head = self.quantizer.headroom(self.quantizer._n(n, n))
-        if 12 * sigma * math.sqrt(n) > head:
+        if not self.fits(n, x.shape[1]):
             raise ConfigError(
                 "DP noise does not fit in the ring's head-room; raise Quantize.bits or margin",
                 key=self.name,
             )
-        noise = discrete_gaussian(sigma, x.shape, ctx.rng)
-        return x.astype(np.int64) + noise, {"noise_std_int": np.full(x.shape[0], sigma)}
+        out = x.astype(np.int64)
+        for i in range(x.shape[0]):
+            rng = ctx.row_rng(i, "DistributedDP (discrete Gaussian noise)")
+            out[i] += discrete_gaussian(sigma, x.shape[1], rng)
+        return out, site_states, {"noise_std_int": np.full(x.shape[0], sigma)}
 
     def decode(
         self, state: None, aggregate: np.ndarray, ctx: DecodeContext

@@ -30,27 +30,40 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from dp_accounting import dp_event as dpe
 
-from veil.aggregation.base import DecodeContext, EncodeContext
+from veil.aggregation.base import (
+    FLOAT,
+    DecodeContext,
+    Domain,
+    EncodeContext,
+    SiteStateless,
+    expect,
+)
+from veil.aggregation.plain import l2_clip
 from veil.errors import ConfigError, LocalError
 
-__all__ = ["DPFedAvgState", "DPFedAvg", "AdaptiveDPFedAvg", "clip_rows"]
+__all__ = ["DPFedAvgState", "DPFedAvg", "AdaptiveDPFedAvg"]
 
 
-def clip_rows(updates: np.ndarray, clip_norm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Scale every row to L2 norm at most ``clip_norm`` (float64).
+def _clip(updates: np.ndarray, clip_norm: float) -> tuple[np.ndarray, np.ndarray]:
+    clipped, norms, _ = l2_clip(np.asarray(updates, dtype=np.float64), clip_norm)
+    return clipped, norms
 
-    Returns:
-        ``(clipped, norms)``: the clipped rows and each row's norm before clipping.
-    """
-    x = np.asarray(updates, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1)
-    factor = clip_norm / np.maximum(norms, clip_norm)
-    return x * factor[:, None], norms
+
+class _FloatMechanism(SiteStateless):
+    """A client-level DP stage: float vectors in and out, spends privacy each round."""
+
+    dp: ClassVar[str] = "mechanism"
+    name: str
+
+    def domain(self, upstream: Domain) -> Domain:
+        """Float vectors in and out."""
+        expect(self.name, upstream, FLOAT)
+        return FLOAT
 
 
 @dataclass(frozen=True)
@@ -90,7 +103,7 @@ def _noise(ctx: DecodeContext, n: int, std: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class DPFedAvg:
+class DPFedAvg(_FloatMechanism):
     """Fixed-clip DP-FedAvg: clip each update, Gaussian noise on the sum, fixed mean.
 
     Args:
@@ -119,11 +132,15 @@ class DPFedAvg:
         return DPFedAvgState(float(self.clip_norm))
 
     def encode(
-        self, state: DPFedAvgState, updates: np.ndarray, ctx: EncodeContext
-    ) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
+        self,
+        state: DPFedAvgState,
+        site_states: list[Any],
+        updates: np.ndarray,
+        ctx: EncodeContext,
+    ) -> tuple[np.ndarray, list[Any], Mapping[str, np.ndarray]]:
         """Clip every site's update (row-wise) to ``state.clip_norm``."""
-        clipped, _ = clip_rows(updates, state.clip_norm)
-        return clipped, {}
+        clipped, _ = _clip(updates, state.clip_norm)
+        return clipped, site_states, {}
 
     def decode(
         self, state: DPFedAvgState, aggregate: np.ndarray, ctx: DecodeContext
@@ -141,7 +158,7 @@ class DPFedAvg:
 
 
 @dataclass(frozen=True)
-class AdaptiveDPFedAvg:
+class AdaptiveDPFedAvg(_FloatMechanism):
     """DP-FedAvg whose clip norm tracks a quantile of the update norms, privately.
 
     Args:
@@ -200,12 +217,16 @@ class AdaptiveDPFedAvg:
         return DPFedAvgState(float(self.initial_clip))
 
     def encode(
-        self, state: DPFedAvgState, updates: np.ndarray, ctx: EncodeContext
-    ) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
+        self,
+        state: DPFedAvgState,
+        site_states: list[Any],
+        updates: np.ndarray,
+        ctx: EncodeContext,
+    ) -> tuple[np.ndarray, list[Any], Mapping[str, np.ndarray]]:
         """Clip each row to C and append ``1[‖Δ_i‖ ≤ C] - 1/2`` as a last column."""
-        clipped, norms = clip_rows(updates, state.clip_norm)
+        clipped, norms = _clip(updates, state.clip_norm)
         indicator = (norms <= state.clip_norm).astype(np.float64) - 0.5
-        return np.concatenate([clipped, indicator[:, None]], axis=1), {}
+        return np.concatenate([clipped, indicator[:, None]], axis=1), site_states, {}
 
     def decode(
         self, state: DPFedAvgState, aggregate: np.ndarray, ctx: DecodeContext

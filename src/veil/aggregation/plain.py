@@ -4,17 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
-from veil.aggregation.base import DecodeContext, EncodeContext, SumResult
+from veil.aggregation.base import (
+    FLOAT,
+    DecodeContext,
+    Domain,
+    EncodeContext,
+    SiteStateless,
+    SumResult,
+    expect,
+)
 from veil.errors import AbortError, ConfigError
 
 __all__ = ["Clip", "WeightedMean", "UniformMean", "PlainSum", "l2_clip"]
 
 
 def l2_clip(updates: np.ndarray, clip_norm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Scale each row to L2 norm at most ``clip_norm``.
+    """Scale each row to L2 norm at most ``clip_norm`` (the one clipping rule of veil's
+    stages: DP-FedAvg and distributed DP use it too).
 
     Returns:
         ``(clipped, norms, was_clipped)``.
@@ -25,7 +35,7 @@ def l2_clip(updates: np.ndarray, clip_norm: float) -> tuple[np.ndarray, np.ndarr
 
 
 @dataclass(frozen=True)
-class Clip:
+class Clip(SiteStateless):
     """Clip each site's update to L2 norm ``clip_norm`` (site side; identity at the server).
 
     Measurements: ``clipped`` (fraction of sites clipped) and ``norm`` (mean pre-clip norm).
@@ -40,49 +50,71 @@ class Clip:
                 f"clip_norm must be > 0, got {self.clip_norm}", key="aggregation.clip_norm"
             )
 
+    def domain(self, upstream: Domain) -> Domain:
+        """Float vectors in and out."""
+        expect(self.name, upstream, FLOAT)
+        return FLOAT
+
     def init(self) -> None:
+        """Stateless."""
         return None
 
     def encode(
-        self, state: None, updates: np.ndarray, ctx: EncodeContext
-    ) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
+        self, state: None, site_states: list[Any], updates: np.ndarray, ctx: EncodeContext
+    ) -> tuple[np.ndarray, list[Any], Mapping[str, np.ndarray]]:
+        """Clip each row; measurements: which rows were clipped and their norms."""
         clipped, norms, was = l2_clip(updates, self.clip_norm)
-        return clipped, {"clipped": was.astype(np.float64), "norm": norms}
+        return clipped, site_states, {"clipped": was.astype(np.float64), "norm": norms}
 
     def decode(
         self, state: None, aggregate: np.ndarray, ctx: DecodeContext
     ) -> tuple[None, np.ndarray, Mapping[str, float], None]:
+        """Identity."""
         return None, aggregate, {}, None
 
 
 @dataclass(frozen=True)
-class WeightedMean:
+class WeightedMean(SiteStateless):
     """FedAvg weighting: each site sends ``w·u`` and ``w`` (one extra coordinate); the server
     divides the summed vector by the summed weight. ``w`` is the site's example count.
 
-    Not for differentially private pipelines (the weight is data-dependent): use
-    :class:`UniformMean` or the DP stages, which divide by a fixed denominator.
+    Not for differentially private pipelines (the weight is data-dependent): a chain with
+    a DP mechanism refuses it (``dp = "unsafe"``); use :class:`UniformMean` or the DP
+    stages, which divide by a fixed denominator.
     """
 
     name: str = "weighted_mean"
+    dp: ClassVar[str] = "unsafe"
+
+    def domain(self, upstream: Domain) -> Domain:
+        """Float vectors in and out (one coordinate longer)."""
+        expect(self.name, upstream, FLOAT)
+        return FLOAT
 
     def init(self) -> None:
+        """Stateless."""
         return None
 
     def encode(
-        self, state: None, updates: np.ndarray, ctx: EncodeContext
-    ) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
+        self, state: None, site_states: list[Any], updates: np.ndarray, ctx: EncodeContext
+    ) -> tuple[np.ndarray, list[Any], Mapping[str, np.ndarray]]:
+        """``[w·u, w]`` per row."""
         w = np.asarray(
             ctx.weights, dtype=updates.dtype if updates.dtype.kind == "f" else np.float64
         )
         out = np.empty((updates.shape[0], updates.shape[1] + 1), dtype=w.dtype)
         np.multiply(updates, w[:, None], out=out[:, :-1])
         out[:, -1] = w
-        return out, {}
+        return out, site_states, {}
 
     def decode(
         self, state: None, aggregate: np.ndarray, ctx: DecodeContext
     ) -> tuple[None, np.ndarray, Mapping[str, float], None]:
+        """Divide the summed vector by the summed weight.
+
+        Raises:
+            AbortError: the survivors' total weight is not positive.
+        """
         total_w = float(aggregate[-1])
         if not total_w > 0:
             raise AbortError(f"round {ctx.round}: total weight of survivors is {total_w}")
@@ -90,24 +122,32 @@ class WeightedMean:
 
 
 @dataclass(frozen=True)
-class UniformMean:
+class UniformMean(SiteStateless):
     """Unweighted mean: divide the sum by a fixed denominator (the expected cohort size when
     ``fixed_denominator`` is set — what DP needs) or by the number of survivors."""
 
     fixed_denominator: float | None = None
     name: str = "uniform_mean"
 
+    def domain(self, upstream: Domain) -> Domain:
+        """Float vectors in and out."""
+        expect(self.name, upstream, FLOAT)
+        return FLOAT
+
     def init(self) -> None:
+        """Stateless."""
         return None
 
     def encode(
-        self, state: None, updates: np.ndarray, ctx: EncodeContext
-    ) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
-        return updates, {}
+        self, state: None, site_states: list[Any], updates: np.ndarray, ctx: EncodeContext
+    ) -> tuple[np.ndarray, list[Any], Mapping[str, np.ndarray]]:
+        """Identity at the sites."""
+        return updates, site_states, {}
 
     def decode(
         self, state: None, aggregate: np.ndarray, ctx: DecodeContext
     ) -> tuple[None, np.ndarray, Mapping[str, float], None]:
+        """Divide the sum by the fixed denominator or the number of survivors."""
         denom = self.fixed_denominator or max(1, len(ctx.survivors))
         return None, aggregate / denom, {"denominator": float(denom)}, None
 
@@ -122,6 +162,14 @@ class PlainSum:
 
     name: str = "plain_sum"
     wire_float_dtype: str = "float32"
+    #: the one point at which a site can drop out: before it sends its row
+    stages: ClassVar[tuple[str, ...]] = ("before_send",)
+
+    def domain(self, upstream: Domain) -> Domain:
+        """Sums float vectors or ring elements alike (not ciphertexts)."""
+        if upstream.kind == "ciphertext":
+            expect(self.name, upstream, FLOAT)
+        return upstream
 
     def aggregate(
         self,
@@ -130,6 +178,11 @@ class PlainSum:
         round: int,
         dropouts: Mapping[int, str] | None = None,
     ) -> SumResult:
+        """Sum the rows of the sites that did not drop before sending.
+
+        Raises:
+            AbortError: every site dropped out.
+        """
         dropouts = dropouts or {}
         keep = np.asarray([int(s) not in dropouts for s in site_ids], dtype=bool)
         survivors = np.asarray(site_ids)[keep]

@@ -2,7 +2,7 @@
 
 Site side (per coordinate): clip to ``[−clip, clip]``, scale by ``s = L / clip`` and round
 *stochastically* to an integer in ``[−L, L]`` (up with probability equal to the fractional
-part, using the CSPRNG in ``ctx.rng``), so the rounding is unbiased. The level count
+part, using each site's own CSPRNG stream ``ctx.rngs[i]``), so the rounding is unbiased. The level count
 
     L = ⌊(2^(b−1) − 1) / (margin · n)⌋,   n = cohort bound (default: cohort size)
 
@@ -27,7 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from veil.aggregation.base import DecodeContext, EncodeContext
+from veil.aggregation.base import (
+    FLOAT,
+    DecodeContext,
+    Domain,
+    EncodeContext,
+    SiteStateless,
+    expect,
+    ring,
+)
 from veil.crypto.ring import check_bits, to_signed
 from veil.errors import ConfigError, LocalError
 
@@ -35,7 +43,7 @@ __all__ = ["Quantize"]
 
 
 @dataclass(frozen=True)
-class Quantize:
+class Quantize(SiteStateless):
     """Clip, scale and stochastically round to Z_{2^bits}; decode the sum back to floats.
 
     Args:
@@ -58,11 +66,17 @@ class Quantize:
         if not self.margin >= 1:
             raise ConfigError("margin must be ≥ 1", key="quantize.margin")
 
+    def domain(self, upstream: Domain) -> Domain:
+        """Float vectors in, Z_2^bits out."""
+        expect(self.name, upstream, FLOAT)
+        return ring(self.bits)
+
     def init(self) -> None:
         """Stateless."""
         return None
 
-    def _n(self, cohort_size: int, fallback: int) -> int:
+    def sites_bound(self, cohort_size: int, fallback: int = 1) -> int:
+        """The number of sites the levels are sized for (``cohort_bound`` if set)."""
         return int(self.cohort_bound or cohort_size or fallback)
 
     def levels(self, n: int) -> int:
@@ -88,19 +102,18 @@ class Quantize:
         return ((1 << (self.bits - 1)) - 1) - n * self.levels(n)
 
     def encode(
-        self, state: None, updates: np.ndarray, ctx: EncodeContext
-    ) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
-        """Quantise each row to int64 values in ``[−L, L]``.
+        self, state: None, site_states: list[Any], updates: np.ndarray, ctx: EncodeContext
+    ) -> tuple[np.ndarray, list[Any], Mapping[str, np.ndarray]]:
+        """Quantise each row to int64 values in ``[−L, L]`` with that site's own stream.
 
         Raises:
-            LocalError: if ``ctx.rng`` is missing (stochastic rounding needs a CSPRNG).
+            LocalError: a row has no privacy stream (stochastic rounding needs a CSPRNG).
         """
-        if ctx.rng is None:
-            raise LocalError("Quantize needs ctx.rng (a veil.crypto.SecureRng) for rounding")
         x = np.asarray(updates)
         if x.ndim != 2:
             raise LocalError("Quantize expects a 2-D batch of rows")
-        n = self._n(ctx.cohort_size, x.shape[0])
+        rngs = [ctx.row_rng(i, "Quantize (stochastic rounding)") for i in range(x.shape[0])]
+        n = self.sites_bound(ctx.cohort_size, x.shape[0])
         scale, lv = self.scale(n), self.levels(n)
         q = np.empty(x.shape, dtype=np.int64)
         clipped = np.empty(x.shape[0], dtype=np.float64)
@@ -113,11 +126,11 @@ class Quantize:
             row -= low  # the fractional part
             # Round up with probability frac: compare 32 CSPRNG bits with frac · 2^32 (off
             # by < 2^-32 per coordinate, far below the rounding noise itself).
-            bits = np.frombuffer(ctx.rng.bytes(4 * row.size), dtype="<u4")
+            bits = np.frombuffer(rngs[i].bytes(4 * row.size), dtype="<u4")
             row *= 4294967296.0
             np.add(low.astype(np.int64), bits < row, out=q[i])
         np.clip(q, -lv, lv, out=q)
-        return q, {"clipped_fraction": clipped}
+        return q, site_states, {"clipped_fraction": clipped}
 
     def decode(
         self, state: None, aggregate: np.ndarray, ctx: DecodeContext
@@ -127,7 +140,7 @@ class Quantize:
         Raises:
             LocalError: if more sites were summed than the level count allows.
         """
-        n = self._n(ctx.cohort_size, len(ctx.survivors))
+        n = self.sites_bound(ctx.cohort_size, len(ctx.survivors))
         if len(ctx.survivors) > n:
             raise LocalError(f"{len(ctx.survivors)} sites summed but levels sized for {n}")
         total = to_signed(np.asarray(aggregate), self.bits)

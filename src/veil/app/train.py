@@ -23,7 +23,8 @@ from veil.federation.build import build_federation, load_data
 from veil.federation.config import RunConfig
 from veil.federation.hooks import RunHook
 from veil.federation.record import MODEL, RECORD, now_iso, versions, write_json_atomic
-from veil.federation.runtime import Federation, RunResult
+from veil.federation.simulation import Simulation
+from veil.federation.simulation import RunResult
 from veil.models import n_parameters
 
 __all__ = ["train", "threat_model", "TrainOutput"]
@@ -169,7 +170,7 @@ def train(
     return TrainOutput(result, run_dir, record)
 
 
-def _run_with_canaries(fed: Federation, run_dir: Path, canaries: Any, resume: bool) -> RunResult:
+def _run_with_canaries(fed: Simulation, run_dir: Path, canaries: Any, resume: bool) -> RunResult:
     if canaries is not None:
         from veil.audit.canary import save_canaries
 
@@ -177,7 +178,7 @@ def _run_with_canaries(fed: Federation, run_dir: Path, canaries: Any, resume: bo
     return fed.run(resume=resume)
 
 
-def _final(fed: Federation, wall_s: float) -> dict[str, Any]:
+def _final(fed: Simulation, wall_s: float) -> dict[str, Any]:
     acc = loss = None
     for r in reversed(fed.records):
         if r.get("test_accuracy") is not None:

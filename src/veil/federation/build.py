@@ -13,16 +13,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from veil.aggregation import Clip, Pipeline, PlainSum, Transform, UniformMean, WeightedMean
+from veil.aggregation import Chain, Pipeline, PlainSum, presets
 from veil.data import Dataset, load_dataset, partition
 from veil.federation.config import RunConfig, config_hash
 from veil.federation.hooks import RunHook
-from veil.federation.runtime import Federation, make_plan
+from veil.federation.simulation import Simulation, make_plan
 from veil.federation.server_opt import make_server_optimizer
 from veil.models import build_model
 from veil.training import LocalConfig, Trainer
 
-__all__ = ["build_federation", "load_data"]
+__all__ = ["build_federation", "build_pipeline", "load_data"]
 
 
 def load_data(cfg: RunConfig) -> Dataset:
@@ -63,8 +63,8 @@ def build_federation(
     dataset: Dataset | None = None,
     model: torch.nn.Module | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
-) -> Federation:
-    """Everything a run needs, from a validated config.
+) -> Simulation:
+    """The simulation of a run (server, sites, trainer, pipeline, ledger) from a config.
 
     Args:
         cfg: the run config.
@@ -90,52 +90,32 @@ def build_federation(
     lc = cfg.local
     local = LocalConfig(lc.epochs, lc.batch_size, lc.lr, lc.momentum, lc.weight_decay)
     trainer: Trainer = Trainer(model, ds.task, local)
-    transforms: list[Transform[Any]] = []
     all_hooks: list[RunHook] = list(hooks)
     secure_rng = True
-    dp_transforms: list[Transform[Any]] = []
     noise: dict[str, Any] = {}
-    post_quantize: list[Transform[Any]] = []
-    quant = None
+    dp_chain: Chain | None = None
     if cfg.privacy.enabled:
-        from veil.privacy import build_privacy
+        from veil.privacy import SecureSum, build_privacy
 
         plan = make_plan(
             np.asarray([len(p) for p in parts]), cfg.rounds, cfg.cohort,
             cfg.federation.sampling, local,
         )
-        quant = _secure_sum(cfg)[1] if cfg.aggregation.secure_aggregation else None
-        setup = build_privacy(
-            cfg.privacy, plan, model, ds.task, local, cfg.seed,
-            quantizer=quant, expected_dropout=cfg.aggregation.expected_dropout,
+        a = cfg.aggregation
+        secure = (
+            SecureSum(a.bits, a.quantize_range, a.expected_dropout)
+            if a.secure_aggregation else None
         )
+        setup = build_privacy(cfg.privacy, plan, model, ds.task, local, cfg.seed,
+                              secure_sum=secure)
         if setup.trainer is not None:
             trainer = setup.trainer
-        dp_transforms = list(setup.transforms)
-        post_quantize = list(setup.post_quantize)
-        if setup.quantizer is not None:
-            quant = setup.quantizer
+        dp_chain = setup.chain
         noise = dict(setup.noise)
         all_hooks = list(setup.hooks) + all_hooks
         secure_rng = bool(getattr(cfg.privacy, "secure_rng", True))
-    if cfg.aggregation.clip_norm is not None and not dp_transforms:
-        transforms.append(Clip(cfg.aggregation.clip_norm))
-    if dp_transforms:
-        transforms.extend(dp_transforms)
-    elif cfg.aggregation.secure_aggregation or cfg.privacy.enabled:
-        # Unweighted: with SecAgg a data-dependent weight column would need its own range;
-        # with DP, weighting by a site's example count would make the aggregate depend on
-        # private data outside the DP mechanism (add/remove-one changes the count).
-        transforms.append(UniformMean())
-    else:
-        transforms.append(WeightedMean())
-    summation: Any = PlainSum()
-    if cfg.aggregation.secure_aggregation:
-        summation, quant_stage = _secure_sum(cfg)
-        transforms.append(quant if quant is not None else quant_stage)
-        transforms.extend(post_quantize)
-    pipeline = Pipeline(transforms, summation)
-    fed = Federation(
+    pipeline = build_pipeline(cfg, dp_chain)
+    fed = Simulation(
         model,
         ds,
         parts,
@@ -167,17 +147,33 @@ def build_federation(
     return fed
 
 
-def _secure_sum(cfg: RunConfig) -> tuple[Any, Transform[Any]]:
-    from veil.aggregation.quantize import Quantize
-    from veil.aggregation.secagg import SecAggSum
+def build_pipeline(cfg: RunConfig, dp_chain: Chain | None = None) -> Pipeline:
+    """The run's pipeline: the client-level DP chain (or the mean) before the summation.
 
+    Without client-level DP the chain is :func:`~veil.aggregation.presets.fedavg`:
+    unweighted under secure aggregation (a data-dependent weight column would need its own
+    range) and under DP (weighting by a site's example count would make the aggregate
+    depend on private data outside the mechanism). A float chain in front of a secure sum
+    gets its quantiser (:func:`~veil.aggregation.presets.for_secure_sum`).
+
+    Raises:
+        ConfigError: stages that do not fit each other or the summation.
+    """
     a = cfg.aggregation
-    quant = Quantize(clip=a.quantize_range, bits=a.bits)
-    summation = SecAggSum(
-        bits=a.bits,
-        k=a.neighbours,
-        dropout=a.expected_dropout,
-        corrupt=a.corrupt_fraction,
-        stage_deadline_s=a.stage_deadline_s,
-    )
-    return summation, quant
+    chain = dp_chain
+    if chain is None:
+        weighted = not (a.secure_aggregation or cfg.privacy.enabled)
+        chain = presets.fedavg(weighted=weighted, clip_norm=a.clip_norm)
+    summation: Any = PlainSum()
+    if a.secure_aggregation:
+        from veil.aggregation.secagg import SecAggSum
+
+        chain = presets.for_secure_sum(chain, a.bits, a.quantize_range)
+        summation = SecAggSum(
+            bits=a.bits,
+            k=a.neighbours,
+            dropout=a.expected_dropout,
+            corrupt=a.corrupt_fraction,
+            stage_deadline_s=a.stage_deadline_s,
+        )
+    return Pipeline(chain, summation)

@@ -27,7 +27,7 @@ from veil.privacy.config import (
 )
 from veil.privacy.ledger import PrivacyLedger
 from veil.privacy.plan import RoundInfo, RoundPlan
-from veil.privacy.setup import FEDERATION, PrivacyHook, PrivacySetup, build_privacy
+from veil.privacy.setup import FEDERATION, PrivacyHook, PrivacySetup, SecureSum, build_privacy
 from veil.privacy.sweep import parse_epsilons, sweep, write_sweep
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "RoundInfo",
     "RoundPlan",
     "SampleLevelConfig",
+    "SecureSum",
     "build_privacy",
     "calibrate_noise",
     "dpsgd_round_event",

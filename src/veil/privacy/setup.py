@@ -17,7 +17,6 @@ rate ``cohort / n_sites``; a fixed-size cohort is charged without amplification.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +26,10 @@ import numpy as np
 from dp_accounting import dp_event as dpe
 from torch import nn
 
-from veil.aggregation.dp_fedavg import AdaptiveDPFedAvg, DPFedAvg
+from veil.aggregation import presets
+from veil.aggregation.base import Chain
+from veil.aggregation.distributed_dp import DistributedDP, ddg_epsilon
+from veil.aggregation.quantize import Quantize
 from veil.errors import BudgetExceededError, ConfigError
 from veil.privacy.accounting import calibrate_noise, epsilon, sampled
 from veil.privacy.config import PrivacyConfig
@@ -35,7 +37,7 @@ from veil.privacy.ledger import PrivacyLedger
 from veil.privacy.plan import RoundInfo, RoundPlan
 from veil.training import LocalConfig, Trainer, dpsgd_trainer
 
-__all__ = ["PrivacySetup", "PrivacyHook", "build_privacy", "FEDERATION"]
+__all__ = ["PrivacySetup", "PrivacyHook", "SecureSum", "build_privacy", "FEDERATION"]
 
 FEDERATION = "federation"
 _TOL = 1e-9
@@ -242,31 +244,49 @@ class PrivacyHook:
             self.ledger.load_state_dict(state["ledger"])
 
 
+@dataclass(frozen=True)
+class SecureSum:
+    """The secure summation a run uses: its ring and the quantiser's range.
+
+    Attributes:
+        bits: ring width b of the summation protocol.
+        quantize_range: per-coordinate clip of the quantiser.
+        expected_dropout: dropout rate distributed noise is sized for.
+    """
+
+    bits: int
+    quantize_range: float
+    expected_dropout: float = 0.0
+
+
 @dataclass
 class PrivacySetup:
     """What :func:`build_privacy` hands the runtime.
 
     Attributes:
         trainer: the DP-SGD trainer (use it instead of the plain one), or ``None``.
-        transforms: client-level DP stages; they *replace* the mean stage of the pipeline
-            (put them first, before quantisation / secure summation).
+        chain: the whole site-side chain of client-level DP (it replaces the mean stage;
+            with distributed DP it ends in the ring of the secure sum), or ``None``.
         hooks: the ledger hook (add it to the run's hooks).
         noise: the noise multipliers in use (calibrated or configured), for the record.
     """
 
     trainer: Trainer | None
-    transforms: tuple[Any, ...]
+    chain: Chain | None
     hooks: tuple[PrivacyHook, ...]
     noise: dict[str, Any] = field(default_factory=dict)
-    #: stages that go *after* quantisation (distributed DP noise on the integer grid)
-    post_quantize: tuple[Any, ...] = ()
-    #: a quantiser resized for the DP noise's head-room (replaces the runtime's), if any
-    quantizer: Any = None
 
     @property
     def hook(self) -> PrivacyHook:
         """The ledger hook."""
         return self.hooks[0]
+
+    @property
+    def mechanism(self) -> Any:
+        """The client-level DP stage of :attr:`chain` (``None`` without one)."""
+        if self.chain is None:
+            return None
+        return next(t for t in self.chain.stages if getattr(t, "dp", "") == "mechanism")
 
 
 def build_privacy(
@@ -277,10 +297,9 @@ def build_privacy(
     local: LocalConfig,
     seed: int,
     engine: str = "auto",
-    quantizer: Any = None,
-    expected_dropout: float = 0.0,
+    secure_sum: SecureSum | None = None,
 ) -> PrivacySetup:
-    """Calibrate noise and build the DP trainer, transforms and ledger hook for a run.
+    """Calibrate noise and build the DP trainer, the client-level chain and the ledger hook.
 
     Args:
         cfg: privacy settings (must be enabled).
@@ -290,9 +309,8 @@ def build_privacy(
         local: local training settings (lr, momentum, weight decay, epochs).
         seed: run seed (used for noise only when ``cfg.secure_rng`` is false).
         engine: per-example clipping engine for DP-SGD.
-        quantizer: the secure-aggregation :class:`~veil.aggregation.quantize.Quantize`
-            stage (needed by ``client_level.mechanism = "distributed"``).
-        expected_dropout: dropout rate the distributed noise is sized for.
+        secure_sum: the run's secure summation (needed by
+            ``client_level.mechanism = "distributed"``).
 
     Raises:
         ConfigError: privacy disabled, or no noise reaches the target.
@@ -306,42 +324,34 @@ def build_privacy(
         trainer = _build_trainer(cfg, plan, model, task, local, engine)
         sig = trainer.gradients.noise_multiplier  # type: ignore[attr-defined]
         noise["sample_noise_multiplier"] = dict(sig) if isinstance(sig, Mapping) else sig
-    transforms: list[Any] = []
-    post: list[Any] = []
+    chain: Chain | None = None
     client_event: dpe.DpEvent | None = None
     if cfg.client_on and cfg.client_level.mechanism == "distributed":
         dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        pre, ddp, client_event = _build_distributed(cfg, plan, dim, quantizer, expected_dropout)
-        transforms.extend(pre)
-        post.append(ddp)
-        quantizer = ddp.quantizer
+        chain, client_event = _build_distributed(cfg, plan, dim, secure_sum)
+        ddp = chain.stages[-1]
         noise["client_noise_multiplier"] = ddp.noise_multiplier
         noise["client_mechanism"] = "distributed discrete Gaussian"
     elif cfg.client_on:
-        t = _build_client_transform(cfg, plan)
-        transforms.append(t)
+        chain = _build_client_chain(cfg, plan)
+        t = chain.stages[0]
         client_event = t.round_event()
         noise["client_noise_multiplier"] = t.noise_multiplier
     hook = PrivacyHook(cfg, client_event, trainer)
-    return PrivacySetup(
-        trainer, tuple(transforms), (hook,), noise, tuple(post), quantizer if post else None
-    )
+    return PrivacySetup(trainer, chain, (hook,), noise)
 
 
 def _build_distributed(
-    cfg: PrivacyConfig, plan: RoundPlan, dim: int, quantizer: Any, expected_dropout: float
-) -> tuple[list[Any], Any, dpe.DpEvent]:
-    """Clip + fixed-denominator mean before quantisation, discrete Gaussian after it.
+    cfg: PrivacyConfig, plan: RoundPlan, dim: int, secure: SecureSum | None
+) -> tuple[Chain, dpe.DpEvent]:
+    """The distributed-DP preset, calibrated: clip, fixed-denominator mean, quantise, noise.
 
     The per-round event is the zCDP bound of the distributed discrete Gaussian for the
     expected number of survivors; each round then charges the event computed for the
     survivors actually in the sum (fewer survivors: less noise, a larger charge).
     """
-    from veil.aggregation.distributed_dp import DistributedDP, ddg_epsilon
-    from veil.aggregation.plain import Clip, UniformMean
-
     cl = cfg.client_level
-    if quantizer is None:
+    if secure is None:
         raise ConfigError(
             "distributed DP needs secure aggregation: set aggregation.secure_aggregation = true "
             "(or privacy.client_level.mechanism = 'central')",
@@ -353,21 +363,28 @@ def _build_distributed(
             key="privacy.client_level.mechanism",
         )
     n = max(1, int(round(plan.cohort_size)))
-    m = max(1, math.floor(n * (1 - expected_dropout)))
+    m = max(1, math.floor(n * (1 - secure.expected_dropout)))
 
-    def make(z: float) -> Any:
-        return DistributedDP(quantizer, cl.clip_norm, z, expected_dropout)
+    def make(z: float, margin: float) -> Chain:
+        return presets.distributed_dp(
+            cl.clip_norm, z, n, dim, secure.bits, secure.quantize_range,
+            secure.expected_dropout, margin,
+        )
 
-    def round_event(z: float) -> dpe.DpEvent:
-        sigma, delta2 = make(z).site_sigma(n, dim)
+    def round_event(noise: Any) -> dpe.DpEvent:
+        sigma, delta2 = noise.site_sigma(n, dim)
         eps = ddg_epsilon(delta2, sigma, m, dim)
         return dpe.ZCDpEvent(eps**2 / 2) if math.isfinite(eps) else dpe.NonPrivateDpEvent()
 
-    def calibrated() -> float:
+    def calibrated(margin: float) -> float:
         z = cl.noise_multiplier
         if z is None:
             z = calibrate_noise(
-                lambda v: dpe.SelfComposedDpEvent(round_event(v), plan.rounds),
+                lambda v: dpe.SelfComposedDpEvent(
+                    round_event(DistributedDP.after(_quantizer(margin), n, cl.clip_norm, v,
+                                                    secure.expected_dropout)),
+                    plan.rounds,
+                ),
                 cfg.target_epsilon,
                 cfg.delta,
                 cfg.accountant,
@@ -380,23 +397,24 @@ def _build_distributed(
             )
         return float(z)
 
-    # The summed noise needs head-room in the ring (12 standard deviations): widen the
-    # quantiser's margin until it fits, then calibrate again for the new scale.
-    z = calibrated()
+    def _quantizer(margin: float) -> Quantize:
+        return Quantize(secure.quantize_range, secure.bits, margin, cohort_bound=n)
+
+    # The summed noise needs head-room in the ring: the preset widens the quantiser's
+    # margin until it fits; calibrate again for the new scale until z is stable.
+    margin = 2.0
     for _ in range(40):
-        sigma, _d2 = make(z).site_sigma(n, dim)
-        if 12 * sigma * math.sqrt(n) <= quantizer.headroom(quantizer._n(n, n)):
-            break
-        quantizer = dataclasses.replace(quantizer, margin=quantizer.margin * 2)
-        z = calibrated()
-    else:
-        raise ConfigError(
-            "the distributed DP noise does not fit in the secure-aggregation ring; raise "
-            "aggregation.bits",
-            key="aggregation.bits",
-        )
-    pre = [Clip(cl.clip_norm), UniformMean(fixed_denominator=float(n))]
-    return pre, make(z), round_event(z)
+        z = calibrated(margin)
+        chain = make(z, margin)
+        q = chain.stages[2]
+        if q.margin == margin:
+            return chain, round_event(chain.stages[-1])
+        margin = q.margin
+    raise ConfigError(
+        "the distributed DP noise does not fit in the secure-aggregation ring; raise "
+        "aggregation.bits",
+        key="aggregation.bits",
+    )
 
 
 def _build_trainer(
@@ -441,22 +459,24 @@ def _build_trainer(
     return dpsgd_trainer(model, task, local, noise_multiplier=sigma, **kw)
 
 
-def _build_client_transform(cfg: PrivacyConfig, plan: RoundPlan) -> DPFedAvg | AdaptiveDPFedAvg:
+def _build_client_chain(cfg: PrivacyConfig, plan: RoundPlan) -> Chain:
     cl = cfg.client_level
     m = float(plan.cohort_size)
     rate = m / plan.n_sites
+    adaptive = None
+    if cl.adaptive is not None and cl.adaptive.enabled:
+        a = cl.adaptive
+        adaptive = {"target_quantile": a.target_quantile, "lr": a.lr,
+                    "count_stddev": a.count_stddev}
 
-    def make(z: float) -> DPFedAvg | AdaptiveDPFedAvg:
-        if cl.adaptive is not None and cl.adaptive.enabled:
-            a = cl.adaptive
-            return AdaptiveDPFedAvg(cl.clip_norm, z, m, a.target_quantile, a.lr, a.count_stddev)
-        return DPFedAvg(cl.clip_norm, z, m)
+    def make(z: float) -> Chain:
+        return presets.dp_fedavg(cl.clip_norm, z, m, adaptive)
 
     z = cl.noise_multiplier
     if z is None:
         z = calibrate_noise(
             lambda v: dpe.SelfComposedDpEvent(
-                sampled(make(v).round_event(), plan.sampling, rate), plan.rounds
+                sampled(make(v).stages[0].round_event(), plan.sampling, rate), plan.rounds
             ),
             cfg.target_epsilon,
             cfg.delta,

@@ -1,0 +1,142 @@
+"""The server: cohorts, the summation protocol's server side, decode, the optimiser.
+
+The :class:`Server` holds the global parameters, the stages' server state (broadcast to
+the sites every round), the summation protocol's server side, the server optimiser and
+the client-level privacy randomness. It knows how many sites there are and which took
+part; it never sees a site's data, size, per-site stage state or privacy streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from veil.aggregation import Pipeline, PipelineState, RoundResult
+from veil.crypto.prg import SecureRng
+from veil.errors import ConfigError
+from veil.federation.server_opt import ServerOptimizer
+
+__all__ = ["Server", "round_half"]
+
+
+def round_half(x: float) -> int:
+    """Round to nearest integer, at least 1."""
+    return max(1, int(np.floor(x + 0.5)))
+
+
+class Server:
+    """The coordinating party of a federated run.
+
+    Args:
+        pipeline: the aggregation pipeline (its server side is used here).
+        server_opt: server optimiser.
+        params: initial global parameters (flat float32).
+        n_sites: sites in the federation.
+        cohort: sites per round (expected size for Poisson sampling).
+        sampling: ``"fixed"`` or ``"poisson"``.
+        seed: seed of the cohort schedule.
+        secure_rng: server privacy randomness from fresh OS entropy (True) or the seed.
+
+    Raises:
+        ConfigError: cohort out of range or unknown sampling.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        server_opt: ServerOptimizer,
+        params: torch.Tensor,
+        n_sites: int,
+        cohort: float | None = None,
+        sampling: str = "fixed",
+        seed: int = 0,
+        secure_rng: bool = True,
+    ) -> None:
+        self.n_sites = int(n_sites)
+        self.cohort = float(cohort if cohort is not None else self.n_sites)
+        if not 0 < self.cohort <= self.n_sites:
+            raise ConfigError(
+                f"cohort {self.cohort} must be in (0, {self.n_sites}]", key="federation.cohort_size"
+            )
+        if sampling not in ("fixed", "poisson"):
+            raise ConfigError(f"unknown sampling {sampling!r}", key="federation.sampling")
+        self.pipeline = pipeline
+        self.server_opt = server_opt
+        self.sampling = sampling
+        self.seed = seed
+        self.secure_rng = secure_rng
+        self.params = params.detach().to(torch.float32).clone()
+        self.pipe_state: PipelineState = pipeline.init()
+
+    @property
+    def cohort_size(self) -> int:
+        """The (expected) cohort size as an integer (the fixed denominator)."""
+        return round_half(self.cohort)
+
+    def select_cohort(self, round: int) -> np.ndarray:
+        """Sites selected for ``round`` (deterministic in seed and round)."""
+        rng = np.random.default_rng([self.seed, round, 0xC0])
+        if self.sampling == "poisson":
+            q = self.cohort / self.n_sites
+            return np.flatnonzero(rng.random(self.n_sites) < q)
+        return np.sort(rng.choice(self.n_sites, size=self.cohort_size, replace=False))
+
+    def broadcast(self) -> PipelineState:
+        """The stages' server state the sites encode with this round."""
+        return self.pipe_state
+
+    def privacy_rng(self, round: int) -> SecureRng:
+        """Server-side privacy randomness of ``round`` (central DP noise)."""
+        if self.secure_rng:
+            return SecureRng.fresh()
+        return SecureRng.from_seed(self.seed, f"round{round}/server")
+
+    def aggregate(
+        self,
+        encoded: np.ndarray,
+        site_ids: np.ndarray,
+        round: int,
+        dropouts: Mapping[int, str] | None = None,
+    ) -> RoundResult:
+        """Sum the sites' encoded rows, decode, and step the global model.
+
+        The global model and stage state change only if the whole round succeeds.
+
+        Raises:
+            AbortError, InvalidUpdateError: the round is lost (model unchanged).
+        """
+        new_state, res = self.pipeline.aggregate(
+            self.pipe_state, encoded, site_ids, round, self.cohort_size,
+            server_rng=self.privacy_rng(round), dropouts=dropouts,
+        )
+        step = self.server_opt.step(self.params.double().numpy(), res.aggregate)
+        self.params = torch.from_numpy(step.astype(np.float32))
+        self.pipe_state = new_state
+        return res
+
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters, stage state and optimiser state."""
+        return {
+            "params": self.params,
+            "pipeline": self.pipe_state,
+            "server_opt": self.server_opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`.
+
+        Raises:
+            ConfigError: the parameters do not fit this model.
+        """
+        params = state["params"]
+        if params.numel() != self.params.numel():
+            raise ConfigError(
+                "the checkpoint was written by a run with a different model; use the same "
+                "config to resume, or a new run name"
+            )
+        self.params = params.clone()
+        self.pipe_state = state["pipeline"]
+        self.server_opt.load_state_dict(state["server_opt"])
