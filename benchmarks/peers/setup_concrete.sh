@@ -27,10 +27,10 @@ PINS=(
     "onnxoptimizer==0.3.13"
     "onnxruntime==1.18"
     "pandas==2.0.3"
-    "protobuf==3.20.3"
+    "protobuf>=5.28.3,<6"
     "scikit-learn==1.5.0"
     "scipy>=1.10.1"
-    "setuptools>=77.0.3"  # concrete-ml pins 75.3.0; torch 2.13 needs >= 77.0.3
+    "setuptools>=77.0.3,<81"  # concrete-ml pins 75.3.0; torch 2.13 needs >= 77.0.3; 81+ drops pkg_resources (concrete needs it)
     "skops==0.5.0"
     "skorch==0.11.0"
     "typing-extensions>=4.5.0,<5.0.0"
