@@ -17,7 +17,7 @@ from veil.errors import DataError
 from veil.report import figures
 from veil.report.html import _CSS, _e, _img, _num, _pct, _table, _td
 
-__all__ = ["SYNTH_REPORT", "build_synth_html", "render_synth_report"]
+__all__ = ["SYNTH_REPORT", "build_synth_html", "policy_html", "render_synth_report"]
 
 SYNTH_REPORT = "report.html"
 
@@ -77,7 +77,8 @@ def _dcr_hist(dcr: dict[str, Any]) -> str | None:
     return figures._encode(fig)
 
 
-def _policy_html(pol: dict[str, Any] | None) -> str:
+def policy_html(pol: dict[str, Any] | None) -> str:
+    """The policy verdict (``PolicyResult.to_dict()``) as HTML: a banner and a table."""
     if not pol:
         return '<p class="note">No [policy] targets were given.</p>'
     rows = [[_td(_e(t["name"])), _td(_num(t["target"], "{:.4g}"), True),
@@ -114,7 +115,7 @@ def _release_section(site: str, item: dict[str, Any]) -> str:
 {rel.get('rows')} synthetic rows out ({_e(item.get('file'))}) · {item.get('holdout_rows')}
 held-out rows for evaluation · accountant {_e(rel.get('accountant'))} (dp-accounting)</p>
 <div class="cards">{card_html}</div>
-<h3>Policy</h3>{_policy_html(item.get('policy'))}
+<h3>Policy</h3>{policy_html(item.get('policy'))}
 <h3>Utility and fidelity</h3>
 <p>Classifier ({_e(ut.get('classifier'))}) trained on the synthetic table and tested on real
 hold-out rows: {_pct(ut.get('accuracy_synthetic'))}; trained on the real rows:
