@@ -381,8 +381,12 @@ def _build_distributed(
         if z is None:
             z = calibrate_noise(
                 lambda v: dpe.SelfComposedDpEvent(
-                    round_event(DistributedDP.after(_quantizer(margin), n, cl.clip_norm, v,
-                                                    secure.expected_dropout)),
+                    # charged as the ledger charges it: the cohort scheme under add/remove
+                    sampled(
+                        round_event(DistributedDP.after(_quantizer(margin), n, cl.clip_norm, v,
+                                                        secure.expected_dropout)),
+                        plan.sampling, n / plan.n_sites,
+                    ),
                     plan.rounds,
                 ),
                 cfg.target_epsilon,
