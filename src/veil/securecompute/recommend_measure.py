@@ -21,7 +21,8 @@ import numpy as np
 from veil.models.ir import Model, UnsupportedModelError, evaluate
 from veil.securecompute.recommend import BackendCost, Network, Recommendation, choose
 
-__all__ = ["model_key", "measure_fhe", "measure_mpc", "measure", "recommend", "default_cache_dir"]
+__all__ = ["model_key", "measure_fhe", "measure_mpc", "measure", "recommend", "default_cache_dir",
+           "cost_from_row", "measured_total"]
 
 
 def default_cache_dir() -> Path:
@@ -138,3 +139,41 @@ def recommend(
     if network is not None:
         kw["network"] = network
     return choose(costs, **kw)
+
+
+def cost_from_row(row: dict[str, Any], net: Network | None = None) -> BackendCost:
+    """A benchmark row (combined schema) as a :class:`BackendCost` measured on ``net``.
+
+    fhe rows: compute = latency_s (client encryption + server + decryption, one round).
+    mpc rows: the measured input + online + reveal time minus the part the cost model
+    attributes to the network it ran on (rounds x rtt + bytes / bandwidth), so that the
+    model reproduces the measurement on that network and extrapolates to others.
+    """
+    from veil.securecompute.recommend import LOOPBACK
+
+    net = net or LOOPBACK
+    name, backend = row["workload"], row["backend"]
+    batch = int(row.get("batch", 1))
+    if not row.get("supported", "latency_s" in row):
+        return BackendCost(backend, False, reason=str(row.get("reason", "")), batch=batch)
+    acc = ({"agreement": float(row["accuracy"])} if "accuracy" in row
+           else {"max_abs_err": float(row.get("max_abs_err", 0.0))})
+    rounds, nbytes = int(row.get("rounds", 1)), int(row.get("bytes", 0))
+    if backend == "fhe":
+        total = float(row["latency_s"])
+    else:
+        total = float(row["latency_s"]) + float(row.get("input_s", 0)) + float(
+            row.get("reveal_s", 0))
+    compute = max(0.0, total - rounds * net.rtt_s - nbytes / net.bandwidth_bps)
+    del name
+    return BackendCost(backend, True, compute_s=compute, rounds=rounds, bytes=nbytes,
+                       setup_s=float(row.get("setup_s", 0.0)),
+                       setup_bytes=int(row.get("bytes_keys", row.get("setup_bytes", 0))),
+                       accuracy=acc, batch=batch)
+
+
+def measured_total(row: dict[str, Any]) -> float:
+    """What a benchmark row measured per request (the quantity the test compares)."""
+    if row["backend"] == "fhe":
+        return float(row["latency_s"])
+    return float(row["latency_s"]) + float(row.get("input_s", 0)) + float(row.get("reveal_s", 0))

@@ -92,3 +92,40 @@ def test_forest_is_routed_to_mpc_with_the_reason(tmp_path) -> None:
                               accuracy={"max_rel_err": 0.0}), cost])
     assert rec.choice == "mpc"
     assert np.isfinite(rec.rows[0]["latency_s"])
+
+
+def _measurement_files():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3] / "benchmarks"
+    return sorted(root.glob("inference-measurements*.json"))
+
+
+def test_choice_matches_the_measured_faster_backend_on_the_recorded_suite() -> None:
+    """Over the recorded measurements of the whole suite (both backends, one machine, one
+    run): on the network they were measured on, the recommender's choice is the backend
+    that was measured faster, for every workload; forests go to mpc with the reason."""
+    import json
+
+    files = _measurement_files()
+    assert files, "benchmarks/inference-measurements.json is the recorded suite (see RESULTS.md)"
+    for path in files:
+        data = json.loads(path.read_text())
+        net = Network(**data["network"])
+        by_work: dict[str, dict[str, dict]] = {}
+        for row in data["results"]:
+            if row["backend"] in ("mpc", "fhe"):
+                by_work.setdefault(row["workload"], {})[row["backend"]] = row
+        checked = 0
+        for name, rows in by_work.items():
+            if set(rows) != {"mpc", "fhe"}:
+                continue
+            costs = [rm.cost_from_row(rows[b], net) for b in ("mpc", "fhe")]
+            rec = choose(costs, network=net, min_agreement=0.0, max_rel_err=float("inf"))
+            ok = {b: r for b, r in rows.items() if r.get("supported", True) and "latency_s" in r}
+            want = min(ok, key=lambda b: rm.measured_total(ok[b]))
+            assert rec.choice == want, (name, rec.reasons)
+            if name.startswith("rf-"):
+                assert rec.choice == "mpc" and any("mpc" in r for r in rec.reasons)
+            checked += 1
+        assert checked >= 10, f"{path.name}: only {checked} workloads with both backends"
