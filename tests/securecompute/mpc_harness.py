@@ -17,8 +17,9 @@ from veil.transport.channel import InProcessNetwork
 
 
 def run3(fn: Callable[..., Any], *per_party_args: list[Any], frac_bits: int = 16,
-         deadline_s: float = 20.0) -> list[Any]:
-    """``fn(engine, *args_i)`` on parties 0, 1, 2; returns their results (re-raises)."""
+         deadline_s: float = 20.0, errors: list | None = None) -> list[Any]:
+    """``fn(engine, *args_i)`` on parties 0, 1, 2; returns their results (re-raises the
+    first error, or with ``errors`` given fills it with each party's error instead)."""
     net = InProcessNetwork(PARTY_NAMES)
     out: list[Any] = [None] * 3
     errs: list[BaseException | None] = [None] * 3
@@ -36,6 +37,9 @@ def run3(fn: Callable[..., Any], *per_party_args: list[Any], frac_bits: int = 16
         t.start()
     for t in ts:
         t.join(60)
+    if errors is not None:
+        errors.extend(errs)
+        return out
     for e in errs:
         if e is not None:
             raise e

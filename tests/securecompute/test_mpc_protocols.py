@@ -184,3 +184,38 @@ def test_shares_given_to_one_party_do_not_change_its_view_distribution() -> None
 def test_share_object_slices_keep_pairs() -> None:
     s = Share(np.arange(6, dtype=np.uint64), np.arange(6, dtype=np.uint64))
     assert s[2:4].shape == (2,) and s.reshape(2, 3).shape == (2, 3)
+
+
+def test_tampered_and_replayed_messages_are_refused_without_a_result() -> None:
+    """Adversary party 2 cuts a byte off a message, or replays its previous round: party 1
+    (which receives from it) raises the typed error naming p2 and returns nothing; the
+    error text holds no share value."""
+    from veil.errors import MalformedMessageError, ProtocolError
+    from veil.securecompute.mpc.net import PartyNet
+
+    x = np.full(16, 3.25)
+    orig = PartyNet.send_to
+    for attack, expected in (("truncate", MalformedMessageError), ("replay", ProtocolError)):
+        def hostile(self, peer, arrays, _attack=attack):
+            if self.index == 2 and self.op == "attack2":
+                if _attack == "truncate":
+                    arrays = [a.view(np.uint8)[:-1] for a in arrays]
+                else:
+                    self._peer_round[peer] -= 1  # resend under the previous round number
+            return orig(self, peer, arrays)
+
+        PartyNet.send_to = hostile
+        try:
+            def f(e, a):
+                with e.op("attack1"):
+                    y = e.mul(a, a)
+                with e.op("attack2"):
+                    return e.mul(y, a)
+
+            errs: list = []
+            out = run3(f, shares_of(x), deadline_s=3.0, errors=errs)
+        finally:
+            PartyNet.send_to = orig
+        assert out[1] is None and isinstance(errs[1], expected), (attack, errs)
+        assert "p2" in str(errs[1])
+        assert str(int(shares_of(x)[1].a[0])) not in str(errs[1])
