@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["register", "run", "BACKENDS"]
 
@@ -45,6 +46,8 @@ def register(sub: Any) -> None:
 
 def _inputs(args: argparse.Namespace) -> tuple[Any, np.ndarray]:
     from pathlib import Path
+
+    import numpy as np
 
     from veil.errors import DataError
 
@@ -128,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``veil infer``."""
     import time
 
+    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
