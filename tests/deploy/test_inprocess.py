@@ -60,6 +60,9 @@ def test_secagg_equals_simulation(tmp_path: Path) -> None:
     np.testing.assert_allclose(srv.params.numpy(), _simulate(cfg), rtol=0, atol=1e-6)
     # one exchange per protocol stage: train+advertise, share, masked, consistency, unmask
     assert all(len(r["exchange_s"]) == 5 for r in rec["rounds"])
+    # bytes per round, not cumulative: both rounds carry the same protocol traffic
+    b0, b1 = (r["bytes_up"] for r in rec["rounds"])
+    assert set(b0) == {"0", "1", "2"} and b0 == b1
 
 
 def test_secagg_recovers_from_a_site_lost_mid_round(tmp_path: Path) -> None:

@@ -202,6 +202,7 @@ class DeployServer:
         from veil.deploy.site import state_to_meta
 
         t0 = time.perf_counter()
+        up_before = dict(link.stats.bytes_up)
         cohort = self.cohort(r)
         rec: dict[str, Any] = {"round": r, "cohort": cohort.tolist()}
         pipe = self.deploy.pipeline
@@ -255,7 +256,9 @@ class DeployServer:
             rec.update(survivors=survivors.tolist(), measurements=meas)
             self._evaluate(rec)
         rec["exchange_s"] = exchanges
-        rec["bytes_up"] = dict(link.stats.bytes_up)
+        # payload bytes each site sent this round
+        rec["bytes_up"] = {p: n - up_before.get(p, 0) for p, n in link.stats.bytes_up.items()
+                           if n - up_before.get(p, 0)}
         rec["duration_s"] = time.perf_counter() - t0
         return rec
 
