@@ -3,7 +3,8 @@
 Three SPU runtime processes (ABY3, FM64, brpc links on loopback) play the compute parties;
 this process plays the data and model owner: it compiles each workload (jax) once, secret-
 shares the model's parameters once per workload (set-up), then per call shares the input,
-runs, and reconstructs the output. Reported per workload (medians): ``latency_s`` (the
+runs, and reconstructs the output (one warm-up call first, not counted, as veil's mpc rows
+do). Reported per workload (medians): ``latency_s`` (the
 slowest party's ``Runtime.run``: online phase), ``setup_s`` (compile + parameter sharing),
 ``input_s`` (input sharing + hand-over), ``reveal_s`` (output collection + reconstruction),
 ``max_abs_err`` against the float64 plaintext, and ``bytes`` when SPU's link profile log
@@ -228,7 +229,9 @@ def main():
             exe_bytes = exe.SerializeToString()
             lat, ins, revs, out = [], [], [], None
             nbytes = None
-            for _ in range(args.repeats):
+            for rep in range(args.repeats + 1):  # the first call is a warm-up, not counted
+                if rep == 1:
+                    lat, ins, revs = [], [], []
                 t1 = time.perf_counter()
                 xs = io.make_shares(x, libspu.Visibility.VIS_SECRET)
                 for r, c in enumerate(pipes):

@@ -103,7 +103,7 @@ def serve_party(channel: Channel, cfg: MpcConfig | None = None) -> int:
         if tag == b"M":  # (another) model: keys are agreed once, on the first
             plan = meta["plan"]
             flat = _arrays(body, [s for s in plan["shapes"] for _ in (0, 1)], CLIENT)
-            weights = [Share(flat[2 * k].copy(), flat[2 * k + 1].copy())
+            weights = [Share(flat[2 * k], flat[2 * k + 1])  # read-only views, never written
                        for k in range(len(flat) // 2)]
             first = eng is None
             if eng is None:
@@ -128,7 +128,7 @@ def _serve_one(channel: Channel, eng: Any, plan: dict[str, Any], weights: list[S
     xa, xb = _arrays(body, [shape, shape], CLIENT)
     eng.net.stats = type(eng.net.stats)()
     t0 = time.perf_counter()
-    y = evaluate_plan(eng, plan, weights, Share(xa.copy(), xb.copy()))
+    y = evaluate_plan(eng, plan, weights, Share(xa, xb))  # read-only views, never written
     online = time.perf_counter() - t0
     channel.send(CLIENT, _pack(b"Y", {"shape": list(y.shape), "online_s": online,
                                       "stats": eng.net.stats.as_dict()}, [y.a]))
