@@ -19,10 +19,10 @@ import torch
 
 from veil.data import Dataset
 from veil.errors import ConfigError
-from veil.federation.build import build_federation, load_data
+from veil.federation.build import build_federation, load_data, load_site_files
 from veil.federation.config import RunConfig
 from veil.federation.hooks import RunHook
-from veil.federation.record import MODEL, RECORD, now_iso, versions, write_json_atomic
+from veil.federation.record import MODEL, RECORD, now_iso, versions
 from veil.federation.simulation import Simulation
 from veil.federation.simulation import RunResult
 from veil.models import n_parameters
@@ -101,6 +101,31 @@ def train(
             f"{run_dir} already holds a run; use --resume to continue it, or a new name",
             key="name",
         )
+    from veil._fs import RunLock
+
+    if cfg.audit.log:
+        from veil.audit.log import verify_before_run
+
+        verify_before_run(Path(cfg.output_dir) / "audit.log")  # a broken log stops us now
+    with RunLock(run_dir):  # one writer per run directory
+        return _train_locked(cfg, resume, hooks, dataset, model, on_round)
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    from veil._fs import write_json_atomic
+
+    write_json_atomic(path, record, default=str)  # strict JSON: NaN/inf -> null
+
+
+def _train_locked(
+    cfg: RunConfig,
+    resume: bool,
+    hooks: Sequence[RunHook],
+    dataset: Dataset | None,
+    model: torch.nn.Module | None,
+    on_round: Callable[[dict[str, Any]], None] | None,
+) -> TrainOutput:
+    run_dir = cfg.run_dir()
     started = now_iso()
     t0 = time.perf_counter()
     record: dict[str, Any] = {}
@@ -108,12 +133,20 @@ def train(
     def _on_round(rec: dict[str, Any]) -> None:
         record["rounds"] = fed.records
         record["final"] = _final(fed, time.perf_counter() - t0)
-        write_json_atomic(run_dir / RECORD, record)
+        _write_record(run_dir / RECORD, record)
         if on_round is not None:
             on_round(rec)
 
-    ds = dataset if dataset is not None else load_data(cfg)
+    site_files = load_site_files(cfg) if dataset is None else None
+    parts = None
+    if site_files is not None:
+        arrays = site_files.to_arrays()
+        ds, parts = arrays.dataset, arrays.train_parts
+    else:
+        ds = dataset if dataset is not None else load_data(cfg)
     canaries = None
+    if cfg.audit.canaries and site_files is not None:
+        raise ConfigError("canary audits do not work with data.files yet", key="audit.canaries")
     if cfg.audit.canaries:
         from veil.audit.canary import insert_canaries
 
@@ -123,7 +156,10 @@ def train(
             ds.x_train, ds.y_train, cfg.audit.canaries, cfg.seed, ds.n_classes
         )
         ds = Dataset(ds.name, x, y, ds.x_test, ds.y_test, ds.task, ds.n_classes)
-    fed = build_federation(cfg, hooks, ds, model, _on_round)
+    fed = build_federation(cfg, hooks, ds, model, _on_round, parts=parts)
+    builder = None if model is not None else {
+        "name": cfg.model.name, "input_shape": list(ds.input_shape),
+        "n_classes": ds.n_classes, "hidden": list(cfg.model.hidden)}
     record.update(
         {
             "veil_version": versions()["veil"],
@@ -146,6 +182,8 @@ def train(
             "model_path": MODEL,
         }
     )
+    if site_files is not None:
+        record["data"] = site_files.describe()
     run_dir.mkdir(parents=True, exist_ok=True)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
@@ -161,13 +199,42 @@ def train(
             k: ({str(kk): vv for kk, vv in v.items()} if isinstance(v, dict) else v)
             for k, v in fed.privacy_noise.items()
         }
-    torch.save({"params": result.params, "config": record["config"]}, run_dir / MODEL)
-    write_json_atomic(run_dir / RECORD, record)
-    if cfg.audit.log:
-        from veil.audit.log import AuditLog, run_entry
+    from veil.models.export import model_info, save_model
 
-        AuditLog(Path(cfg.output_dir) / "audit.log").append("run", run_entry(record))
+    save_model(fed.model, run_dir, params=result.params, builder=builder)
+    record["model"] = model_info(fed.model, builder)
+    record["final"].update(_final_metrics(fed.model, result.params, ds, site_files))
+    _write_record(run_dir / RECORD, record)
+    if cfg.audit.log:
+        from veil.audit.log import AuditLog
+
+        AuditLog(Path(cfg.output_dir) / "audit.log").append_run(record)  # once per result
     return TrainOutput(result, run_dir, record)
+
+
+def _final_metrics(
+    model: torch.nn.Module, params: torch.Tensor, ds: Dataset, site_files: Any
+) -> dict[str, Any]:
+    """Metrics of the final model on the test data and, with data.files, on each site's own."""
+    import copy
+
+    from veil.errors import DataError
+    from veil.models.metrics import evaluate_model, evaluate_sites, summarise_sites
+    from veil.models.params import load_flat_params
+
+    final = copy.deepcopy(model)
+    load_flat_params(final, params.detach().reshape(-1))
+    out: dict[str, Any] = {}
+    try:
+        out["metrics"] = evaluate_model(final, ds.x_test, ds.y_test, ds.task,
+                                        ds.n_classes).to_dict()
+        if site_files is not None:
+            per = evaluate_sites(final, site_files.test_sets(), ds.task, ds.n_classes)
+            out["site_metrics"] = {k: m.to_dict() for k, m in per.items()}
+            out["site_metrics_summary"] = summarise_sites(per)
+    except DataError as e:  # e.g. a diverged model whose outputs are NaN
+        out["metrics_error"] = str(e)
+    return out
 
 
 def _run_with_canaries(fed: Simulation, run_dir: Path, canaries: Any, resume: bool) -> RunResult:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from veil.aggregation import Chain, Pipeline, PlainSum, presets
-from veil.data import Dataset, load_dataset, partition
+from veil.data import Dataset, FederatedData, load_dataset, partition
 from veil.federation.config import RunConfig, config_hash
 from veil.federation.hooks import RunHook
 from veil.federation.simulation import Simulation, make_plan
@@ -22,12 +22,25 @@ from veil.federation.server_opt import make_server_optimizer
 from veil.models import build_model
 from veil.training import LocalConfig, Trainer
 
-__all__ = ["build_federation", "build_pipeline", "load_data"]
+__all__ = ["build_federation", "build_pipeline", "load_data", "load_site_files"]
+
+
+def load_site_files(cfg: RunConfig) -> FederatedData | None:
+    """Each site's own file (``data.files``), read and preprocessed per site; else None."""
+    if not cfg.data.files:
+        return None
+    from veil.data import load_sites
+
+    return load_sites(cfg.data.files, cfg.data.site_schema, seed=cfg.seed)  # type: ignore[arg-type]
 
 
 def load_data(cfg: RunConfig) -> Dataset:
-    """Load the configured data set (seeded split)."""
+    """Load the configured data set (seeded split); with ``data.files``, the sites' rows
+    side by side (each site read and preprocessed on its own)."""
     d = cfg.data
+    site_files = load_site_files(cfg)
+    if site_files is not None:
+        return site_files.to_arrays().dataset
     kwargs: dict[str, Any] = {}
     if d.dataset in ("digits", "breast_cancer", "diabetes"):
         kwargs = {"test_fraction": d.test_fraction, "seed": cfg.seed}
@@ -63,6 +76,7 @@ def build_federation(
     dataset: Dataset | None = None,
     model: torch.nn.Module | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    parts: Sequence[np.ndarray] | None = None,
 ) -> Simulation:
     """The simulation of a run (server, sites, trainer, pipeline, ledger) from a config.
 
@@ -72,21 +86,27 @@ def build_federation(
         dataset: use this data instead of ``cfg.data`` (it is still split per ``cfg.data``).
         model: use this model instead of ``cfg.model``.
         on_round: per-round callback (progress).
+        parts: each site's row indices in ``dataset`` (instead of splitting it per
+            ``cfg.data``); taken from ``data.files`` when those are configured.
     """
+    if parts is None and dataset is None and cfg.data.files:
+        arrays = load_site_files(cfg).to_arrays()  # type: ignore[union-attr]
+        dataset, parts = arrays.dataset, arrays.train_parts
     ds = dataset if dataset is not None else load_data(cfg)
     if model is None:
         model = build_model(
             cfg.model.name, ds.input_shape, ds.n_classes, cfg.model.hidden, seed=cfg.seed
         )
-    parts = partition(
-        ds.y_train if ds.task == "classification" else np.zeros(len(ds.y_train), dtype=np.int64),
-        cfg.data.sites,
-        cfg.data.partition
-        if ds.task == "classification" or cfg.data.partition != "dirichlet"
-        else "iid",
-        cfg.data.alpha,
-        seed=cfg.seed,
-    )
+    if parts is None:
+        parts = partition(
+            ds.y_train if ds.task == "classification" else np.zeros(len(ds.y_train), np.int64),
+            cfg.data.sites,
+            cfg.data.partition
+            if ds.task == "classification" or cfg.data.partition != "dirichlet"
+            else "iid",
+            cfg.data.alpha,
+            seed=cfg.seed,
+        )
     lc = cfg.local
     local = LocalConfig(lc.epochs, lc.batch_size, lc.lr, lc.momentum, lc.weight_decay)
     trainer: Trainer = Trainer(model, ds.task, local)

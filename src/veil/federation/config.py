@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from veil.data.schema import Schema
+from veil.data.sites import SiteSource
 from veil.errors import ConfigError
 from veil.privacy.config import PrivacyConfig
 
@@ -38,7 +40,12 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    """Which data set, and how it is split across sites."""
+    """Which data set, and how it is split across sites (or each site's own file)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, serialize_by_alias=True, validate_by_name=True,
+        validate_by_alias=True,
+    )
 
     dataset: Literal["digits", "breast_cancer", "diabetes", "fashion_mnist", "csv"] = Field(
         "digits", description="data set: digits | breast_cancer | diabetes | fashion_mnist | csv"
@@ -58,11 +65,47 @@ class DataConfig(_Section):
     test_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share for evaluation")
     image: bool = Field(False, description="keep image shape (needed by model.name = 'cnn')")
     limit: int | None = Field(None, ge=10, description="use only the first N training examples")
+    files: tuple[SiteSource, ...] | None = Field(
+        None,
+        description="each site's own file, read per site: [{path, name, test, holdout, "
+        "format}] (docs/own-data.md); replaces dataset/partition and sets data.sites",
+    )
+    site_schema: Schema | None = Field(
+        None,
+        alias="schema",
+        description="declared schema of data.files: label, numeric, categorical, ignore, "
+        "array (docs/own-data.md)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sites_from_files(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("files"):
+            n = len(raw["files"])
+            if "sites" in raw and raw["sites"] != n:
+                raise ValueError(
+                    f"data.sites ({raw['sites']}) differs from the {n} data.files entries; "
+                    "leave data.sites out"
+                )
+            raw = {**raw, "sites": n}
+        return raw
 
     @model_validator(mode="after")
     def _csv_needs_path(self) -> DataConfig:
         if self.dataset == "csv" and (not self.path or not self.label):
             raise ValueError("dataset = 'csv' needs data.path and data.label")
+        if self.files:
+            if self.site_schema is None:
+                raise ValueError("data.files needs data.schema (the label and columns)")
+            fields = type(self).model_fields
+            clash = [k for k in ("dataset", "path", "label", "partition", "alpha", "limit")
+                     if getattr(self, k) != fields[k].default]
+            if clash:
+                raise ValueError(
+                    f"data.files replaces {sorted(clash)}: each site's file is its data"
+                )
+        elif self.site_schema is not None:
+            raise ValueError("data.schema is for data.files; add one entry per site")
         return self
 
 
@@ -321,5 +364,6 @@ def describe_keys(
             continue
         default = field.default
         shown = json.dumps(default) if default is not None and not callable(default) else "unset"
-        out.append((prefix + name, shown, field.description or attr_docs.get(name, "")))
+        key = prefix + (field.alias or name)
+        out.append((key, shown, field.description or attr_docs.get(name, "")))
     return out
