@@ -136,3 +136,13 @@ def test_metrics_table_labels_and_undefined_cells() -> None:
     assert rows[0][:3] == ["a", "2", "1.000"] and rows[1][5] == "–"  # AUC undefined at b
     h, _ = metrics_table({"r": regression_metrics(np.array([1.0, 2]), np.array([1.0, 2]))})
     assert h[2:4] == ["R²", "MAE"]
+
+
+def test_metrics_round_trip_through_a_record() -> None:
+    from veil.models.metrics import Metrics
+
+    m = classification_metrics(np.array([1, 1]), _logits([0.3, 0.8]), 2)
+    back = Metrics.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert back == m
+    with pytest.raises(DataError, match="not a metrics record"):
+        Metrics.from_dict({"accuracy": 0.5})

@@ -40,3 +40,14 @@ def test_three_hospital_files_train_end_to_end(tmp_path: Path, monkeypatch) -> N
     train(cfg, resume=True)  # resuming the finished run adds no second log entry
     log = AuditLog(tmp_path / "audit.log")
     assert log.verify().ok and log.verify().n_entries == 1
+
+
+def test_cli_shows_each_sites_metrics(tmp_path: Path, monkeypatch, capsys) -> None:
+    from veil.cli.main import main
+
+    monkeypatch.chdir(ROOT)
+    toml = str(ROOT / "examples" / "own_sites" / "hospitals.toml")
+    assert main(["train", toml, "--quiet", "--rounds", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "hospitals: own files, 3 sites" in out and "each site's own test data" in out
+    assert "hospital_b" in out and "ROC AUC" in out

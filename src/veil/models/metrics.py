@@ -95,6 +95,20 @@ class Metrics:
         return {"task": self.task, "n": self.n, **self.values,
                 **({"notes": dict(self.notes)} if self.notes else {})}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Metrics:
+        """The inverse of :meth:`to_dict` (e.g. from a run record).
+
+        Raises:
+            DataError: ``task`` or ``n`` missing or of the wrong type.
+        """
+        task, n = d.get("task"), d.get("n")
+        if task not in PRIMARY_METRIC or not isinstance(n, int):
+            raise DataError(f"not a metrics record (needs task and n): {dict(d)!r}"[:300])
+        vals = {k: (float(v) if isinstance(v, (int, float)) else None)
+                for k, v in d.items() if k not in ("task", "n", "notes")}
+        return cls(str(task), n, vals, dict(d.get("notes") or {}))
+
 
 def _finite(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
