@@ -47,9 +47,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         console.print(f"resuming [bold]{cfg.name}[/] after round {start}")
     with round_progress(console, cfg.rounds, cfg.name, start, enabled=not args.quiet) as cb:
         out = train(cfg, resume=args.resume, on_round=cb)
-    console.print(
-        summary_table(f"{cfg.name}: {cfg.data.dataset}, {cfg.data.sites} sites", out.result.rounds)
-    )
+    data = "own files" if cfg.data.files else cfg.data.dataset
+    console.print(summary_table(f"{cfg.name}: {data}, {cfg.data.sites} sites", out.result.rounds))
+    site_metrics = out.record.get("final", {}).get("site_metrics")
+    if site_metrics:  # each site's own test data (data.files)
+        from veil.models.metrics import Metrics, metrics_table
+
+        header, rows = metrics_table({k: Metrics.from_dict(v) for k, v in site_metrics.items()})
+        t = Table(*header, title="each site's own test data", title_justify="left")
+        for row in rows:
+            t.add_row(*row)
+        console.print(t)
     if out.result.stopped_reason:
         console.print(f"[yellow]stopped early:[/] {out.result.stopped_reason}")
     console.print(f"record: {out.run_dir / 'record.json'}   model: {out.run_dir / 'model.pt'}")
