@@ -63,3 +63,19 @@ def test_stage_deadline_drops_slow_sites() -> None:
     res = SecAggSum(k=4, stage_deadline_s=1e-9, threshold=3).aggregate
     with pytest.raises(AbortError, match="stage advertise: 0 of 6"):
         res(np.zeros((6, 2), np.int64), np.arange(6), 0)
+
+
+def test_a_sum_no_honest_cohort_could_produce_is_refused() -> None:
+    from veil.errors import InvalidUpdateError
+
+    n, d, bound = 8, 5, 1000
+    gen = np.random.default_rng(3)
+    rows = gen.integers(-bound, bound + 1, (n, d))
+    agg = SecAggSum(bits=24, k=7, input_bound=bound)
+    res = agg.aggregate(rows, np.arange(n), 0)
+    assert np.array_equal(ring.to_signed(res.total, 24), rows.sum(axis=0))
+    evil = rows.copy()
+    evil[5, 2] = 2**22  # a site that skipped quantisation
+    with pytest.raises(InvalidUpdateError, match="more than 8 honest sites") as err:
+        agg.aggregate(evil, np.arange(n), 0)
+    assert "aggregate is refused" in str(err.value)

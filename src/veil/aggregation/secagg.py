@@ -28,7 +28,8 @@ import numpy as np
 from veil.aggregation.base import SumResult
 from veil.crypto.identity import Roster, SiteIdentity
 from veil.crypto.prg import derive_key
-from veil.errors import ConfigError, LocalError
+from veil.crypto import ring
+from veil.errors import ConfigError, InvalidUpdateError, LocalError
 from veil.protocols.secagg import (
     SERVER,
     STAGES,
@@ -172,6 +173,11 @@ class SecAggSum:
             user-set (k, t) below that bound is refused with
             :class:`~veil.errors.InsecureParametersError` unless the model is explicitly
             downgraded to ``"semi-honest"`` (then the identities are not used).
+        input_bound: the largest |value| an honest site's row can hold (the quantiser's
+            per-site maximum); when set, a sum whose centred magnitude exceeds
+            survivors × bound in any coordinate is refused (no honest cohort produces it).
+            A malicious site can still shift the sum within that bound: inputs are not
+            proven in range (no zero-knowledge proofs).
     """
 
     bits: int = 32
@@ -186,6 +192,7 @@ class SecAggSum:
     )
     session: bytes | None = field(default=None, repr=False)
     threat_model: str | None = None
+    input_bound: int | None = None
     name: str = "secagg"
     #: protocol stages at which the simulation may drop a site (derived from the table)
     stages: ClassVar[tuple[str, ...]] = STAGES
@@ -209,6 +216,23 @@ class SecAggSum:
         if model == "malicious" and self.identities is not None:
             roster = Roster.of("secagg", self.identities.values())
         object.__setattr__(self, "_roster", roster)
+
+    def _check_magnitude(self, total: np.ndarray, survivors: int) -> None:
+        """Refuse a sum no honest cohort could produce (``input_bound`` per site).
+
+        Raises:
+            InvalidUpdateError: some coordinate's centred sum exceeds survivors × bound.
+        """
+        if self.input_bound is None:
+            return
+        limit = survivors * int(self.input_bound)
+        worst = int(np.max(np.abs(ring.to_signed(total, self.bits)), initial=0))
+        if worst > limit:
+            raise InvalidUpdateError(
+                f"the secure sum has a coordinate of magnitude {worst}, more than {survivors} "
+                f"honest sites bounded by {self.input_bound} can produce ({limit}): some site "
+                "sent an out-of-range input; the aggregate is refused"
+            )
 
     @property
     def malicious(self) -> bool:
@@ -277,6 +301,7 @@ class SecAggSum:
         meas["site_time_max_s"] = max(
             (sum(t.values()) for t in trace.site_time_s.values()), default=0.0
         )
+        self._check_magnitude(out.total, len(out.survivors))
         return SumResult(
             total=out.total,
             survivors=np.asarray(out.survivors, dtype=np.int64),
