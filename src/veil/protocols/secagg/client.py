@@ -18,6 +18,14 @@ Steps (see :mod:`~veil.protocols.secagg.transitions` for the table):
    for survivors, key shares only for dropped neighbours, never both for one peer) and
    every neighbour's tag matches our U3; then reveal exactly those shares.
 
+Malicious-server mode (``config.roster`` set; the site holds its enrolled
+:class:`~veil.crypto.identity.SiteIdentity`): step 1 also commits to b and signs the
+advertisement (:mod:`~veil.protocols.secagg.signing`); step 2 first derives the graph from
+the digests of all committed advertisements and verifies every neighbour's signature
+against the roster; step 3 names (and neither holds nor masks with) neighbours whose
+ciphertexts do not open; step 4 signs the survivor list; step 5 reveals nothing without
+valid signatures on this site's own list from at least t neighbours.
+
 Any exception moves the machine to ``ERROR``; a site in ``ERROR`` is simply silent.
 """
 

@@ -11,6 +11,15 @@ Unmasking (step 5): with U2 the sites that shared keys and U3 those whose masked
 arrived, ``Σ_{u∈U3} x_u = Σ_{u∈U3} y_u − Σ_{u∈U3} PRG(b_u)
 − Σ_{u∈U2∖U3} Σ_{v∈U3, v holds u} sign(v,u)·PRG(s_uv)``, with b_u and s_u^SK rebuilt
 from t shares.
+
+Malicious-server mode (``config.roster`` set): advertisements are verified against the
+roster and validated (low-order or copied keys: the site is dropped and named in
+:attr:`SecAggServer.blamed`); the graph seed is the hash of the accepted advertisements'
+digests; masked inputs are summed at the stage's close, without the sites whose share
+ciphertexts a neighbour could not open; survivor-list signatures are verified and
+forwarded to each site's neighbours; every rebuilt self-mask seed is checked against its
+commitment and every mask key against its advertised public key, wrong shares are found
+among all received shares, their holders named, and the shares ignored.
 """
 
 from __future__ import annotations
