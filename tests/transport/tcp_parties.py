@@ -32,20 +32,46 @@ def site_input(u: int, dim: int) -> np.ndarray:
     return np.random.default_rng(1000 + u).integers(0, 2**20, dim, dtype=np.uint64)
 
 
-def secagg_config(n: int, dim: int):
+def enrol(directory: Path, n: int) -> str:
+    """Create n site identities and the roster file; returns the roster's pinned digest."""
+    from veil.crypto.identity import Roster, SiteIdentity
+
+    ids = [SiteIdentity.generate(u) for u in range(n)]
+    for i in ids:
+        i.save(directory / "ids")
+    roster = Roster.of("tcp-test", ids)
+    (directory / "roster.json").write_text(roster.to_json())
+    return roster.digest().hex()
+
+
+def secagg_config(n: int, dim: int, certdir: str | None = None, digest: str | None = None):
+    """The round's parameters; with a pinned roster digest, the malicious-server mode."""
+    from veil.crypto.identity import Roster
     from veil.protocols.secagg import SecAggConfig
 
-    return SecAggConfig(5, tuple(range(n)), dim, 20, n - 1, n // 2 + 1, bytes(range(32)))
+    roster = None
+    if digest is not None and certdir is not None:
+        roster = Roster.from_json((Path(certdir) / "roster.json").read_text(), digest)
+    t = n // 2 + 1 if roster is None else n - 1
+    return SecAggConfig(5, tuple(range(n)), dim, 20, n - 1, t, bytes(range(32)), roster,
+                        bytes(range(1, 33)))
 
 
-def secagg_party(name: str, n: int, dim: int, addresses, certdir: str, out) -> None:
+def identity(certdir: str, u: int):
+    from veil.crypto.identity import SiteIdentity
+
+    return SiteIdentity.load(u, Path(certdir) / "ids" / f"site-{u}.key")
+
+
+def secagg_party(name: str, n: int, dim: int, addresses, certdir: str, out,
+                 digest: str | None = None) -> None:
     """Run one SecAgg+ party (server or site ``name``) over TCP + mTLS; put its result."""
     from veil.protocols.secagg import SERVER, SecAggClient, SecAggServer, site_of
     from veil.transport.loop import run_party
     from veil.transport.tcp import connect_mesh
 
     d = Path(certdir)
-    cfg = secagg_config(n, dim)
+    cfg = secagg_config(n, dim, certdir, digest)
     peers = addresses if name == SERVER else {k: addresses[k] for k in (name, SERVER)}
     ch = connect_mesh(name, peers, d / f"{name}.crt", d / f"{name}.key", d / "test-ca.crt",
                       connect_timeout_s=60)
@@ -53,7 +79,9 @@ def secagg_party(name: str, n: int, dim: int, addresses, certdir: str, out) -> N
         if name == SERVER:
             party = SecAggServer(cfg)
         else:
-            party = SecAggClient(cfg, site_of(name), site_input(site_of(name), dim))
+            u = site_of(name)
+            ident = identity(certdir, u) if cfg.malicious else None
+            party = SecAggClient(cfg, u, site_input(u, dim), ident)
         run_party(party, ch, stage_deadline_s=20, idle_timeout_s=60)
         if name == SERVER:
             out.put((name, party.result.total.tolist(), list(party.result.survivors)))

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from tcp_parties import (
     echo_party,
+    enrol,
     free_ports,
+    identity,
     make_certs,
     secagg_config,
     secagg_party,
@@ -46,15 +48,17 @@ def _connect_all(tmp_path, addrs, **kw):
     return out, errs
 
 
-def test_same_secagg_round_over_tcp_mtls_processes_as_in_process(tmp_path) -> None:
+@pytest.mark.parametrize("malicious", [False, True], ids=["semi-honest", "malicious-server"])
+def test_same_secagg_round_over_tcp_mtls_processes_as_in_process(tmp_path, malicious) -> None:
     n, dim = 3, 50
     names = ["server", *map(str, range(n))]
     make_certs(tmp_path, names)
+    digest = enrol(tmp_path, n) if malicious else None  # identity files + pinned roster
     addrs = _mesh(tmp_path, names)
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    procs = [ctx.Process(target=secagg_party, args=(nm, n, dim, addrs, str(tmp_path), q))
-             for nm in names]
+    procs = [ctx.Process(target=secagg_party,
+                         args=(nm, n, dim, addrs, str(tmp_path), q, digest)) for nm in names]
     for p in procs:
         p.start()
     results = {}
@@ -66,8 +70,9 @@ def test_same_secagg_round_over_tcp_mtls_processes_as_in_process(tmp_path) -> No
     assert all(p.exitcode == 0 for p in procs)
     assert all(results[str(u)][0] == "DONE" for u in range(n)), results
     total, survivors = results["server"]
-    cfg = secagg_config(n, dim)
-    local, _ = run_round(cfg, lambda u: site_input(u, dim))
+    cfg = secagg_config(n, dim, str(tmp_path), digest)
+    ids = {u: identity(str(tmp_path), u) for u in range(n)} if malicious else None
+    local, _ = run_round(cfg, lambda u: site_input(u, dim), identities=ids)
     expected = sum(site_input(u, dim) for u in range(n)) & np.uint64(2**20 - 1)
     assert survivors == [0, 1, 2] and list(local.survivors) == survivors
     assert np.array_equal(np.asarray(total, dtype=np.uint64), local.total)
