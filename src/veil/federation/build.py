@@ -161,6 +161,9 @@ def build_federation(
         secure_rng=secure_rng,
         eval_every=cfg.federation.eval_every,
         on_round=on_round,
+        # client-level DP claims amplification by sampling: cohorts must be secret
+        secret_cohorts=cfg.privacy.client_on and cfg.privacy.secure_rng,
+        dp_mechanism=cfg.privacy.client_level.mechanism if cfg.privacy.client_on else None,
     )
     fed.fingerprint = config_hash(cfg)
     fed.privacy_noise = noise

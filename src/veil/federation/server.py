@@ -18,6 +18,7 @@ from veil.aggregation import Pipeline, PipelineState, RoundResult
 from veil.crypto.prg import SecureRng
 from veil.errors import ConfigError
 from veil.federation.server_opt import ServerOptimizer
+from veil.privacy.release import draw_cohort
 
 __all__ = ["Server", "round_half"]
 
@@ -39,6 +40,8 @@ class Server:
         sampling: ``"fixed"`` or ``"poisson"``.
         seed: seed of the cohort schedule.
         secure_rng: server privacy randomness from fresh OS entropy (True) or the seed.
+        secret_cohorts: draw cohorts from the privacy CSPRNG (set whenever client-level DP
+            claims amplification by sampling); otherwise from the seed (reproducible).
 
     Raises:
         ConfigError: cohort out of range or unknown sampling.
@@ -54,6 +57,7 @@ class Server:
         sampling: str = "fixed",
         seed: int = 0,
         secure_rng: bool = True,
+        secret_cohorts: bool = False,
     ) -> None:
         self.n_sites = int(n_sites)
         self.cohort = float(cohort if cohort is not None else self.n_sites)
@@ -68,6 +72,7 @@ class Server:
         self.sampling = sampling
         self.seed = seed
         self.secure_rng = secure_rng
+        self.secret_cohorts = secret_cohorts
         self.params = params.detach().to(torch.float32).clone()
         self.pipe_state: PipelineState = pipeline.init()
 
@@ -77,7 +82,9 @@ class Server:
         return round_half(self.cohort)
 
     def select_cohort(self, round: int) -> np.ndarray:
-        """Sites selected for ``round`` (deterministic in seed and round)."""
+        """Sites selected for ``round``: secret (privacy CSPRNG) or from seed and round."""
+        if self.secret_cohorts:
+            return draw_cohort(SecureRng.fresh(), self.n_sites, self.cohort, self.sampling)
         rng = np.random.default_rng([self.seed, round, 0xC0])
         if self.sampling == "poisson":
             q = self.cohort / self.n_sites

@@ -40,6 +40,7 @@ from veil.federation.server import Server, round_half
 from veil.federation.server_opt import ServerOptimizer
 from veil.federation.site import Site, SiteStreams, site_streams
 from veil.models.params import flat_params, load_flat_params
+from veil.privacy.release import release_measurements
 from veil.training import LocalConfig, SiteData, Trainer
 
 __all__ = ["Simulation", "Federation", "RunResult", "evaluate", "make_plan", "round_half"]
@@ -137,6 +138,8 @@ class Simulation:
         secure_rng: bool = True,
         eval_every: int = 1,
         on_round: Callable[[dict[str, Any]], None] | None = None,
+        secret_cohorts: bool = False,
+        dp_mechanism: str | None = None,
     ) -> None:
         self.model = model
         self.dataset = dataset
@@ -149,8 +152,10 @@ class Simulation:
         self.n_sites = len(self.sites)
         self.server = Server(
             pipeline, server_opt, flat_params(model), self.n_sites, cohort, sampling, seed,
-            secure_rng,
+            secure_rng, secret_cohorts,
         )
+        #: client-level DP mechanism (None: none); its records keep only released numbers
+        self.dp_mechanism = dp_mechanism
         self.pipeline = pipeline
         self.trainer = trainer
         self.rounds = rounds
@@ -330,7 +335,7 @@ class Simulation:
                 if survivors.size
                 else 0.0,
                 bytes_total=int(sum(sent.values())),
-                measurements=res.measurements,
+                measurements=release_measurements(res.measurements, self.dp_mechanism),
             )
         self._finish(rec, r, t0, events, survivors, cohort)
         return rec
