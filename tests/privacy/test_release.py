@@ -105,3 +105,21 @@ def test_distributed_noise_counts_honest_survivors_only() -> None:
     check_ddg_sigma(0.5)
     with pytest.raises(InsecureParametersError):
         check_ddg_sigma(0.49)
+
+
+def test_distributed_dp_stage_sizes_and_charges_for_honest_survivors() -> None:
+    from types import SimpleNamespace
+
+    from veil.aggregation.distributed_dp import DistributedDP, ddg_epsilon
+
+    kw = dict(bits=32, scale=1000.0, headroom=2**30, l2_clip=0.5, noise_multiplier=2.0,
+              expected_dropout=0.2)
+    plain, honest = DistributedDP(**kw), DistributedDP(**kw, corrupt_fraction=0.1)
+    s0, d0 = plain.site_sigma(50, 100)
+    s1, d1 = honest.site_sigma(50, 100)
+    assert d0 == d1 and s1 / s0 == pytest.approx((40 / 35) ** 0.5)  # 40 vs 35 honest sites
+    ctx = SimpleNamespace(cohort_size=50, survivors=list(range(40)))
+    rho = [st.decode(None, np.zeros(100), ctx)[2]["rho"] for st in (plain, honest)]
+    # the colluders' noise is not counted: 35 honest survivors' worth, per-site σ larger
+    assert rho[1] == pytest.approx(ddg_epsilon(d1, s1, 35, 100) ** 2 / 2)
+    assert ddg_epsilon(d0, 0.49, 40, 100) == float("inf")  # σ < 1/2: theorem does not apply

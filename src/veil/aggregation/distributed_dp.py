@@ -20,7 +20,9 @@ dp_accounting 0.6 has no discrete-Gaussian event, so :meth:`DistributedDP.decode
 ``ZCDpEvent(rho=ε²/2)`` computed for the *actual* survivors m' (fewer survivors than
 expected ⇒ less noise ⇒ a larger ρ is reported, never hidden). As σ grows τ → 0 and ρ →
 1/(2z²)·(m/m'), the continuous Gaussian's zCDP. Assumptions: honest sites add their noise
-(corrupt sites' noise is not counted: size ``expected_dropout`` to include them), the
+(the noise of the ``corrupt_fraction`` of sites that may collude with the server is not
+counted: σ is sized for ⌊n(1 − dropout)⌋ − ⌈corrupt·n⌉ honest survivors and each round is
+charged for its survivors minus ⌈corrupt·n⌉; σ ≥ 1/2 is checked), the
 noise sampler uses floating-point acceptance probabilities (Canonne, Kamath & Steinke 2020,
 Alg. 3, vectorised), and the integer sum never wraps (checked against the quantiser's
 head-room at 12σ, wrap probability < 10⁻³² per coordinate).
@@ -45,9 +47,9 @@ from veil.aggregation.base import (
     ring,
 )
 from veil.aggregation.quantize import Quantize
-from veil.errors import ConfigError, LocalError
+from veil.errors import ConfigError, InsecureParametersError, LocalError
 
-__all__ = ["DistributedDP", "discrete_gaussian", "ddg_epsilon"]
+__all__ = ["DistributedDP", "check_sigma", "ddg_epsilon", "discrete_gaussian", "honest_survivors"]
 
 
 def discrete_gaussian(sigma: float, shape: int | tuple[int, ...], rng: Any) -> np.ndarray:
@@ -77,9 +79,51 @@ def discrete_gaussian(sigma: float, shape: int | tuple[int, ...], rng: Any) -> n
     return np.concatenate(out)[:n].reshape(shape)
 
 
+def honest_survivors(cohort: int, expected_dropout: float, corrupt_fraction: float) -> int:
+    """Sites whose noise may be counted: ``⌊n (1 − dropout)⌋ − ⌈corrupt · n⌉``.
+
+    Sites the SecAgg threat model lets collude with the server (``corrupt · n``) know their
+    own noise, so it does not protect anyone against that coalition.
+
+    Raises:
+        ConfigError: fractions outside [0, 1), or no honest survivor remains.
+    """
+    n = max(1, int(cohort))
+    if not (0.0 <= expected_dropout < 1.0 and 0.0 <= corrupt_fraction < 1.0):
+        raise ConfigError(
+            "expected_dropout and corrupt_fraction must be in [0, 1)", key="aggregation"
+        )
+    m = math.floor(n * (1.0 - expected_dropout)) - math.ceil(corrupt_fraction * n - 1e-12)
+    if m < 1:
+        raise ConfigError(
+            f"a cohort of {n} with expected_dropout {expected_dropout} and corrupt_fraction "
+            f"{corrupt_fraction} leaves no honest survivor to add noise; raise the cohort",
+            key="aggregation.corrupt_fraction",
+        )
+    return int(m)
+
+
+def check_sigma(sigma: float) -> None:
+    """The bound of :func:`ddg_epsilon` needs σ ≥ 1/2 per site (KLS21, Thm 14).
+
+    Raises:
+        InsecureParametersError: ``sigma < 0.5``.
+    """
+    if not (math.isfinite(sigma) and sigma >= 0.5):
+        raise InsecureParametersError(
+            f"per-site discrete Gaussian σ = {sigma:.4g} < 1/2: the distributed DP bound does "
+            "not hold; raise privacy.client_level.noise_multiplier or aggregation.bits, or "
+            "use a smaller cohort",
+            key="privacy.client_level.noise_multiplier",
+        )
+
+
 def ddg_epsilon(l2_sensitivity: float, sigma: float, survivors: int, dim: int) -> float:
-    """ε of the ½ε²-zCDP bound of the distributed discrete Gaussian (KLS21, Thm 14)."""
-    if survivors < 1 or sigma <= 0:
+    """ε of the ½ε²-zCDP bound of the distributed discrete Gaussian (KLS21, Thm 14).
+
+    ``inf`` (not private) when the theorem's precondition σ ≥ 1/2 fails.
+    """
+    if survivors < 1 or not sigma >= 0.5:
         return math.inf
     tau = 10 * sum(
         math.exp(-2 * math.pi**2 * sigma**2 * k / (k + 1)) for k in range(1, survivors)
@@ -101,6 +145,8 @@ class DistributedDP(SiteStateless):
         l2_clip: L2 norm bound C of each update before quantisation (clip upstream).
         noise_multiplier: z (central-equivalent noise std / sensitivity).
         expected_dropout: fraction of the cohort expected to drop before the sum.
+        corrupt_fraction: fraction of the cohort that may collude with the server; their
+            noise is not counted (:func:`honest_survivors`).
     """
 
     bits: int
@@ -109,14 +155,17 @@ class DistributedDP(SiteStateless):
     l2_clip: float
     noise_multiplier: float
     expected_dropout: float = 0.0
+    corrupt_fraction: float = 0.0
     name: str = "distributed_dp"
     dp: ClassVar[str] = "mechanism"
 
     def __post_init__(self) -> None:
         if not self.l2_clip > 0 or not self.noise_multiplier > 0:
             raise ConfigError("l2_clip and noise_multiplier must be positive", key=self.name)
-        if not 0 <= self.expected_dropout < 1:
-            raise ConfigError("expected_dropout must be in [0, 1)", key=self.name)
+        if not 0 <= self.expected_dropout < 1 or not 0 <= self.corrupt_fraction < 1:
+            raise ConfigError(
+                "expected_dropout and corrupt_fraction must be in [0, 1)", key=self.name
+            )
         if not (self.scale > 0 and self.headroom >= 0):
             raise ConfigError("scale must be > 0 and headroom >= 0", key=self.name)
 
@@ -128,12 +177,13 @@ class DistributedDP(SiteStateless):
         l2_clip: float,
         noise_multiplier: float,
         expected_dropout: float = 0.0,
+        corrupt_fraction: float = 0.0,
     ) -> DistributedDP:
         """The noise stage sized for ``quantizer`` summing at most ``cohort`` sites."""
         n = quantizer.sites_bound(cohort)
         return cls(
             quantizer.bits, quantizer.scale(n), quantizer.headroom(n), l2_clip,
-            noise_multiplier, expected_dropout,
+            noise_multiplier, expected_dropout, corrupt_fraction,
         )
 
     def domain(self, upstream: Domain) -> Domain:
@@ -146,10 +196,11 @@ class DistributedDP(SiteStateless):
         return None
 
     def site_sigma(self, cohort_size: int, dim: int) -> tuple[float, float]:
-        """(σ per site on the integer grid, Δ₂ on the integer grid)."""
+        """(σ per site on the integer grid, Δ₂ on the integer grid), sized for the honest
+        expected survivors (:func:`honest_survivors`)."""
         n = max(1, cohort_size)
         delta = self.scale * self.l2_clip + math.sqrt(dim)
-        m = max(1, math.floor(n * (1 - self.expected_dropout)))
+        m = honest_survivors(n, self.expected_dropout, self.corrupt_fraction)
         return self.noise_multiplier * delta / math.sqrt(m), delta
 
     def fits(self, cohort_size: int, dim: int) -> bool:
@@ -180,6 +231,7 @@ class DistributedDP(SiteStateless):
                 "DP noise does not fit in the ring's head-room; raise Quantize.bits or margin",
                 key=self.name,
             )
+        check_sigma(sigma)
         out = x.astype(np.int64)
         for i in range(x.shape[0]):
             rng = ctx.row_rng(i, "DistributedDP (discrete Gaussian noise)")
@@ -191,8 +243,10 @@ class DistributedDP(SiteStateless):
     ) -> tuple[None, np.ndarray, Mapping[str, float], Any]:
         """Pass the sum through; report the zCDP event for the actual survivors."""
         d = int(np.asarray(aggregate).shape[0])
-        sigma, delta = self.site_sigma(ctx.cohort_size or len(ctx.survivors), d)
-        m = len(ctx.survivors)
+        n = ctx.cohort_size or len(ctx.survivors)
+        sigma, delta = self.site_sigma(n, d)
+        # the survivors' noise, minus what the tolerated corrupt sites added (known to them)
+        m = len(ctx.survivors) - math.ceil(self.corrupt_fraction * max(1, n) - 1e-12)
         eps = ddg_epsilon(delta, sigma, m, d)
         event = dp_accounting.ZCDpEvent(eps**2 / 2) if math.isfinite(eps) else (
             dp_accounting.NonPrivateDpEvent()

@@ -74,6 +74,7 @@ def distributed_dp(
     quantize_range: float,
     expected_dropout: float = 0.0,
     margin: float = 2.0,
+    corrupt_fraction: float = 0.0,
 ) -> Chain:
     """Distributed DP under a secure sum, sized together (Kairouz, Liu & Steinke 2021).
 
@@ -86,7 +87,9 @@ def distributed_dp(
     n = max(1, int(cohort))
     for _ in range(40):
         q = Quantize(clip=quantize_range, bits=bits, margin=margin, cohort_bound=n)
-        noise = DistributedDP.after(q, n, clip_norm, noise_multiplier, expected_dropout)
+        noise = DistributedDP.after(
+            q, n, clip_norm, noise_multiplier, expected_dropout, corrupt_fraction
+        )
         if noise.fits(n, dim):
             return Chain([Clip(clip_norm), UniformMean(fixed_denominator=float(n)), q, noise])
         margin *= 2

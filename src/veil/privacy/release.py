@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from veil.errors import ConfigError, InsecureParametersError
+from veil.aggregation.distributed_dp import check_sigma as check_ddg_sigma
+from veil.aggregation.distributed_dp import honest_survivors
+from veil.errors import ConfigError
 
 __all__ = [
     "DP_STAGES",
@@ -102,43 +104,3 @@ def release_measurements(
         ):
             out[k] = v
     return out
-
-
-def honest_survivors(cohort: int, expected_dropout: float, corrupt_fraction: float) -> int:
-    """Sites whose noise distributed DP may count: expected survivors minus corrupt sites.
-
-    ``⌊n (1 − dropout)⌋ − ⌈corrupt · n⌉``: the SecAgg threat model lets up to
-    ``corrupt · n`` sites collude with the server; their noise is known to it.
-
-    Raises:
-        ConfigError: no honest survivor remains (key ``aggregation.corrupt_fraction``).
-    """
-    n = max(1, int(cohort))
-    if not (0.0 <= expected_dropout < 1.0 and 0.0 <= corrupt_fraction < 1.0):
-        raise ConfigError(
-            "expected_dropout and corrupt_fraction must be in [0, 1)", key="aggregation"
-        )
-    m = math.floor(n * (1.0 - expected_dropout)) - math.ceil(corrupt_fraction * n - 1e-12)
-    if m < 1:
-        raise ConfigError(
-            f"a cohort of {n} with expected_dropout {expected_dropout} and corrupt_fraction "
-            f"{corrupt_fraction} leaves no honest survivor to add noise; raise the cohort",
-            key="aggregation.corrupt_fraction",
-        )
-    return int(m)
-
-
-def check_ddg_sigma(sigma: float) -> None:
-    """The distributed discrete Gaussian bound (KLS21, Thm 14) needs σ ≥ 1/2 per site.
-
-    Raises:
-        InsecureParametersError: ``sigma < 0.5`` (raise the noise multiplier or the clip
-            scale, or lower the cohort).
-    """
-    if not (math.isfinite(sigma) and sigma >= 0.5):
-        raise InsecureParametersError(
-            f"per-site discrete Gaussian σ = {sigma:.4g} < 1/2: the distributed DP bound does "
-            "not hold; raise privacy.client_level.noise_multiplier or aggregation.bits, or "
-            "use a smaller cohort",
-            key="privacy.client_level.noise_multiplier",
-        )
