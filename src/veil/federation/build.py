@@ -114,6 +114,7 @@ def build_federation(
     secure_rng = True
     noise: dict[str, Any] = {}
     dp_chain: Chain | None = None
+    site_ledgers: tuple[Any, ...] = ()
     if cfg.privacy.enabled:
         from veil.privacy import SecureSum, build_privacy
 
@@ -131,6 +132,7 @@ def build_federation(
         if setup.trainer is not None:
             trainer = setup.trainer
         dp_chain = setup.chain
+        site_ledgers = setup.site_ledgers
         noise = dict(setup.noise)
         all_hooks = list(setup.hooks) + all_hooks
         secure_rng = bool(getattr(cfg.privacy, "secure_rng", True))
@@ -165,6 +167,8 @@ def build_federation(
         secret_cohorts=cfg.privacy.client_on and cfg.privacy.secure_rng,
         dp_mechanism=cfg.privacy.client_level.mechanism if cfg.privacy.client_on else None,
     )
+    for site, ledger in zip(fed.sites, site_ledgers):
+        site.ledger = ledger  # each site holds its own sample-level ledger
     fed.fingerprint = config_hash(cfg)
     fed.privacy_noise = noise
     return fed

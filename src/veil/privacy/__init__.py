@@ -27,6 +27,7 @@ from veil.privacy.config import (
 )
 from veil.privacy.ledger import PrivacyLedger
 from veil.privacy.plan import RoundInfo, RoundPlan
+from veil.privacy.site_ledger import SiteLedger
 from veil.privacy.setup import FEDERATION, PrivacyHook, PrivacySetup, SecureSum, build_privacy
 from veil.privacy.sweep import parse_epsilons, sweep, write_sweep
 
@@ -42,6 +43,7 @@ __all__ = [
     "RoundPlan",
     "SampleLevelConfig",
     "SecureSum",
+    "SiteLedger",
     "build_privacy",
     "calibrate_noise",
     "dpsgd_round_event",

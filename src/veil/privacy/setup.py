@@ -18,7 +18,7 @@ rate ``cohort / n_sites``; a fixed-size cohort is charged without amplification.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,16 +35,13 @@ from veil.privacy.accounting import calibrate_noise, epsilon, sampled
 from veil.privacy.config import PrivacyConfig
 from veil.privacy.ledger import PrivacyLedger
 from veil.privacy.plan import RoundInfo, RoundPlan
+from veil.privacy.site_ledger import SiteLedger
 from veil.training import LocalConfig, Trainer, dpsgd_trainer
 
 __all__ = ["PrivacySetup", "PrivacyHook", "SecureSum", "build_privacy", "FEDERATION"]
 
 FEDERATION = "federation"
 _TOL = 1e-9
-
-
-def _site(i: int) -> str:
-    return f"site:{int(i)}"
 
 
 class PrivacyHook:
@@ -54,21 +51,27 @@ class PrivacyHook:
         cfg: the privacy config (target ε, δ, accountant, over_budget policy).
         client_event: the per-round client-level DP event *before* site sampling, or
             ``None`` without client-level DP.
-        trainer: the DP-SGD trainer (its per-site round events), or ``None``.
+        trainer: the DP-SGD trainer, or ``None``.
+        site_ledgers: each site's own sample-level ledger (index = site id); the hook
+            reads the ε they report, never a site's size.
     """
 
     name = "privacy"
 
     def __init__(
-        self, cfg: PrivacyConfig, client_event: dpe.DpEvent | None, trainer: Trainer | None
+        self,
+        cfg: PrivacyConfig,
+        client_event: dpe.DpEvent | None,
+        trainer: Trainer | None,
+        site_ledgers: Sequence[SiteLedger] = (),
     ) -> None:
         self.cfg = cfg
         self.client_event = client_event
         self.trainer = trainer
+        self.site_ledgers = list(site_ledgers)
         self.ledger = PrivacyLedger(cfg.delta, cfg.accountant)
         self.plan: RoundPlan | None = None
         self.planned: dict[str, float] = {}
-        self._site_events: dict[int, dpe.DpEvent] = {}
         self._client_sampled: dpe.DpEvent | None = None
 
     # -- helpers ---------------------------------------------------------------------------
@@ -81,26 +84,13 @@ class PrivacyHook:
             raise ConfigError("privacy hook used before before_run(plan)")
         return self.plan
 
-    def _site_event(self, n: int) -> dpe.DpEvent:
-        if n not in self._site_events:
-            self._site_events[n] = self.trainer.round_event(n)  # type: ignore[union-attr]
-        return self._site_events[n]
-
     def _planned_epsilons(self, rounds: int) -> dict[str, float]:
-        p = self._need_plan()
         out: dict[str, float] = {}
         if self._client_sampled is not None:
             ev = dpe.SelfComposedDpEvent(self._client_sampled, rounds)
             out["client"] = epsilon(ev, self.cfg.delta, self.cfg.accountant)
-        if self.trainer is not None:
-            out["sample"] = max(
-                epsilon(
-                    dpe.SelfComposedDpEvent(self._site_event(int(n)), rounds),
-                    self.cfg.delta,
-                    self.cfg.accountant,
-                )
-                for n in np.unique(p.site_sizes)
-            )
+        if self.site_ledgers:
+            out["sample"] = max(led.planned(rounds) for led in self.site_ledgers)
         return out
 
     def _max_rounds(self, level: str, rounds: int) -> int:
@@ -133,12 +123,8 @@ class PrivacyHook:
                     "lower privacy.delta",
                     key="privacy.delta",
                 )
-        if self.trainer is not None and cfg.delta >= 1.0 / int(np.min(plan.site_sizes)):
-            raise ConfigError(
-                f"delta={cfg.delta} is not below 1/(smallest site size "
-                f"{int(np.min(plan.site_sizes))}); lower privacy.delta",
-                key="privacy.delta",
-            )
+        for led in self.site_ledgers:  # each site vets δ against its own size
+            led.vet()
         self.planned = self._planned_epsilons(plan.rounds)
         over = {k: v for k, v in self.planned.items() if v > cfg.target_epsilon + _TOL}
         if over and cfg.over_budget == "refuse":
@@ -170,7 +156,7 @@ class PrivacyHook:
 
     def before_round(self, round: int) -> str | None:
         """A stop reason if the coming round could push any guarantee over budget."""
-        p = self._need_plan()
+        self._need_plan()
         target = self.cfg.target_epsilon + _TOL
         if self._client_sampled is not None:
             nxt = self.ledger.epsilon_if(FEDERATION, self._client_sampled)
@@ -180,40 +166,36 @@ class PrivacyHook:
                     f"ε={self.ledger.epsilon(FEDERATION):.3f} spent, round {round} would bring it "
                     f"to {nxt:.3f} > {self.cfg.target_epsilon:g} at δ={self.cfg.delta:g}"
                 )
-        if self.trainer is not None:
-            for i, n in enumerate(p.site_sizes):
-                nxt = self.ledger.epsilon_if(_site(i), self._site_event(int(n)))
-                if nxt > target:
-                    return (
-                        f"privacy budget reached (sample level, site {i}): round {round} could "
-                        f"bring ε to {nxt:.3f} > {self.cfg.target_epsilon:g} "
-                        f"at δ={self.cfg.delta:g}"
-                    )
+        for i, led in enumerate(self.site_ledgers):
+            nxt = led.next_epsilon()
+            if nxt > target:
+                return (
+                    f"privacy budget reached (sample level, site {i}): round {round} could "
+                    f"bring ε to {nxt:.3f} > {self.cfg.target_epsilon:g} "
+                    f"at δ={self.cfg.delta:g}"
+                )
         return None
 
     def after_round(self, info: RoundInfo) -> Mapping[str, Any]:
         """Charge the round's events; return ε spent so far (client and sample level)."""
-        p = self._need_plan()
+        self._need_plan()
         out: dict[str, Any] = {}
         if self.client_event is not None:
             evs = list(info.dp_events) or [self.client_event]  # an aborted round still counts
             ev = evs[0] if len(evs) == 1 else dpe.ComposedDpEvent(evs)
             self.ledger.spend(FEDERATION, self._sampled(ev))
             out["epsilon_client"] = self.ledger.epsilon(FEDERATION)
-        if self.trainer is not None:
+        if self.site_ledgers:
             for s in np.asarray(info.cohort, dtype=np.int64):
-                self.ledger.spend(_site(int(s)), self._site_event(int(p.site_sizes[int(s)])))
-            out["epsilon_sample_max"] = max(
-                (self.ledger.epsilon(_site(i)) for i in range(p.n_sites)), default=0.0
-            )
+                self.site_ledgers[int(s)].charge()  # the site's own ledger
+            out["epsilon_sample_max"] = max(led.epsilon() for led in self.site_ledgers)
         self.ledger.prune()
         out["delta"] = self.cfg.delta
         return out
 
     def epsilon_per_site(self) -> dict[int, float]:
-        """Sample-level ε(δ) spent by each site."""
-        p = self._need_plan()
-        return {i: self.ledger.epsilon(_site(i)) for i in range(p.n_sites)}
+        """Sample-level ε(δ) each site reports."""
+        return {i: led.epsilon() for i, led in enumerate(self.site_ledgers)}
 
     def summary(self) -> Mapping[str, Any]:
         """ε spent, the budget and how it was accounted (for the run's record)."""
@@ -227,7 +209,7 @@ class PrivacyHook:
         }
         if self.client_event is not None:
             out["epsilon_client"] = self.ledger.epsilon(FEDERATION)
-        if self.trainer is not None and self.plan is not None:
+        if self.site_ledgers and self.plan is not None:
             per = self.epsilon_per_site()
             out["epsilon_sample_max"] = max(per.values(), default=0.0)
             out["epsilon_sample_per_site"] = {str(k): v for k, v in per.items()}
@@ -275,6 +257,8 @@ class PrivacySetup:
     chain: Chain | None
     hooks: tuple[PrivacyHook, ...]
     noise: dict[str, Any] = field(default_factory=dict)
+    #: each site's own sample-level ledger (index = site id), for the sites to hold
+    site_ledgers: tuple[SiteLedger, ...] = ()
 
     @property
     def hook(self) -> PrivacyHook:
@@ -337,8 +321,15 @@ def build_privacy(
         t = chain.stages[0]
         client_event = t.round_event()
         noise["client_noise_multiplier"] = t.noise_multiplier
-    hook = PrivacyHook(cfg, client_event, trainer)
-    return PrivacySetup(trainer, chain, (hook,), noise)
+    ledgers: list[SiteLedger] = []
+    if trainer is not None:
+        events: dict[int, dpe.DpEvent] = {}
+        for n in (int(v) for v in plan.site_sizes):
+            if n not in events:
+                events[n] = trainer.round_event(n)  # type: ignore[assignment]
+            ledgers.append(SiteLedger(cfg, events[n], n))
+    hook = PrivacyHook(cfg, client_event, trainer, ledgers)
+    return PrivacySetup(trainer, chain, (hook,), noise, tuple(ledgers))
 
 
 def _build_distributed(
