@@ -126,6 +126,10 @@ def _serve_one(channel: Channel, eng: Any, plan: dict[str, Any], weights: list[S
     """One inference: evaluate on the input shares, send this party's output component."""
     shape = meta["shape"]
     xa, xb = _arrays(body, [shape, shape], CLIENT)
+    # all three hold their input shares before the online clock starts (like SPU's
+    # link barrier): the skew of the client's three sends belongs to the input phase
+    peers = [j for j in range(3) if j != eng.i]
+    eng.net.exchange({j: [] for j in peers}, {j: [] for j in peers})
     eng.net.stats = type(eng.net.stats)()
     t0 = time.perf_counter()
     y = evaluate_plan(eng, plan, weights, Share(xa, xb))  # read-only views, never written
