@@ -124,7 +124,7 @@ def build_federation(
         )
         a = cfg.aggregation
         secure = (
-            SecureSum(a.bits, a.quantize_range, a.expected_dropout)
+            SecureSum(a.bits, a.quantize_range, a.expected_dropout, a.corrupt_fraction)
             if a.secure_aggregation else None
         )
         setup = build_privacy(cfg.privacy, plan, model, ds.task, local, cfg.seed,

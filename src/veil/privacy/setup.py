@@ -28,7 +28,7 @@ from torch import nn
 
 from veil.aggregation import presets
 from veil.aggregation.base import Chain
-from veil.aggregation.distributed_dp import DistributedDP, ddg_epsilon
+from veil.aggregation.distributed_dp import DistributedDP, ddg_epsilon, honest_survivors
 from veil.aggregation.quantize import Quantize
 from veil.errors import BudgetExceededError, ConfigError
 from veil.privacy.accounting import calibrate_noise, epsilon, sampled
@@ -234,11 +234,14 @@ class SecureSum:
         bits: ring width b of the summation protocol.
         quantize_range: per-coordinate clip of the quantiser.
         expected_dropout: dropout rate distributed noise is sized for.
+        corrupt_fraction: sites that may collude with the server; their noise is not
+            counted by distributed DP.
     """
 
     bits: int
     quantize_range: float
     expected_dropout: float = 0.0
+    corrupt_fraction: float = 0.0
 
 
 @dataclass
@@ -354,12 +357,13 @@ def _build_distributed(
             key="privacy.client_level.mechanism",
         )
     n = max(1, int(round(plan.cohort_size)))
-    m = max(1, math.floor(n * (1 - secure.expected_dropout)))
+    # noise counted only from honest survivors: expected survivors minus tolerated colluders
+    m = honest_survivors(n, secure.expected_dropout, secure.corrupt_fraction)
 
     def make(z: float, margin: float) -> Chain:
         return presets.distributed_dp(
             cl.clip_norm, z, n, dim, secure.bits, secure.quantize_range,
-            secure.expected_dropout, margin,
+            secure.expected_dropout, margin, secure.corrupt_fraction,
         )
 
     def round_event(noise: Any) -> dpe.DpEvent:
@@ -375,7 +379,8 @@ def _build_distributed(
                     # charged as the ledger charges it: the cohort scheme under add/remove
                     sampled(
                         round_event(DistributedDP.after(_quantizer(margin), n, cl.clip_norm, v,
-                                                        secure.expected_dropout)),
+                                                        secure.expected_dropout,
+                                                        secure.corrupt_fraction)),
                         plan.sampling, n / plan.n_sites,
                     ),
                     plan.rounds,
