@@ -179,7 +179,8 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "record.json").unlink(missing_ok=True)
     run_id, status = pr.flwr_run(home, app, rc, args.timeout, record=out / "record.json")
-    (out / "serverapp.log").write_text(pr.run_log(home, run_id))
+    if status != "finished:completed":  # keep Flower's log of the ServerApp for the post-mortem
+        (out / "serverapp.log").write_text(pr.run_log(home, run_id))
     try:
         rec = read_result(out, status)
     except AbortError as exc:

@@ -141,7 +141,8 @@ class LocalDeployment:
         (out / "record.json").unlink(missing_ok=True)
         run_id, status = flwr_run(self.workdir / "superlink", self.app, rc, timeout_s,
                                   record=out / "record.json")
-        (out / "serverapp.log").write_text(run_log(self.workdir / "superlink", run_id))
+        if status != "finished:completed":  # keep Flower's log of the ServerApp for the post-mortem
+            (out / "serverapp.log").write_text(run_log(self.workdir / "superlink", run_id))
         if check:
             return status, read_result(out_dir, status)
         path = out / "record.json"
