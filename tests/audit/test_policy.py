@@ -120,3 +120,29 @@ def test_enforce_policy_marks_a_constructed_run_not_releasable(tmp_path) -> None
     assert json.loads((tmp_path / POLICY_FILE).read_text())["releasable"] is True
     (tmp_path / "plain.toml").write_text('name = "x"\n')
     assert policy_from_toml(tmp_path / "plain.toml") is None
+
+
+def test_train_enforce_policy_exits_3_and_the_report_says_not_releasable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from veil.cli.main import main
+    from veil.report import render_report
+
+    def cfg(min_acc: float) -> str:
+        p = tmp_path / f"p{min_acc}.toml"
+        p.write_text(f'name = "pol{min_acc}"\nrounds = 1\noutput_dir = "{tmp_path}"\n'
+                     '[data]\nsites = 2\n[model]\nname = "logreg"\n'
+                     f"[policy]\nmin_accuracy = {min_acc}\n")
+        return str(p)
+
+    assert main(["train", cfg(0.999), "--quiet", "--enforce-policy"]) == 3
+    pol = json.loads((tmp_path / "pol0.999" / "policy.json").read_text())
+    assert pol["releasable"] is False and pol["targets"][0]["name"] == "accuracy"
+    html = render_report(tmp_path / "pol0.999").read_text()
+    assert "not releasable" in html
+    assert main(["train", cfg(0.05), "--quiet", "--enforce-policy"]) == 0
+    assert json.loads((tmp_path / "pol0.05" / "policy.json").read_text())["releasable"]
+    plain = tmp_path / "plain.toml"
+    plain.write_text(f'name = "plain"\nrounds = 1\noutput_dir = "{tmp_path}"\n[model]\n'
+                     'name = "logreg"\n')
+    assert main(["train", str(plain), "--quiet", "--enforce-policy"]) == 2  # no [policy]

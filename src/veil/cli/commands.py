@@ -61,6 +61,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     if out.result.stopped_reason:
         console.print(f"[yellow]stopped early:[/] {out.result.stopped_reason}")
     console.print(f"record: {out.run_dir / 'record.json'}   model: {out.run_dir / 'model.pt'}")
+    if getattr(args, "enforce_policy", False):
+        return _enforce_policy(cfg, out.run_dir, console)
+    return 0
+
+
+def _enforce_policy(cfg: Any, run_dir: Path, console: Console) -> int:
+    """``--enforce-policy``: check ``[policy]``; 3 (not releasable) when a target is missed."""
+    from veil.audit.policy import Policy, enforce_policy
+
+    if not cfg.policy:
+        raise ConfigError("--enforce-policy needs a [policy] section in the config", key="policy")
+    res = enforce_policy(run_dir, Policy.from_dict(cfg.policy))
+    for t in res.targets:
+        console.print(f"policy {t.name}: {'met' if t.met else '[bold red]MISSED[/]'} ({t.detail})")
+    if not res.passed:
+        console.print("[bold red]policy missed: the model is not releasable[/] (policy.json)")
+        return 3
+    console.print("policy met: releasable (policy.json)")
     return 0
 
 

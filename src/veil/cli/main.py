@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name", help="override the run name")
     t.add_argument("--out", help="override output_dir")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--enforce-policy", action="store_true",
+        help="check [policy] after the run (auditing first when it sets max_mia_tpr); exit 3 "
+        "and mark the model not releasable (policy.json) when a target is missed",
+    )
 
     s = sub.add_parser("sweep", help="privacy-utility sweep: train once per epsilon")
     s.add_argument("config", help="TOML run config with a [privacy] section")

@@ -223,6 +223,10 @@ class RunConfig(_Section):
     aggregation: AggregationConfig = AggregationConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     audit: AuditConfig = AuditConfig()
+    policy: dict[str, Any] | None = Field(
+        None, description="[policy] targets checked by veil train --enforce-policy: "
+        "max_epsilon, delta, max_mia_tpr, min_accuracy (docs/policy.md)"
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:

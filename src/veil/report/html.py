@@ -264,8 +264,9 @@ def _attack_section(audit: dict[str, Any] | None) -> str:
 
 
 def build_html(record: dict[str, Any], audit: dict[str, Any] | None = None,
-               log_head: str | None = None) -> str:
-    """The report page as a string (see :func:`render_report`)."""
+               log_head: str | None = None, policy: dict[str, Any] | None = None) -> str:
+    """The report page as a string (see :func:`render_report`); ``policy`` is the
+    ``policy.json`` that ``veil train --enforce-policy`` wrote, if any."""
     rounds = record.get("rounds") or []
     name = record.get("name", "run")
     p = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -298,6 +299,10 @@ def build_html(record: dict[str, Any], audit: dict[str, Any] | None = None,
     p.append("</div></section>")
     p.append(_privacy_section(record, audit))
     p.append(_attack_section(audit))
+    if policy is not None:
+        from veil.report.synth import policy_html
+
+        p.append(f"<section><h2>Policy</h2>{policy_html(policy)}</section>")
     p.append("<section><h2>Reproducibility</h2>")
     seeds = record.get("seeds") or {}
     vers = record.get("versions") or {}
@@ -346,5 +351,10 @@ def render_report(run_dir: str | Path, log_path: str | Path | None = None) -> Pa
             res.head if res.ok else f"log FAILS verification at entry {res.bad_index}: {res.reason}"
         )
     out = run / REPORT
-    out.write_text(build_html(record, audit, head), encoding="utf-8")
+    pol_p = run / "policy.json"
+    try:
+        policy = json.loads(pol_p.read_text()) if pol_p.is_file() else None
+    except json.JSONDecodeError as e:
+        raise DataError(f"cannot parse {pol_p}: {e}") from None
+    out.write_text(build_html(record, audit, head, policy), encoding="utf-8")
     return out
