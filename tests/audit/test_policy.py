@@ -146,3 +146,8 @@ def test_train_enforce_policy_exits_3_and_the_report_says_not_releasable(tmp_pat
     plain.write_text(f'name = "plain"\nrounds = 1\noutput_dir = "{tmp_path}"\n[model]\n'
                      'name = "logreg"\n')
     assert main(["train", str(plain), "--quiet", "--enforce-policy"]) == 2  # no [policy]
+    assert not (tmp_path / "plain").exists()  # refused before training
+    bad = tmp_path / "bad.toml"
+    bad.write_text(plain.read_text().replace('"plain"', '"bad"') + "[policy]\nmax_eps = 1\n")
+    assert main(["train", str(bad), "--quiet"]) == 2  # a typo in [policy] fails fast
+    assert not (tmp_path / "bad").exists()

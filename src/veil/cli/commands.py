@@ -37,6 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out:
         overrides["output_dir"] = args.out
     cfg = load_config(args.config, overrides)
+    policy = _check_policy_config(cfg, getattr(args, "enforce_policy", False))
     console = Console()
     start = 0
     if args.resume:
@@ -61,18 +62,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     if out.result.stopped_reason:
         console.print(f"[yellow]stopped early:[/] {out.result.stopped_reason}")
     console.print(f"record: {out.run_dir / 'record.json'}   model: {out.run_dir / 'model.pt'}")
-    if getattr(args, "enforce_policy", False):
-        return _enforce_policy(cfg, out.run_dir, console)
+    if policy is not None and getattr(args, "enforce_policy", False):
+        return _enforce_policy(policy, out.run_dir, console)
     return 0
 
 
-def _enforce_policy(cfg: Any, run_dir: Path, console: Console) -> int:
-    """``--enforce-policy``: check ``[policy]``; 3 (not releasable) when a target is missed."""
-    from veil.audit.policy import Policy, enforce_policy
+def _check_policy_config(cfg: Any, enforce: bool) -> Any:
+    """The run's ``[policy]`` as a Policy, validated before training starts (or None).
 
+    Raises:
+        ConfigError: a bad ``[policy]`` table, or ``--enforce-policy`` without one.
+    """
     if not cfg.policy:
-        raise ConfigError("--enforce-policy needs a [policy] section in the config", key="policy")
-    res = enforce_policy(run_dir, Policy.from_dict(cfg.policy))
+        if enforce:
+            raise ConfigError("--enforce-policy needs a [policy] section in the config",
+                              key="policy")
+        return None
+    from veil.audit.policy import Policy
+
+    return Policy.from_dict(cfg.policy)
+
+
+def _enforce_policy(policy: Any, run_dir: Path, console: Console) -> int:
+    """``--enforce-policy``: check ``[policy]``; 3 (not releasable) when a target is missed."""
+    from veil.audit.policy import enforce_policy
+
+    res = enforce_policy(run_dir, policy)
     for t in res.targets:
         console.print(f"policy {t.name}: {'met' if t.met else '[bold red]MISSED[/]'} ({t.detail})")
     if not res.passed:
