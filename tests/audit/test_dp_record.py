@@ -62,6 +62,11 @@ def test_the_seed_does_not_reproduce_secret_cohorts(tmp_path: Path) -> None:
         guess = np.flatnonzero(np.random.default_rng([seed, r["round"], 0xC0]).random(n) < q)
         matched += np.array_equal(np.asarray(seen), guess)
     assert matched == 0
+    # the record says how ε was accounted, and that its cohort lists void amplification
+    acct = rec["privacy"]["privacy_accounting"]
+    assert acct["neighbouring_relation"] == "add_or_remove_one_site"
+    assert acct["sampling"] == "poisson" and acct["sampling_rate"] == 0.5
+    assert acct["amplification_holds_against_record_reader"] is False
 
 
 def test_a_dp_record_holds_no_unnoised_statistic(tmp_path: Path) -> None:

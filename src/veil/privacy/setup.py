@@ -209,6 +209,15 @@ class PrivacyHook:
         }
         if self.client_event is not None:
             out["epsilon_client"] = self.ledger.epsilon(FEDERATION)
+            if self.plan is not None:
+                from veil.privacy.neighbouring import basis
+
+                # relation and amplification; the runtime's record lists each round's
+                # cohort, so amplification does not hold against a reader of the record
+                out["privacy_accounting"] = basis(
+                    self.plan.sampling, self.plan.cohort_size, self.plan.n_sites,
+                    secret_cohort=cfg.secure_rng, cohort_recorded=True,
+                )
         if self.site_ledgers and self.plan is not None:
             per = self.epsilon_per_site()
             out["epsilon_sample_max"] = max(per.values(), default=0.0)
