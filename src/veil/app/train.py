@@ -148,14 +148,20 @@ def _train_locked(
     if cfg.audit.canaries and site_files is not None:
         raise ConfigError("canary audits do not work with data.files yet", key="audit.canaries")
     if cfg.audit.canaries:
-        from veil.audit.canary import insert_canaries
+        from veil.audit.canary import canary_parts, insert_canaries
+        from veil.data import partition
 
         if ds.task != "classification":
             raise ConfigError("canary audits need a classification data set", key="audit.canaries")
         x, y, canaries = insert_canaries(
-            ds.x_train, ds.y_train, cfg.audit.canaries, cfg.seed, ds.n_classes
+            ds.x_train, ds.y_train, cfg.audit.canaries, cfg.seed, ds.n_classes, cfg.data.sites
         )
         ds = Dataset(ds.name, x, y, ds.x_test, ds.y_test, ds.task, ds.n_classes)
+        # a fixed partition of the normal data; each included canary joins its fixed site,
+        # so one canary's coin changes one example at one site and nothing else
+        base = partition(y[: canaries.base_size], cfg.data.sites, cfg.data.partition,
+                         cfg.data.alpha, seed=cfg.seed)
+        parts = canary_parts(base, canaries)
     fed = build_federation(cfg, hooks, ds, model, _on_round, parts=parts)
     builder = None if model is not None else {
         "name": cfg.model.name, "input_shape": list(ds.input_shape),
