@@ -11,6 +11,7 @@ from veil.audit.policy import (
     RunMeasurements,
     check_policy,
     frontier,
+    mark_sweep,
     measurements_from_release,
     measurements_from_run,
 )
@@ -151,3 +152,27 @@ def test_train_enforce_policy_exits_3_and_the_report_says_not_releasable(tmp_pat
     bad.write_text(plain.read_text().replace('"plain"', '"bad"') + "[policy]\nmax_eps = 1\n")
     assert main(["train", str(bad), "--quiet"]) == 2  # a typo in [policy] fails fast
     assert not (tmp_path / "bad").exists()
+
+
+def test_sweep_rows_marked_with_frontier_and_policy() -> None:
+    rows = [{"epsilon": 1.0, "accuracy": 0.8, "epsilon_spent": 0.99},
+            {"epsilon": 2.0, "accuracy": 0.78, "epsilon_spent": 1.98},
+            {"epsilon": math.inf, "accuracy": 0.9}]
+    out = mark_sweep(rows, Policy(max_epsilon=1.5, min_accuracy=0.75), 1e-5)
+    assert [r["frontier"] for r in out] == [True, False, True]
+    assert [r["meets_policy"] for r in out] == [True, False, False]
+    assert "meets_policy" not in mark_sweep(rows, None, 1e-5)[0]
+
+
+def test_privacy_sweep_marks_frontier_and_policy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from veil.app import load_config, privacy_sweep
+
+    cfg_p = tmp_path / "s.toml"
+    cfg_p.write_text(f'name = "sw"\nrounds = 1\noutput_dir = "{tmp_path}"\n[data]\nsites = 2\n'
+                     '[model]\nname = "logreg"\n[privacy]\nenabled = true\n'
+                     '[privacy.sample_level]\nenabled = true\n'
+                     "[policy]\nmax_epsilon = 2.0\nmin_accuracy = 0.01\n")
+    rows = privacy_sweep(load_config(cfg_p), [1.0, math.inf], tmp_path / "out")
+    assert [r["meets_policy"] for r in rows] == [True, False]  # ε = ∞ misses max_epsilon
+    assert rows[1]["frontier"]  # the non-private run has the best accuracy
+    assert "meets_policy" in (tmp_path / "out" / "sweep.md").read_text()

@@ -11,7 +11,7 @@ from typing import Any
 from veil.app.train import TrainOutput, train
 from veil.errors import ConfigError
 from veil.federation.config import RunConfig
-from veil.privacy.sweep import sweep
+from veil.privacy.sweep import sweep, write_sweep
 
 __all__ = ["privacy_sweep"]
 
@@ -26,7 +26,9 @@ def privacy_sweep(
 
     ``inf`` trains without DP. Each run lives in ``<output_dir>/<name>-eps<ε>``; the
     table (CSV, Markdown, JSON) and ``sweep.png`` go to ``out_dir``
-    (default ``<output_dir>/<name>-sweep``).
+    (default ``<output_dir>/<name>-sweep``). Each row says whether it is on the
+    privacy-utility ``frontier`` and, when the config has a ``[policy]``, whether it
+    ``meets_policy`` (:func:`veil.audit.policy.mark_sweep`).
 
     Raises:
         ConfigError: the config has no ``[privacy]`` level enabled to sweep over.
@@ -63,4 +65,11 @@ def privacy_sweep(
             "run": str(d),
         }
 
-    return sweep(run_one, epsilons, out, title=f"{cfg.name}: accuracy vs ε (δ={p.delta:g})")
+    title = f"{cfg.name}: accuracy vs ε (δ={p.delta:g})"
+    rows = sweep(run_one, epsilons, out, title=title)
+    # Mark the privacy-utility frontier and, with a [policy], the runs that satisfy it.
+    from veil.audit.policy import Policy, mark_sweep
+
+    marked = mark_sweep(rows, Policy.from_dict(cfg.policy) if cfg.policy else None, p.delta)
+    write_sweep(marked, out, title)
+    return marked

@@ -38,6 +38,7 @@ __all__ = [
     "check_policy",
     "enforce_policy",
     "frontier",
+    "mark_sweep",
     "policy_from_toml",
     "measurements_from_release",
     "measurements_from_run",
@@ -249,6 +250,32 @@ def frontier(points: Sequence[RunMeasurements]) -> list[int]:
         if not dominated:
             out.append(i)
     return sorted(out, key=lambda i: (points[i].epsilon, i))
+
+
+def mark_sweep(rows: Sequence[dict[str, Any]], policy: Policy | None,
+               delta: float) -> list[dict[str, Any]]:
+    """Add ``frontier`` (and, with a policy, ``meets_policy``) to a ``veil sweep`` table.
+
+    Each row needs ``accuracy`` and ``epsilon_spent`` (or ``epsilon`` = ∞ for the
+    non-private run). A sweep runs no membership audit, so a policy with ``max_mia_tpr``
+    marks no row as meeting it (the target is not measured).
+    """
+    def eps_of(r: Mapping[str, Any]) -> float | None:
+        v = _num(r.get("epsilon_spent"))
+        if v is None and _num(r.get("epsilon")) == math.inf:
+            return math.inf
+        return v
+
+    ms = [RunMeasurements(epsilon=eps_of(r), delta=delta, accuracy=_num(r.get("accuracy")))
+          for r in rows]
+    on = set(frontier(ms))
+    out = []
+    for i, (r, m) in enumerate(zip(rows, ms)):
+        row = {**r, "frontier": i in on}
+        if policy is not None:
+            row["meets_policy"] = check_policy(policy, m).passed
+        out.append(row)
+    return out
 
 
 def _num(v: Any) -> float | None:
