@@ -28,16 +28,19 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from flower_task import N_SITES, make_client_app, mlp  # noqa: E402 (sits beside this file)
+from flower_task import BATCH, EPOCHS, N_SITES, make_client_app, mlp  # noqa: E402 (beside it)
 
 
-def _build_apps(n_rounds: int, stamps: list[float], replies: list[int]) -> tuple[Any, Any]:
+def _build_apps(
+    n_rounds: int, stamps: list[float], replies: list[int], epochs: int = EPOCHS,
+    batch: int = BATCH,
+) -> tuple[Any, Any]:
     import torch
     from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
     from flwr.serverapp import Grid, ServerApp
     from flwr.serverapp.strategy import FedAvg
 
-    client = make_client_app()
+    client = make_client_app(epochs, batch)
 
     server = ServerApp()
 
@@ -94,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--cpus", type=int, default=2, help="CPUs Ray may use (one actor each)")
     ap.add_argument("--out", required=True, help="where to write the JSON result")
+    ap.add_argument("--epochs", type=int, default=EPOCHS, help="local epochs per round")
+    ap.add_argument("--batch-size", type=int, default=BATCH, help="local minibatch size")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stamps: list[float] = []
     replies: list[int] = []
-    server, client = _build_apps(args.rounds, stamps, replies)
+    server, client = _build_apps(args.rounds, stamps, replies, args.epochs, args.batch_size)
     t0 = time.perf_counter()
     run_simulation(
         server_app=server,
@@ -130,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "rounds": args.rounds,
         "sites_per_round": N_SITES,
+        "local_epochs": args.epochs,
+        "batch_size": args.batch_size,
         "ray_cpus": args.cpus,
         "seconds_per_round": per_round,
         "updates_per_s": N_SITES / statistics.median(later),

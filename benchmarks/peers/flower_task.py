@@ -47,8 +47,9 @@ def mlp() -> Any:
     )
 
 
-def make_client_app() -> Any:
-    """A ClientApp whose ``train`` runs one local epoch of plain SGD on its shard."""
+def make_client_app(epochs: int = EPOCHS, batch: int = BATCH) -> Any:
+    """A ClientApp whose ``train`` runs ``epochs`` local epochs of plain SGD (minibatches of
+    ``batch``) on its shard."""
     import torch
     from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
@@ -67,10 +68,10 @@ def make_client_app() -> Any:
         opt = torch.optim.SGD(model.parameters(), lr=LR)
         loss_fn = torch.nn.CrossEntropyLoss()
         gen = torch.Generator().manual_seed(1000 * int(msg.content["config"]["round"]) + site)
-        for _ in range(EPOCHS):
+        for _ in range(epochs):
             order = torch.randperm(len(ys), generator=gen)
-            for s in range(0, len(ys), BATCH):
-                sel = order[s : s + BATCH]
+            for s in range(0, len(ys), batch):
+                sel = order[s : s + batch]
                 opt.zero_grad()
                 loss_fn(model(xs[sel]), ys[sel]).backward()
                 opt.step()
