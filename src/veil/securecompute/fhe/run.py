@@ -104,3 +104,26 @@ def run_inference(
         bytes_down=int(med["bytes_down"]),
         report=comp.report,
     )
+
+
+def infer_cli(model: Model, x: np.ndarray, args: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """The ``fhe`` backend of ``veil infer``: outputs and a cost summary.
+
+    Activation ranges are calibrated on the named model's training inputs; for a model file
+    or run directory (no training data at hand) on the inputs themselves — acceptable only
+    because in this one-process command the user plays both roles (the summary says so).
+    """
+    from veil.securecompute.recommend_models import NAMED_MODELS
+
+    name = getattr(args, "model", "")
+    calib, note = x, "activation ranges calibrated on the inputs (single-user command)"
+    if name in NAMED_MODELS:
+        calib, note = NAMED_MODELS[name]().calibration, "calibrated on the training inputs"
+    r = run_inference(model, x, calib)
+    return r.outputs, {
+        "setup_s": r.setup_s, "input_s": r.encrypt_s, "online_s": r.server_s,
+        "reveal_s": r.decrypt_s, "encrypt_s": r.encrypt_s, "server_s": r.server_s,
+        "decrypt_s": r.decrypt_s, "latency_s": r.latency_s, "rounds": 1,
+        "bytes": r.bytes_up + r.bytes_down, "key_bytes": r.bytes_keys,
+        "ring": r.report.get("poly_degree_n"), "depth": r.report.get("depth"), "note": note,
+    }
