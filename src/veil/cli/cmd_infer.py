@@ -121,9 +121,16 @@ def _mpc(model: Any, x: np.ndarray, args: argparse.Namespace) -> tuple[np.ndarra
     return res.output, res.summary()
 
 
+def _fhe(model: Any, x: np.ndarray, args: argparse.Namespace) -> tuple[np.ndarray, dict]:
+    from veil.securecompute.fhe.run import infer_cli
+
+    return infer_cli(model, x, args)
+
+
 # backend name -> function(model, inputs, args) -> (outputs, cost summary); one line each.
 BACKENDS: dict[str, Callable[[Any, np.ndarray, argparse.Namespace], tuple[np.ndarray, dict]]] = {
     "mpc": _mpc,
+    "fhe": _fhe,
 }
 
 
