@@ -32,7 +32,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,flower]'
+	$(BIN)/python -m pip install --quiet -e '.[test,flower,synth]'
 	touch $(STAMP)
 
 # Fashion-MNIST (only for `veil bench utility`): Debian's package, gzipped IDX files.
