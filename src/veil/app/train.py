@@ -23,11 +23,10 @@ from veil.federation.build import build_federation, load_data, load_site_files
 from veil.federation.config import RunConfig
 from veil.federation.hooks import RunHook
 from veil.federation.record import MODEL, RECORD, now_iso, versions
-from veil.federation.simulation import Simulation
-from veil.federation.simulation import RunResult
+from veil.federation.simulation import RunResult, Simulation
 from veil.models import n_parameters
 
-__all__ = ["train", "threat_model", "TrainOutput"]
+__all__ = ["train", "threat_model", "TrainOutput", "round_outcomes"]
 
 
 def threat_model(cfg: RunConfig) -> str:
@@ -44,7 +43,13 @@ def threat_model(cfg: RunConfig) -> str:
         )
     else:
         parts.append("No secure aggregation: the server sees each site's update in the clear.")
-    if cfg.privacy.enabled:
+    if cfg.privacy.enabled and cfg.privacy.debug_unnoised_statistics:
+        parts.append(
+            "NOT PRIVATE: privacy.debug_unnoised_statistics = true, so the record holds "
+            "un-noised per-round statistics of the private updates and the ε figures are "
+            "not a valid claim."
+        )
+    elif cfg.privacy.enabled:
         parts.append(
             "Differential privacy bounds what the released model (and the updates it is built "
             "from) reveals about any one example or site; see the ε figures."
@@ -69,6 +74,16 @@ class TrainOutput:
     def final_accuracy(self) -> float | None:
         """Last evaluated test accuracy (R² for regression)."""
         return self.result.final_accuracy
+
+    @property
+    def failed(self) -> str | None:
+        """Why the run produced no model (every round aborted), else None."""
+        return self.record.get("final", {}).get("failed")
+
+    @property
+    def always_rejected(self) -> list[int]:
+        """Sites whose update was rejected (NaN/inf) in every round they were selected for."""
+        return list(self.record.get("final", {}).get("sites_rejected_every_round", []))
 
 
 def train(
@@ -205,9 +220,13 @@ def _train_locked(
             k: ({str(kk): vv for kk, vv in v.items()} if isinstance(v, dict) else v)
             for k, v in fed.privacy_noise.items()
         }
+    record["final"].update(round_outcomes(result.rounds))
     from veil.models.export import model_info, save_model
 
-    save_model(fed.model, run_dir, params=result.params, builder=builder)
+    if record["final"].get("failed"):  # no model: the initial one would pass for a result
+        record["model_path"] = None
+    else:
+        save_model(fed.model, run_dir, params=result.params, builder=builder)
     record["model"] = model_info(fed.model, builder)
     record["final"].update(_final_metrics(fed.model, result.params, ds, site_files))
     _write_record(run_dir / RECORD, record)
@@ -216,6 +235,31 @@ def _train_locked(
 
         AuditLog(Path(cfg.output_dir) / "audit.log").append_run(record)  # once per result
     return TrainOutput(result, run_dir, record)
+
+
+def round_outcomes(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How many rounds changed the model, ``failed`` when none did, and the sites whose
+    update was rejected in every round they trained in (``sites_rejected_every_round``)."""
+    aggregated = [r for r in rounds if not r.get("aborted") and not r.get("skipped")]
+    out: dict[str, Any] = {"rounds_aggregated": len(aggregated)}
+    if rounds and not aggregated:
+        first = next((r.get("aborted") or r.get("skipped") for r in rounds), "")
+        out["failed"] = (
+            f"every one of the {len(rounds)} rounds aborted, so the model is the initial one "
+            f"and none was written (first: {first})"
+        )
+    rejected: dict[int, int] = {}
+    trained: dict[int, int] = {}
+    for r in rounds:
+        bad = set(int(s) for s in r.get("rejected", []))
+        for s in set(int(s) for s in r.get("survivors", [])) | bad:
+            trained[s] = trained.get(s, 0) + 1
+        for s in bad:
+            rejected[s] = rejected.get(s, 0) + 1
+    out["sites_rejected_every_round"] = sorted(
+        s for s, n in rejected.items() if n == trained.get(s, 0)
+    )
+    return out
 
 
 def _final_metrics(

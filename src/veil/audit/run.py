@@ -15,7 +15,6 @@ the recorded config, and writes ``audit.json`` with:
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import time
 from pathlib import Path
@@ -167,7 +166,9 @@ def audit_run(
         )
         out["inversion"]["mean_image_psnr"] = _mean_image_psnr(x_tr, batches[0][0])
     out["duration_s"] = time.perf_counter() - t0
-    (run / AUDIT).write_text(json.dumps(out, indent=1, allow_nan=False, default=float))
+    from veil._fs import write_json_atomic
+
+    write_json_atomic(run / AUDIT, out, default=float)  # strict JSON: NaN/inf -> null
     if log_path is not None:
         AuditLog(log_path).append("audit", _log_summary(out))
     return out

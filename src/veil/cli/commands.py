@@ -26,8 +26,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``veil train CONFIG [--resume]``."""
-    from veil.cli.progress import round_progress, summary_table
     from veil.app import load_config, train
+    from veil.cli.progress import round_progress, summary_table
 
     overrides: dict[str, Any] = {}
     if args.rounds is not None:
@@ -49,7 +49,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     with round_progress(console, cfg.rounds, cfg.name, start, enabled=not args.quiet) as cb:
         out = train(cfg, resume=args.resume, on_round=cb)
     data = "own files" if cfg.data.files else cfg.data.dataset
-    console.print(summary_table(f"{cfg.name}: {data}, {cfg.data.sites} sites", out.result.rounds))
+    private = (out.record.get("privacy") or {}).get("private", True)
+    console.print(summary_table(f"{cfg.name}: {data}, {cfg.data.sites} sites", out.result.rounds,
+                                private=private))
+    if not private:
+        console.print("[bold red]NOT PRIVATE:[/] privacy.debug_unnoised_statistics = true; "
+                      "the ε shown is not a valid claim")
     site_metrics = out.record.get("final", {}).get("site_metrics")
     if site_metrics:  # each site's own test data (data.files)
         from veil.models.metrics import Metrics, metrics_table
@@ -61,6 +66,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         console.print(t)
     if out.result.stopped_reason:
         console.print(f"[yellow]stopped early:[/] {out.result.stopped_reason}")
+    if out.always_rejected:
+        console.print(f"[yellow]warning:[/] site(s) {out.always_rejected} sent an invalid "
+                      "(NaN/inf) update in every round they were selected for; their data "
+                      "is not in the model (check their data and learning rate)")
+    if out.failed:
+        Console(stderr=True).print(f"[bold red]run failed:[/] {out.failed}; "
+                                   f"record: {out.run_dir / 'record.json'}", highlight=False)
+        return 1
     console.print(f"record: {out.run_dir / 'record.json'}   model: {out.run_dir / 'model.pt'}")
     if policy is not None and getattr(args, "enforce_policy", False):
         return _enforce_policy(policy, out.run_dir, console)
@@ -154,11 +167,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results[n] = fn(quick=args.quick, **extra)
         console.print_json(json.dumps(results[n], default=str))
     if args.json_path:
-        p = Path(args.json_path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(
-            json.dumps(results if len(names) > 1 else results[names[0]], indent=1, default=str)
-        )
+        from veil._fs import write_json_atomic
+
+        p = Path(args.json_path)  # strict JSON: a NaN measurement is written as null
+        write_json_atomic(p, results if len(names) > 1 else results[names[0]], default=str)
         console.print(f"written: {p}")
     return 0
 

@@ -47,13 +47,9 @@ def _default(o: Any) -> Any:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to ``path`` via a temp file and an atomic rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=_default, allow_nan=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from veil._fs import write_json_atomic as _strict
+
+    _strict(path, obj, default=_default)  # strict JSON: NaN/inf -> null, never a NaN literal
 
 
 def read_record(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

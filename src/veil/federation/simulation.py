@@ -310,6 +310,8 @@ class Simulation:
             t2 = time.perf_counter()
             rows = updates.numpy()
             ok = check_updates(rows)  # a site whose update is NaN/inf sends nothing
+            if not ok.all():
+                rec["rejected"] = train_ids[~ok].tolist()
             if not ok.any():
                 raise InvalidUpdateError(
                     f"round {r}: every site's update contained NaN/inf; nothing to aggregate"
