@@ -6,11 +6,14 @@ in by providing the same methods. It handles CKKS bookkeeping:
 
 * **levels** — operands at different levels are mod-switched to the lower one;
 * **scales** — tracked exactly. A plaintext multiplier is encoded so that ``mul_plain`` +
-  rescale lands on a chosen scale (default: the input's); a ciphertext product keeps its true
-  scale Δ_a·Δ_b/q; before an addition, the operand at the higher level is brought to the other's
-  scale exactly by a product with 1 (it has a level to spare). Only two operands at the same
-  level with different scales are forced equal, a relative error below ``max |q_i/Δ - 1|``
-  (:attr:`Evaluator.scale_drift`); :attr:`Evaluator.scale_fixups` counts such events.
+  rescale lands on a chosen scale (default: the input's); a ciphertext product takes operands
+  at any scales and keeps its true scale Δ_a·Δ_b/q (q: :meth:`Evaluator.prime` of that level);
+  before an addition, the operand at the higher level is brought to the other's scale exactly
+  by a product with 1 (it has a level to spare). Scales equal up to float rounding (relative
+  1e-9) are equal. Two operands at the same level with really different scales are a circuit
+  that did not plan its scales (see ``evaluate_poly``, which asks each part for the scale its
+  sum needs): within 1 % they are forced equal, a relative error of that size, counted in
+  :attr:`Evaluator.scale_fixups`; beyond, :class:`LocalError`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ from veil.crypto.ckks._wire import KIND_CIPHERTEXTS, pack_frames, seal_load, sea
 from veil.errors import LocalError, MalformedMessageError
 
 __all__ = ["Evaluator"]
+
+_SAME = 1e-9  # scales this close are equal up to float rounding of exact bookkeeping
+
+
+def _same(x: float, y: float) -> bool:
+    return abs(x / y - 1.0) <= _SAME
 
 
 class Evaluator:
@@ -120,25 +129,45 @@ class Evaluator:
             self._enc.encode(v.tolist(), pid, sc, pt)
         return pt
 
+    def prime(self, level: int) -> float:
+        """The prime a rescale at ``level`` drops (what a product made there is divided by).
+
+        Raises:
+            LocalError: ``level`` is not in 1..depth.
+        """
+        data = self._ctx.first_context_data()
+        while data is not None and data.chain_index() > level:
+            data = data.next_context_data()
+        if data is None or level < 1 or data.chain_index() != level:
+            raise LocalError(f"no rescale at level {level}: levels are 1..{self.params.depth}")
+        return float(data.parms().coeff_modulus()[-1].value())
+
+    def _to_level(self, ct: Any, like: Any) -> Any:
+        if self.level(ct) == self.level(like):
+            return ct
+        s = _sealapi()
+        moved = s.Ciphertext()
+        self._ev.mod_switch_to(ct, like.parms_id(), moved)  # keeps the scale
+        return moved
+
     def _align(self, a: Any, b: Any) -> tuple[Any, Any]:
         """Bring a and b to one level and one scale, exactly where a level is to spare."""
         la, lb = self.level(a), self.level(b)
         if la != lb:
             hi, lo = (a, b) if la > lb else (b, a)
-            if hi.scale != lo.scale:
+            if not _same(hi.scale, lo.scale):
                 hi = self.mul_plain(hi, 1.0, target_scale=lo.scale)  # exact: uses a spare level
-            if self.level(hi) != self.level(lo):
-                s = _sealapi()
-                moved = s.Ciphertext()
-                self._ev.mod_switch_to(hi, lo.parms_id(), moved)
-                hi = moved
+            hi = self._to_level(hi, lo)
             a, b = (hi, lo) if la > lb else (lo, hi)
         if a.scale != b.scale:
-            if abs(a.scale / b.scale - 1.0) > 1e-2:
-                raise LocalError(f"cannot add ciphertexts at scales {a.scale:.4g} and {b.scale:.4g}")
+            if not _same(a.scale, b.scale):
+                if abs(a.scale / b.scale - 1.0) > 1e-2:
+                    raise LocalError(
+                        f"cannot add ciphertexts at scales {a.scale:.4g} and {b.scale:.4g}"
+                    )
+                self.scale_fixups += 1  # relative error |1 - a.scale/b.scale| (prime drift)
             b = self._copy(b)
-            b.scale = a.scale  # relative error |1 - a.scale/b.scale| (prime drift)
-            self.scale_fixups += 1
+            b.scale = a.scale
         return a, b
 
     # ------------------------------------------------------------- arithmetic
@@ -223,11 +252,20 @@ class Evaluator:
         return out
 
     def multiply(self, a: Any, b: Any) -> Any:
-        """a * b for two ciphertexts: relinearise, rescale, scale reset to Δ."""
+        """a * b for two ciphertexts at any scales: relinearise, rescale.
+
+        The operands are brought to one level (mod-switch; scales untouched: a product needs no
+        equal scales), and the result's scale is a.scale * b.scale / q exactly, q the prime
+        :meth:`prime` gives for that level.
+        """
         s = _sealapi()
         if self._rk is None:
             raise LocalError("ciphertext products need relinearisation keys")
-        a, b = self._align(a, b)
+        if a is not b:
+            if self.level(a) > self.level(b):
+                a = self._to_level(a, b)
+            else:
+                b = self._to_level(b, a)
         out = s.Ciphertext()
         if a is b:
             self._ev.square(a, out)

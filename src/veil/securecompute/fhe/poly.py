@@ -10,8 +10,11 @@ Evaluation (Bossuat et al. 2021, "Efficient Bootstrapping ...", §4.2, without b
 baby steps T_1..T_{k-1} and giant steps T_k, T_2k, T_4k, ... are computed with
 T_2n = 2T_n² − 1 and T_{m+n} = 2T_mT_n − T_{m−n}; p is split recursively as p = q·T_G + r
 (Chebyshev division, numpy's ``chebdiv``) down to degree < k, whose terms are plaintext-scalar
-products. :func:`plan_depth` simulates the recursion, and :func:`best_baby` picks the k of
-least depth, then fewest ciphertext products.
+products. Scales are exact: each part of the split is evaluated at the scale that makes
+``q·T_G + r`` an exact sum (q at target·prime/scale(T_G), the baby terms' plaintexts encoded
+to land on the target), so the result has the input's scale and no sum needs a fix-up however
+far the powers' scales Δ_a·Δ_b/q drifted. :func:`plan_depth` simulates the recursion, and
+:func:`best_baby` picks the k of least depth, then fewest ciphertext products.
 """
 
 from __future__ import annotations
@@ -169,31 +172,58 @@ def evaluate_poly(ev: Any, t: Any, coeffs: np.ndarray, baby: int | None = None) 
         T[j] = r
         return r
 
-    def baby_sum(c: np.ndarray) -> Any:
-        terms = [ev.mul_plain(power(j), float(c[j])) for j in range(1, len(c)) if abs(c[j]) > _TINY]
+    def trim(c: np.ndarray) -> np.ndarray:
+        c = np.trim_zeros(np.where(np.abs(c) > _TINY, c, 0.0), "b")
+        return c if len(c) else np.zeros(1)
+
+    def split(c: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        g = max(_giants(len(c) - 1, k))
+        basis = np.zeros(g + 1)
+        basis[g] = 1.0
+        q, r = C.chebdiv(c, basis)
+        return g, trim(q), trim(r)
+
+    # Exact scales (Bossuat et al. §4.2, "scale-invariant" evaluation): every sub-result is
+    # asked for the scale that makes the sums it feeds exact. A sum's terms then never meet at
+    # one level with different scales, whatever scale ``t`` or the powers T_j drifted to
+    # (each ciphertext product gives Δ_a·Δ_b/q, and those drifts compound with the degree).
+    def level_of(c: np.ndarray) -> int | None:
+        """The level rec(c) lands on; None where it is a constant."""
+        if len(c) - 1 < k:
+            used = [ev.level(power(j)) for j in range(1, len(c)) if abs(c[j]) > _TINY]
+            return min(used) - 1 if used else None
+        g, q, r = split(c)
+        lq, lr = level_of(q), level_of(r)
+        lp = ev.level(power(g)) if lq is None else min(lq, ev.level(power(g)))
+        return lp - 1 if lr is None else min(lp - 1, lr)
+
+    def baby_sum(c: np.ndarray, scale: float) -> Any:
+        terms = [ev.mul_plain(power(j), float(c[j]), target_scale=scale)
+                 for j in range(1, len(c)) if abs(c[j]) > _TINY]
         if not terms:
             return float(c[0])  # a constant: the caller folds it in
         acc = ev.add_many(terms)
         return ev.add_plain(acc, float(c[0])) if abs(c[0]) > _TINY else acc
 
-    def rec(c: np.ndarray) -> Any:
-        c = np.where(np.abs(c) > _TINY, c, 0.0)
-        c = np.trim_zeros(c, "b")
-        n = len(c) - 1
-        if n < k:
-            return baby_sum(c if n >= 0 else np.zeros(1))
-        g = max(_giants(n, k))
-        basis = np.zeros(g + 1)
-        basis[g] = 1.0
-        q, r = C.chebdiv(c, basis)
-        qe = rec(q)
-        prod = ev.mul_plain(power(g), qe) if isinstance(qe, float) else ev.multiply(qe, power(g))
-        re = rec(r)
+    def rec(c: np.ndarray, scale: float) -> Any:
+        """Σ c_j T_j at exactly ``scale`` (or a float where c is a constant)."""
+        if len(c) - 1 < k:
+            return baby_sum(c, scale)
+        g, q, r = split(c)
+        tg = power(g)
+        lq = level_of(q)
+        if lq is None:
+            prod = ev.mul_plain(tg, float(q[0]), target_scale=scale)
+        else:
+            at = min(lq, ev.level(tg))  # the product happens here and drops this prime
+            qe = rec(q, scale * ev.prime(at) / tg.scale)
+            prod = ev.multiply(qe, tg)  # scale qe.scale·tg.scale/prime = ``scale``
+        re = rec(r, scale)
         if isinstance(re, float):
             return ev.add_plain(prod, re) if abs(re) > _TINY else prod
         return ev.add(prod, re)
 
-    out = rec(coeffs)
+    out = rec(trim(coeffs), float(t.scale))
     if isinstance(out, float):
         raise ConfigError("polynomial is constant on ciphertexts")
     return out
