@@ -75,3 +75,39 @@ def test_examples_validate() -> None:
     assert files
     for f in files:
         load_config(f)
+
+
+def test_secure_aggregation_refuses_a_cohort_under_three() -> None:
+    import pytest
+
+    from veil.errors import ConfigError
+    from veil.federation.config import parse_config
+
+    raw = {"data": {"sites": 5}, "federation": {"cohort_size": 2},
+           "aggregation": {"secure_aggregation": True}}
+    with pytest.raises(ConfigError, match="at least 3 sites.*subtract its own update"):
+        parse_config(raw)
+    with pytest.raises(ConfigError, match="at least 3 sites"):
+        parse_config({"data": {"sites": 2}, "aggregation": {"secure_aggregation": True}})
+    raw["federation"]["cohort_size"] = 3
+    assert parse_config(raw).cohort == 3.0
+    raw["aggregation"]["secure_aggregation"] = False
+    raw["federation"]["cohort_size"] = 2
+    assert parse_config(raw).cohort == 2.0  # without SecAgg the server sees updates anyway
+
+
+def test_server_refuses_a_secure_cohort_under_three() -> None:
+    import pytest
+    import torch
+
+    from veil.aggregation import Pipeline, PlainSum, Quantize, SecAggSum, UniformMean
+    from veil.errors import ConfigError
+    from veil.federation import make_server_optimizer
+    from veil.federation.server import Server
+
+    opt = make_server_optimizer("fedavg", 1.0)
+    secure = Pipeline([UniformMean(), Quantize(clip=0.5, bits=32)], SecAggSum(bits=32))
+    with pytest.raises(ConfigError, match="at least 3 sites"):
+        Server(secure, opt, torch.zeros(4), n_sites=5, cohort=2)
+    Server(secure, opt, torch.zeros(4), n_sites=5, cohort=3)
+    Server(Pipeline([UniformMean()], PlainSum()), opt, torch.zeros(4), n_sites=5, cohort=2)

@@ -206,6 +206,21 @@ class AuditConfig(_Section):
     log: bool = Field(True, description="append the run to the hash-chained output_dir/audit.log")
 
 
+#: the smallest cohort secure aggregation accepts: with two sites, each can subtract its
+#: own update from the sum and read the other's
+MIN_SECURE_COHORT = 3
+
+
+def secure_cohort_message(cohort: float) -> str:
+    """Why a cohort of ``cohort`` sites is refused under secure aggregation, and the fix."""
+    return (
+        f"secure aggregation needs a cohort of at least {MIN_SECURE_COHORT} sites, got "
+        f"{cohort:g}: with 2, each site can subtract its own update from the sum and learn "
+        "the other's; raise federation.cohort_size (or data.sites), or turn off "
+        "aggregation.secure_aggregation"
+    )
+
+
 class RunConfig(_Section):
     """A whole federated run."""
 
@@ -236,6 +251,8 @@ class RunConfig(_Section):
                 f"federation.cohort_size ({fed.cohort_size}) is larger than data.sites "
                 f"({self.data.sites}); lower it or add sites"
             )
+        if self.aggregation.secure_aggregation and self.cohort < MIN_SECURE_COHORT:
+            raise ValueError(secure_cohort_message(self.cohort))
         if self.model.name == "cnn" and not self.data.image:
             raise ValueError("model.name = 'cnn' needs data.image = true")
         if any(c in self.name for c in "/\\") or self.name in (".", ".."):

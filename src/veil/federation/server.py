@@ -17,6 +17,7 @@ import torch
 from veil.aggregation import Pipeline, PipelineState, RoundResult
 from veil.crypto.prg import SecureRng
 from veil.errors import ConfigError
+from veil.federation.config import MIN_SECURE_COHORT, secure_cohort_message
 from veil.federation.server_opt import ServerOptimizer
 from veil.privacy.release import draw_cohort
 
@@ -44,7 +45,8 @@ class Server:
             claims amplification by sampling); otherwise from the seed (reproducible).
 
     Raises:
-        ConfigError: cohort out of range or unknown sampling.
+        ConfigError: cohort out of range, under 3 sites with secure aggregation, or
+            unknown sampling.
     """
 
     def __init__(
@@ -65,6 +67,8 @@ class Server:
             raise ConfigError(
                 f"cohort {self.cohort} must be in (0, {self.n_sites}]", key="federation.cohort_size"
             )
+        if pipeline.summation.name == "secagg" and self.cohort < MIN_SECURE_COHORT:
+            raise ConfigError(secure_cohort_message(self.cohort), key="federation.cohort_size")
         if sampling not in ("fixed", "poisson"):
             raise ConfigError(f"unknown sampling {sampling!r}", key="federation.sampling")
         self.pipeline = pipeline
