@@ -170,8 +170,9 @@ def test_basis_states_relation_and_amplification() -> None:
     assert b["sampling_rate"] == 0.5 and "displac" in b["sensitivity"]
     assert b["amplification_holds_against_record_reader"]
     rec = basis("poisson", 10, 100, secret_cohort=True, cohort_recorded=True)
-    assert not rec["amplification_holds_against_record_reader"]
-    assert "no longer holds" in rec["note"]
+    assert not rec["amplification_holds_against_record_reader"] and not rec["amplified"]
+    assert rec["epsilon_holds_against_record_reader"] and rec["cohorts_recorded"]
+    assert "without" in rec["note"] and "none claimed" in rec["amplification"]
     assert not basis("poisson", 10, 100, secret_cohort=False)["amplification_holds_against_record_reader"]
     assert math.isclose(basis("fixed", 100, 100, False)["sampling_rate"], 1.0)
 

@@ -57,8 +57,14 @@ def round_progress(
         yield on_round
 
 
-def summary_table(title: str, rounds: list[dict[str, Any]], max_rows: int = 12) -> Table:
-    """A table of rounds: accuracy, loss, sites, bytes per site (long runs are thinned)."""
+def summary_table(
+    title: str, rounds: list[dict[str, Any]], max_rows: int = 12, private: bool = True
+) -> Table:
+    """A table of rounds: accuracy, loss, sites, bytes per site (long runs are thinned).
+
+    ``private=False`` (``privacy.debug_unnoised_statistics``): the ε column is headed
+    "NOT VALID" — the run released un-noised statistics.
+    """
     t = Table(title=title, title_justify="left")
     t.add_column("round", justify="right")
     t.add_column("test acc", justify="right")
@@ -70,7 +76,7 @@ def summary_table(title: str, rounds: list[dict[str, Any]], max_rows: int = 12) 
         for r in rounds
     )
     if has_eps:
-        t.add_column("ε spent", justify="right")
+        t.add_column("ε spent" if private else "ε (NOT VALID: not private)", justify="right")
     step = max(1, -(-len(rounds) // max_rows))
     shown = rounds[::step]
     if rounds and shown[-1] is not rounds[-1]:
@@ -82,7 +88,9 @@ def summary_table(title: str, rounds: list[dict[str, Any]], max_rows: int = 12) 
             str(r["round"] + 1),
             f"{acc:.3f}" if acc is not None else "–",
             f"{loss:.3f}" if loss is not None else "–",
-            f"{len(r.get('survivors', []))}/{len(r.get('cohort', []))}",
+            # a DP run's record keeps only counts (privacy.record_cohorts = false)
+            f"{r.get('n_summed', len(r.get('survivors', [])))}"
+            f"/{r.get('n_selected', len(r.get('cohort', [])))}",
             fmt_bytes(r.get("bytes_per_site_mean", 0.0)),
         ]
         if has_eps:

@@ -166,6 +166,10 @@ def build_federation(
         # client-level DP claims amplification by sampling: cohorts must be secret
         secret_cohorts=cfg.privacy.client_on and cfg.privacy.secure_rng,
         dp_mechanism=cfg.privacy.client_level.mechanism if cfg.privacy.client_on else None,
+        # amplification must hold against a reader of the record: only counts, unless the
+        # user keeps the cohorts (and the ledger then charges without amplification)
+        record_cohorts=not cfg.privacy.hide_cohorts,
+        debug_unnoised=cfg.privacy.enabled and cfg.privacy.debug_unnoised_statistics,
     )
     for site, ledger in zip(fed.sites, site_ledgers):
         site.ledger = ledger  # each site holds its own sample-level ledger

@@ -43,7 +43,10 @@ from veil.models.params import flat_params, load_flat_params
 from veil.privacy.release import release_measurements
 from veil.training import LocalConfig, SiteData, Trainer
 
-__all__ = ["Simulation", "Federation", "RunResult", "evaluate", "make_plan", "round_half"]
+__all__ = [
+    "Simulation", "Federation", "RunResult", "evaluate", "hide_membership", "make_plan",
+    "round_half",
+]
 
 
 @dataclass
@@ -115,6 +118,14 @@ class Simulation:
         secure_rng: privacy randomness from fresh OS entropy (True) or derived from ``seed``.
         eval_every: evaluate every N rounds (and always after the last).
         on_round: callback after each round (progress display).
+        secret_cohorts: draw cohorts from the privacy CSPRNG (fresh each round: a resumed
+            run draws its remaining cohorts afresh, which is the same distribution).
+        dp_mechanism: client-level DP mechanism (``None``: none); records keep only
+            released measurements.
+        record_cohorts: keep who took part (cohort, survivors, per-site bytes) in each
+            round's record. ``False`` keeps only counts (``n_selected``, ``n_summed``), in
+            the record, the checkpoint and what ``on_round`` sees.
+        debug_unnoised: keep un-noised diagnostics in DP records (the run is not private).
     """
 
     def __init__(
@@ -140,6 +151,8 @@ class Simulation:
         on_round: Callable[[dict[str, Any]], None] | None = None,
         secret_cohorts: bool = False,
         dp_mechanism: str | None = None,
+        record_cohorts: bool = True,
+        debug_unnoised: bool = False,
     ) -> None:
         self.model = model
         self.dataset = dataset
@@ -156,6 +169,8 @@ class Simulation:
         )
         #: client-level DP mechanism (None: none); its records keep only released numbers
         self.dp_mechanism = dp_mechanism
+        self.record_cohorts = record_cohorts
+        self.debug_unnoised = debug_unnoised
         self.pipeline = pipeline
         self.trainer = trainer
         self.rounds = rounds
@@ -337,7 +352,9 @@ class Simulation:
                 if survivors.size
                 else 0.0,
                 bytes_total=int(sum(sent.values())),
-                measurements=release_measurements(res.measurements, self.dp_mechanism),
+                measurements=release_measurements(
+                    res.measurements, self.dp_mechanism, debug=self.debug_unnoised
+                ),
             )
         self._finish(rec, r, t0, events, survivors, cohort)
         return rec
@@ -366,6 +383,8 @@ class Simulation:
         for h in self.hooks:
             rec.update(h.after_round(info))
         rec["duration_s"] = time.perf_counter() - t0
+        if not self.record_cohorts:
+            hide_membership(rec)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -418,6 +437,22 @@ class Simulation:
         """The model with the current global parameters loaded."""
         load_flat_params(self.model, self.params)
         return self.model
+
+
+def hide_membership(rec: dict[str, Any]) -> None:
+    """Replace who took part in a round's record by counts (in place).
+
+    ``cohort`` and ``survivors`` become ``n_selected`` and ``n_summed``, the sites whose
+    update was rejected (``rejected``) become ``n_rejected``; the per-site ``bytes_sent``
+    table is dropped (``bytes_total`` and ``bytes_per_site_mean`` stay).
+    """
+    if "rejected" in rec:
+        rec["n_rejected"] = len(rec.pop("rejected"))
+    if "cohort" in rec:
+        rec["n_selected"] = len(rec.pop("cohort"))
+    if "survivors" in rec:
+        rec["n_summed"] = len(rec.pop("survivors"))
+    rec.pop("bytes_sent", None)
 
 
 #: the former name of :class:`Simulation`

@@ -122,6 +122,14 @@ class PrivacyConfig(_Frozen):
         secure_rng: DP noise and Poisson sampling from a fresh OS-keyed CSPRNG. ``False``
             derives them from the run seed (reproducible; recorded in the run's record —
             not for real deployments).
+        record_cohorts: keep each round's cohort, survivors and per-site bytes in the
+            record. ``False`` (default): a client-level DP run records only counts, so
+            cohort amplification holds against a reader of the record. ``True``: the
+            client-level ε is charged *without* amplification (the reader knows who took
+            part) and the record says so.
+        debug_unnoised_statistics: keep un-noised per-round diagnostics (``clip/*``,
+            ``quantize/clipped_fraction``) in the record. They are functions of private
+            updates with no noise: the run is marked **not private** and its ε not valid.
         sample_level: DP-SGD at the sites.
         client_level: DP-FedAvg at the server.
     """
@@ -132,6 +140,8 @@ class PrivacyConfig(_Frozen):
     accountant: Literal["rdp", "pld"] = "rdp"
     over_budget: Literal["refuse", "stop"] = "refuse"
     secure_rng: bool = True
+    record_cohorts: bool = False
+    debug_unnoised_statistics: bool = False
     sample_level: SampleLevelConfig = SampleLevelConfig()
     client_level: ClientLevelConfig = ClientLevelConfig()
 
@@ -158,3 +168,18 @@ class PrivacyConfig(_Frozen):
     def client_on(self) -> bool:
         """Whether client-level DP-FedAvg is in effect."""
         return self.enabled and self.client_level.enabled
+
+    @property
+    def amplify(self) -> bool:
+        """Whether client-level ε may claim cohort amplification (cohorts not recorded)."""
+        return not self.record_cohorts
+
+    @property
+    def hide_cohorts(self) -> bool:
+        """Whether the run's record must not list who took part (client-level DP)."""
+        return self.client_on and not self.record_cohorts
+
+    @property
+    def private(self) -> bool:
+        """Whether the run's ε is a valid claim (DP on, no un-noised debug statistics)."""
+        return self.enabled and not self.debug_unnoised_statistics

@@ -198,11 +198,15 @@ def basis(
         cohort: cohort size (expected for Poisson).
         n_sites: configured population.
         secret_cohort: cohorts drawn from the privacy CSPRNG (not from the public seed).
-        cohort_recorded: the record lists who took part each round.
+        cohort_recorded: the record lists who took part each round
+            (``privacy.record_cohorts``); the ledger then charged every round without
+            amplification.
 
     Returns:
-        ``{"neighbouring_relation", "sampling", "amplification", "sampling_rate",
-        "sensitivity", "amplification_holds_against_record_reader", "note"}``.
+        ``{"neighbouring_relation", "sampling", "amplification", "amplified",
+        "sampling_rate", "sensitivity", "cohorts_recorded",
+        "amplification_holds_against_record_reader", "epsilon_holds_against_record_reader",
+        "note"}``.
 
     Raises:
         ConfigError: see :func:`cohort_event`.
@@ -221,28 +225,41 @@ def basis(
         "one site's clipped update" if sampling == "poisson" or full
         else "two sites' clipped updates (displacement)"
     )
-    holds = bool(secret_cohort and not cohort_recorded) or full
+    if cohort_recorded and not full:
+        amp = (
+            "none claimed: the record lists who took part (privacy.record_cohorts), so "
+            "every round is charged as if the site took part"
+        )
+    # amplification holds against a reader of the record when the cohorts are secret and
+    # unrecorded; the claimed ε also holds when no amplification is claimed at all
+    holds = full or bool(secret_cohort and not cohort_recorded)
+    eps_holds = holds or bool(cohort_recorded)
     if full:
         note = "no amplification is claimed"
+    elif cohort_recorded:
+        note = (
+            "cohorts are recorded (privacy.record_cohorts = true): ε is charged without "
+            "subsampling amplification, so it also holds against a reader of the record"
+        )
     elif not secret_cohort:
         note = (
             "cohorts come from the public run seed: amplification is claimed only against "
             "an observer without the seed (set privacy.secure_rng = true)"
         )
-    elif cohort_recorded:
-        note = (
-            "the record lists who took part: against a reader of the record amplification "
-            "no longer holds (each site's ε is that of the rounds it took part in, "
-            "unamplified)"
-        )
     else:
-        note = "cohorts drawn from the privacy CSPRNG and not recorded"
+        note = (
+            "cohorts drawn from the privacy CSPRNG and not recorded (the record keeps only "
+            "counts)"
+        )
     return {
         "neighbouring_relation": RELATION,
         "sampling": sampling,
         "amplification": amp,
+        "amplified": not (full or cohort_recorded),
+        "cohorts_recorded": bool(cohort_recorded),
         "sampling_rate": 1.0 if full else q,
         "sensitivity": sens,
         "amplification_holds_against_record_reader": holds,
+        "epsilon_holds_against_record_reader": eps_holds,
         "note": note,
     }

@@ -11,8 +11,11 @@ DP-FedAvg transform, and a :class:`PrivacyHook` that
 
 Accounting assumptions (also in docs/differential-privacy.md): sample level — every site
 is charged for every round it is selected in (and, for planning and calibration, as if
-it were selected every round); client level — Poisson sampling of sites amplifies with
-rate ``cohort / n_sites``; a fixed-size cohort is charged without amplification.
+it were selected every round); client level — under add/remove-one-site, Poisson cohorts
+amplify with rate ``cohort / n_sites`` and fixed-size cohorts are bounded by Poisson
+subsampling with doubled sensitivity (:mod:`veil.privacy.neighbouring`) — unless
+``privacy.record_cohorts`` keeps who took part in the record: then no amplification is
+claimed (calibration and ledger alike).
 """
 
 from __future__ import annotations
@@ -77,7 +80,9 @@ class PrivacyHook:
     # -- helpers ---------------------------------------------------------------------------
     def _sampled(self, event: dpe.DpEvent) -> dpe.DpEvent:
         p = self._need_plan()
-        return sampled(event, p.sampling, float(p.cohort_size) / p.n_sites)
+        # recorded cohorts (privacy.record_cohorts): the reader knows who took part, so
+        # no subsampling amplification is claimed
+        return sampled(event, p.sampling, float(p.cohort_size) / p.n_sites, self.cfg.amplify)
 
     def _need_plan(self) -> RoundPlan:
         if self.plan is None:
@@ -212,16 +217,22 @@ class PrivacyHook:
             if self.plan is not None:
                 from veil.privacy.neighbouring import basis
 
-                # relation and amplification; the runtime's record lists each round's
-                # cohort, so amplification does not hold against a reader of the record
+                # relation and amplification; with record_cohorts the record lists who
+                # took part and the ledger charged every round without amplification
                 out["privacy_accounting"] = basis(
                     self.plan.sampling, self.plan.cohort_size, self.plan.n_sites,
-                    secret_cohort=cfg.secure_rng, cohort_recorded=True,
+                    secret_cohort=cfg.secure_rng, cohort_recorded=cfg.record_cohorts,
                 )
         if self.site_ledgers and self.plan is not None:
             per = self.epsilon_per_site()
             out["epsilon_sample_max"] = max(per.values(), default=0.0)
             out["epsilon_sample_per_site"] = {str(k): v for k, v in per.items()}
+        out["private"] = cfg.private
+        if cfg.debug_unnoised_statistics:
+            out["not_private_reason"] = (
+                "privacy.debug_unnoised_statistics = true: the record holds un-noised "
+                "per-round statistics of the private updates; the ε above is not a valid claim"
+            )
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -390,7 +401,7 @@ def _build_distributed(
                         round_event(DistributedDP.after(_quantizer(margin), n, cl.clip_norm, v,
                                                         secure.expected_dropout,
                                                         secure.corrupt_fraction)),
-                        plan.sampling, n / plan.n_sites,
+                        plan.sampling, n / plan.n_sites, cfg.amplify,
                     ),
                     plan.rounds,
                 ),
@@ -485,7 +496,8 @@ def _build_client_chain(cfg: PrivacyConfig, plan: RoundPlan) -> Chain:
     if z is None:
         z = calibrate_noise(
             lambda v: dpe.SelfComposedDpEvent(
-                sampled(make(v).stages[0].round_event(), plan.sampling, rate), plan.rounds
+                sampled(make(v).stages[0].round_event(), plan.sampling, rate, cfg.amplify),
+                plan.rounds,
             ),
             cfg.target_epsilon,
             cfg.delta,

@@ -104,6 +104,23 @@ def _claimed(
     return ok(eps), ok(target)
 
 
+def _accounting(record: dict[str, Any]) -> str:
+    """How client-level ε was accounted, and whether the run is private at all."""
+    pv = record.get("privacy") or {}
+    out = []
+    if pv.get("private") is False:
+        out.append("<p class='bad'><b>NOT PRIVATE.</b> "
+                   f"{_e(pv.get('not_private_reason', 'the run is marked not private'))}</p>")
+    acct = pv.get("privacy_accounting")
+    if isinstance(acct, dict):
+        out.append(
+            "<h3>Client-level accounting</h3><p>"
+            f"neighbouring relation: {_e(acct.get('neighbouring_relation'))}; amplification: "
+            f"{_e(acct.get('amplification'))}. {_e(acct.get('note', ''))}</p>"
+        )
+    return "".join(out)
+
+
 def _cards(record: dict[str, Any], audit: dict[str, Any] | None) -> str:
     final = record.get("final") or {}
     eps, target = _claimed(record, audit)
@@ -116,6 +133,11 @@ def _cards(record: dict[str, Any], audit: dict[str, Any] | None) -> str:
         ),
         ("ε spent (claimed)", _num(eps, "{:.2f}") if eps is not None else "no DP", ""),
     ]
+    pv = record.get("privacy") or {}
+    if pv.get("private") is False:  # privacy.debug_unnoised_statistics: un-noised releases
+        cards[-1] = ("ε spent (NOT VALID: run not private)",
+                     f"{_num(eps, '{:.2f}')} — not valid" if eps is not None else "not valid",
+                     "bad")
     if target is not None:
         cards.append(("ε budget", _num(target, "{:.2f}"), ""))
     bpr = [r.get("bytes_per_site_mean") for r in record.get("rounds") or []]
@@ -279,8 +301,9 @@ def build_html(record: dict[str, Any], audit: dict[str, Any] | None = None,
     p.append("<section><h2>What was protected, and how</h2><h3>Threat model</h3>")
     p.append(
         f"<p>{_e(record.get('threat_model') or 'No threat model recorded.')}</p>"
-        "<h3>Pipeline</h3><p>"
     )
+    p.append(_accounting(record))
+    p.append("<h3>Pipeline</h3><p>")
     stages = [str(s) for s in record.get("pipeline") or []]
     p.append(
         " <span class='arrow'>→</span> ".join(f"<span class='chip'>{_e(s)}</span>" for s in stages)
