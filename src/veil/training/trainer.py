@@ -33,6 +33,7 @@ from veil.training.gradients import (
     PlainGradients,
     param_layout,
 )
+from veil.training.modules import check_trainable
 from veil.training.schedule import PoissonBatches, RoundSites, Schedule, ShuffledBatches
 from veil.training.streams import FreshStreams, PrivacyStreams, SeededStreams
 
@@ -55,7 +56,8 @@ class Trainer:
             derived from the run seed (False, reproducible).
 
     Raises:
-        ConfigError: impossible hyper-parameters or task.
+        ConfigError: impossible hyper-parameters or task, or a layer the vectorised
+            trainer cannot train (BatchNorm, Dropout; :func:`check_trainable`).
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class Trainer:
             raise ConfigError(f"unknown task {task!r}; use 'classification' or 'regression'")
         if chunk < 1:
             raise ConfigError(f"chunk must be >= 1, got {chunk}", key="local.chunk")
+        check_trainable(model)  # BatchNorm / Dropout: a typed error naming the layer
         self.model = model
         self.task = task
         self.config = config
