@@ -93,27 +93,34 @@ def train(
     dataset: Dataset | None = None,
     model: torch.nn.Module | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    restart: bool = False,
 ) -> TrainOutput:
     """Run a federated job end to end and write ``record.json`` and ``model.pt``.
 
     Args:
         cfg: validated config.
         resume: continue from the run directory's checkpoint.
+        restart: start afresh in a run directory that already holds a run (e.g. one with
+            a corrupt checkpoint); its files are kept in ``previous-N/`` inside it.
         hooks: extra hooks.
         dataset, model: override the configured ones.
         on_round: per-round callback.
 
     Raises:
-        ConfigError: bad config, or resume without a matching checkpoint.
+        ConfigError: bad config, resume without a matching checkpoint, or both resume
+            and restart.
         BudgetExceededError: the privacy ledger refused the plan.
     """
+    if resume and restart:
+        raise ConfigError("--resume continues a run and --restart starts it afresh; pick one")
     run_dir = cfg.run_dir()
     for d in (Path(cfg.output_dir), run_dir):
         if d.exists() and not d.is_dir():
             raise ConfigError(f"{d} exists and is not a directory", key="output_dir")
-    if not resume and (run_dir / "checkpoint.pt").exists():
+    if not resume and not restart and (run_dir / "checkpoint.pt").exists():
         raise ConfigError(
-            f"{run_dir} already holds a run; use --resume to continue it, or a new name",
+            f"{run_dir} already holds a run; use --resume to continue it, --restart to start "
+            "it afresh (its files are kept in previous-N/), or a new name",
             key="name",
         )
     from veil._fs import RunLock
@@ -123,7 +130,31 @@ def train(
 
         verify_before_run(Path(cfg.output_dir) / "audit.log")  # a broken log stops us now
     with RunLock(run_dir):  # one writer per run directory
+        if restart:
+            set_aside(run_dir)
         return _train_locked(cfg, resume, hooks, dataset, model, on_round)
+
+
+def set_aside(run_dir: Path) -> Path | None:
+    """Move an earlier run's files into ``run_dir/previous-N/`` (the next free N).
+
+    Returns the new folder, or None when there was nothing to move. The lock file and
+    earlier ``previous-*`` folders stay where they are.
+    """
+    from veil._fs import LOCK_FILE
+
+    old = [p for p in run_dir.iterdir()
+           if p.name != LOCK_FILE and not p.name.startswith("previous-")]
+    if not old:
+        return None
+    n = 1
+    while (run_dir / f"previous-{n}").exists():
+        n += 1
+    dest = run_dir / f"previous-{n}"
+    dest.mkdir()
+    for p in old:
+        p.rename(dest / p.name)
+    return dest
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:

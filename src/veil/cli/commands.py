@@ -47,7 +47,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             start = len(RunRecord(cfg.run_dir()).rounds)
         console.print(f"resuming [bold]{cfg.name}[/] after round {start}")
     with round_progress(console, cfg.rounds, cfg.name, start, enabled=not args.quiet) as cb:
-        out = train(cfg, resume=args.resume, on_round=cb)
+        out = train(cfg, resume=args.resume, on_round=cb,
+                    restart=getattr(args, "restart", False))
     data = "own files" if cfg.data.files else cfg.data.dataset
     private = (out.record.get("privacy") or {}).get("private", True)
     console.print(summary_table(f"{cfg.name}: {data}, {cfg.data.sites} sites", out.result.rounds,
@@ -125,7 +126,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         label = "no DP" if math.isinf(e) else f"ε = {e:g}"
         console.print(f"{label:10s} accuracy {res.final_accuracy:.3f}  ({res.run_dir})")
 
-    rows = privacy_sweep(cfg, eps, args.out, on_run=on_run)
+    from veil.app.sweep import sweep_location
+
+    out, _ = sweep_location(cfg, eps, args.out)  # never an earlier sweep's folder
+    rows = privacy_sweep(cfg, eps, out, on_run=on_run)
     t = Table(title="privacy–utility sweep", title_justify="left")
     for col in ("target ε", "ε spent", "accuracy", "rounds"):
         t.add_column(col, justify="right")
@@ -138,7 +142,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             str(r.get("rounds", "")),
         )
     console.print(t)
-    out = args.out or str(cfg.run_dir().with_name(cfg.name + "-sweep"))
     console.print(f"table and curve: {out}/sweep.md, {out}/sweep.png")
     return 0
 

@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("config", help="TOML run config")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    t.add_argument(
+        "--restart", action="store_true",
+        help="start the run afresh (e.g. after a corrupt checkpoint); the earlier files are "
+        "kept in RUN/previous-N/",
+    )
     t.add_argument("--rounds", type=int, help="override the number of rounds")
     t.add_argument("--name", help="override the run name")
     t.add_argument("--out", help="override output_dir")
