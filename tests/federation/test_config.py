@@ -111,3 +111,14 @@ def test_server_refuses_a_secure_cohort_under_three() -> None:
         Server(secure, opt, torch.zeros(4), n_sites=5, cohort=2)
     Server(secure, opt, torch.zeros(4), n_sites=5, cohort=3)
     Server(Pipeline([UniformMean()], PlainSum()), opt, torch.zeros(4), n_sites=5, cohort=2)
+
+
+def test_absurd_learning_rate_is_a_config_error() -> None:
+    import pytest
+
+    from veil.errors import ConfigError
+    from veil.federation.config import parse_config
+
+    # 1e39 overflows float32 inside the trainer (a raw RuntimeError before this check)
+    with pytest.raises(ConfigError, match="local.lr"):
+        parse_config({"local": {"lr": 1e39}})

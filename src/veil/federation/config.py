@@ -127,7 +127,7 @@ class LocalTrainingConfig(_Section):
 
     epochs: int = Field(1, ge=1, le=1000, description="local epochs per round")
     batch_size: int = Field(32, ge=1, description="local minibatch size")
-    lr: float = Field(0.1, gt=0, description="local learning rate")
+    lr: float = Field(0.1, gt=0, le=1e6, description="local learning rate")
     momentum: float = Field(0.0, ge=0, lt=1, description="local SGD momentum")
     weight_decay: float = Field(0.0, ge=0, description="local L2 weight decay")
 
