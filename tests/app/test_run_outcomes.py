@@ -83,3 +83,20 @@ def test_site_rejected_every_round_is_named() -> None:
     out = round_outcomes(res.rounds)
     assert out["rounds_aggregated"] == 3 and out["sites_rejected_every_round"] == [1]
     assert "failed" not in out
+
+
+def test_cli_warns_about_a_site_rejected_every_round(tmp_path, capsys, monkeypatch) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'name = "warn"\nrounds = 2\noutput_dir = "{tmp_path}"\n[data]\nsites = 3\n'
+        '[model]\nname = "logreg"\n'
+    )
+    import veil.federation.simulation as sim_mod
+
+    # site 0 (the first row of every round: all sites train, in order) sends NaN each round
+    monkeypatch.setattr(sim_mod, "check_updates", lambda rows: np.arange(len(rows)) != 0)
+    assert main(["train", str(cfg), "--quiet"]) == 0  # the other sites' rounds succeed
+    out = capsys.readouterr().out
+    assert "warning" in out and "[0]" in out and "every round" in out
+    rec = json.loads((tmp_path / "warn" / "record.json").read_text())
+    assert rec["final"]["sites_rejected_every_round"] == [0]
