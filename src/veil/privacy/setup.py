@@ -76,6 +76,8 @@ class PrivacyHook:
         self.plan: RoundPlan | None = None
         self.planned: dict[str, float] = {}
         self._client_sampled: dpe.DpEvent | None = None
+        #: rounds completed (for the public sample-level bound when cohorts are hidden)
+        self._rounds_done = 0
 
     # -- helpers ---------------------------------------------------------------------------
     def _sampled(self, event: dpe.DpEvent) -> dpe.DpEvent:
@@ -107,6 +109,19 @@ class PrivacyHook:
             else:
                 hi = mid - 1
         return lo
+
+    def _sample_bound(self, rounds: int) -> float:
+        """Largest sample-level ε any site could have after ``rounds`` rounds.
+
+        Every site charged as if it took part in every round: a function of public
+        configuration only, released instead of the sites' own ε when cohorts are hidden
+        (their ε would tell how often each site took part).
+        """
+        seen: dict[int, float] = {}
+        for led in self.site_ledgers:
+            if id(led.round_event) not in seen:
+                seen[id(led.round_event)] = led.planned(rounds) if rounds else 0.0
+        return max(seen.values(), default=0.0)
 
     # -- hook API --------------------------------------------------------------------------
     def before_run(self, plan: RoundPlan) -> None:
@@ -193,7 +208,11 @@ class PrivacyHook:
         if self.site_ledgers:
             for s in np.asarray(info.cohort, dtype=np.int64):
                 self.site_ledgers[int(s)].charge()  # the site's own ledger
-            out["epsilon_sample_max"] = max(led.epsilon() for led in self.site_ledgers)
+            out["epsilon_sample_max"] = (
+                self._sample_bound(info.round + 1) if self.cfg.hide_cohorts
+                else max(led.epsilon() for led in self.site_ledgers)
+            )
+        self._rounds_done = info.round + 1
         self.ledger.prune()
         out["delta"] = self.cfg.delta
         return out
@@ -223,7 +242,11 @@ class PrivacyHook:
                     self.plan.sampling, self.plan.cohort_size, self.plan.n_sites,
                     secret_cohort=cfg.secure_rng, cohort_recorded=cfg.record_cohorts,
                 )
-        if self.site_ledgers and self.plan is not None:
+        if self.site_ledgers and self.plan is not None and cfg.hide_cohorts:
+            # the sites' own ε would say how often each took part: the public bound instead
+            out["epsilon_sample_max"] = self._sample_bound(self._rounds_done)
+            out["epsilon_sample_bound"] = "every site charged for every completed round"
+        elif self.site_ledgers and self.plan is not None:
             per = self.epsilon_per_site()
             out["epsilon_sample_max"] = max(per.values(), default=0.0)
             out["epsilon_sample_per_site"] = {str(k): v for k, v in per.items()}
@@ -237,13 +260,14 @@ class PrivacyHook:
 
     def state_dict(self) -> dict[str, Any]:
         """The ledger's events (JSON)."""
-        return {"ledger": self.ledger.state_dict()}
+        return {"ledger": self.ledger.state_dict(), "rounds_done": self._rounds_done}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Replay the ledger from a checkpoint."""
         self.ledger = PrivacyLedger(self.cfg.delta, self.cfg.accountant)
         if "ledger" in state:
             self.ledger.load_state_dict(state["ledger"])
+        self._rounds_done = int(state.get("rounds_done", 0))
 
 
 @dataclass(frozen=True)
