@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from veil.cli.progress import fmt_bytes, round_progress, summary_table
 from veil.app import RunConfig, parse_config, train
+from veil.cli.progress import fmt_bytes, round_progress, summary_table
 
 __all__ = ["run_demo", "SECTIONS", "DemoContext"]
 
@@ -108,11 +108,23 @@ def section_audit_report(ctx: DemoContext) -> None:
     section_audit_report_impl(ctx)
 
 
+def section_private_inference(ctx: DemoContext) -> None:
+    """The demo's digits model classified without anyone seeing a digit: mpc, then fhe."""
+    from veil.cli.demo_inference import (
+        section_private_inference_fhe,
+        section_private_inference_mpc,
+    )
+
+    section_private_inference_mpc(ctx)
+    section_private_inference_fhe(ctx)
+
+
 SECTIONS: list[Callable[[DemoContext], None]] = [
     section_federated,
     section_dp,
     section_secagg,
     section_audit_report,
+    section_private_inference,
 ]
 
 
