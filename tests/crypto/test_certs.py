@@ -41,3 +41,46 @@ def test_bad_names_and_mismatched_key_files(tmp_path) -> None:
         certs.read_pem(crt_a, key_b)
     with pytest.raises(ConfigError):
         certs.load_certificate(tmp_path / "missing.crt")
+
+
+def test_issue_host_names_the_hosts_and_tls_checks_them(tmp_path):
+    """A host certificate passes a client's host-name check for its hosts, fails for others."""
+    import socket
+    import ssl
+    import threading
+
+    from veil.crypto.certs import issue_host, make_ca, write_certificate, write_pem
+
+    ca = make_ca("host-ca", kind="p256")
+    crt, key = write_pem(issue_host(ca, ["127.0.0.1", "localhost"]), tmp_path)
+    ca_file = write_certificate(ca.cert, tmp_path / "ca.crt")
+    srv = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    srv.load_cert_chain(crt, key)
+
+    def handshake(server_hostname: str) -> None:
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1)
+
+        def serve() -> None:
+            s, _ = ls.accept()
+            try:
+                srv.wrap_socket(s, server_side=True).close()
+            except (ssl.SSLError, OSError):
+                s.close()
+
+        th = threading.Thread(target=serve)
+        th.start()
+        try:
+            cli = ssl.create_default_context(cafile=str(ca_file))
+            sock = socket.create_connection(ls.getsockname(), timeout=5)
+            cli.wrap_socket(sock, server_hostname=server_hostname).close()
+        finally:
+            th.join(5)
+            ls.close()
+
+    handshake("localhost")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        handshake("other.example")
+    with pytest.raises(ConfigError):
+        issue_host(ca, [])

@@ -32,9 +32,11 @@ __all__ = [
     "CertKey",
     "make_ca",
     "issue",
+    "issue_host",
     "party_name",
     "verify_issued",
     "write_pem",
+    "write_certificate",
     "read_pem",
     "load_certificate",
 ]
@@ -158,6 +160,41 @@ def issue(ca: CertKey, name: str, days: int = 365, kind: KeyKind = "ed25519") ->
     return CertKey(cert, key)
 
 
+def issue_host(
+    ca: CertKey, hosts: list[str] | tuple[str, ...], days: int = 365, kind: KeyKind = "p256"
+) -> CertKey:
+    """A TLS *server* certificate for hosts (DNS names or IP addresses) signed by ``ca``.
+
+    For stacks that check the host they dial (e.g. Flower's SuperLink) rather than a veil
+    party name. The common name is the first host.
+
+    Raises:
+        ConfigError: no hosts, a bad key kind or validity.
+    """
+    import ipaddress
+
+    if not hosts:
+        raise ConfigError("name at least one host the clients will dial", key="--host")
+    sans: list[x509.GeneralName] = []
+    for h in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            sans.append(x509.DNSName(h))
+    key = _new_key(kind)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(hosts[0]))])
+    cert = (
+        _builder(subject, ca.cert.subject, key, days)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca.key, _hash_for(ca.key))
+    )
+    return CertKey(cert, key)
+
+
 def party_name(cert: x509.Certificate) -> str:
     """The party a certificate was issued to (its ``veil:party:`` SAN, else its CN).
 
@@ -204,7 +241,7 @@ def write_pem(ck: CertKey, directory: str | os.PathLike[str]) -> tuple[Path, Pat
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     crt, key = d / f"{ck.name}.crt", d / f"{ck.name}.key"
-    crt.write_bytes(ck.cert.public_bytes(serialization.Encoding.PEM))
+    write_certificate(ck.cert, crt)
     fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(
@@ -215,6 +252,14 @@ def write_pem(ck: CertKey, directory: str | os.PathLike[str]) -> tuple[Path, Pat
             )
         )
     return crt, key
+
+
+def write_certificate(cert: x509.Certificate, path: str | os.PathLike[str]) -> Path:
+    """Write one certificate (public) as PEM to ``path``."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return p
 
 
 def load_certificate(path: str | os.PathLike[str]) -> x509.Certificate:
