@@ -34,6 +34,7 @@ __all__ = [
     "issue",
     "issue_host",
     "party_name",
+    "party_name_der",
     "verify_issued",
     "write_pem",
     "write_certificate",
@@ -211,6 +212,19 @@ def party_name(cert: x509.Certificate) -> str:
     if uris and (len(uris) != 1 or uris[0][len(_URI_PREFIX):] != cn):
         raise IntegrityError("certificate names two different parties")
     return cn
+
+
+def party_name_der(der: bytes) -> str:
+    """:func:`party_name` of a DER certificate (what a TLS socket reports for its peer).
+
+    Raises:
+        IntegrityError: the bytes are not a certificate, or it names no veil party.
+    """
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise IntegrityError("peer certificate is not valid DER") from exc
+    return party_name(cert)
 
 
 def verify_issued(cert: x509.Certificate, ca_cert: x509.Certificate) -> None:

@@ -29,9 +29,7 @@ import threading
 import time
 from collections.abc import Mapping
 
-from cryptography import x509
-
-from veil.crypto.certs import party_name
+from veil.crypto.certs import party_name, party_name_der
 from veil.errors import ConfigError, IntegrityError, LocalError, PeerError, PeerTimeoutError
 from veil.transport.channel import Mailbox, check_payload
 
@@ -71,7 +69,7 @@ def _peer_name(sock: ssl.SSLSocket) -> str:
     der = sock.getpeercert(binary_form=True)
     if not der:
         raise IntegrityError("peer presented no certificate")
-    return party_name(x509.load_der_x509_certificate(der))
+    return party_name_der(der)
 
 
 class _Link:
