@@ -35,7 +35,7 @@ def _dp_run(
         "data": {"dataset": "digits", "sites": 12, "partition": "iid", "limit": 480},
         "model": {"name": "logreg"},
         "federation": {"cohort_size": 6, "sampling": sampling, "dropout_rate": 0.0},
-        "aggregation": {"secure_aggregation": secagg, "quantize_range": 0.5},
+        "aggregation": {"summation": "secagg" if secagg else "plain", "quantize_range": 0.5},
         "privacy": {"enabled": True, "target_epsilon": 8.0, "secure_rng": True,
                     "accountant": "rdp", **privacy,
                     "client_level": {"enabled": True, "clip_norm": 0.5,

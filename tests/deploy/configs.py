@@ -26,7 +26,7 @@ lr = 0.2
 
 SECAGG = """
 [aggregation]
-secure_aggregation = true
+summation = "secagg"
 bits = 32
 quantize_range = 4.0
 neighbours = {k}

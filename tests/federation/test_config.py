@@ -96,6 +96,25 @@ def test_secure_aggregation_refuses_a_cohort_under_three() -> None:
     assert parse_config(raw).cohort == 2.0  # without SecAgg the server sees updates anyway
 
 
+def test_summation_key_and_its_old_boolean_name() -> None:
+    import pytest
+
+    from veil.errors import ConfigError
+    from veil.federation.config import parse_config
+
+    assert parse_config({"aggregation": {"secure_aggregation": True}}).aggregation.summation == (
+        "secagg"
+    )
+    assert parse_config({"aggregation": {"secure_aggregation": False}}).aggregation.summation == (
+        "plain"
+    )
+    assert parse_config({"aggregation": {"summation": "secagg"}}).aggregation.secure
+    with pytest.raises(ConfigError, match="summation only"):
+        parse_config({"aggregation": {"secure_aggregation": True, "summation": "plain"}})
+    with pytest.raises(ConfigError):
+        parse_config({"aggregation": {"summation": "paillier"}})
+
+
 def test_server_refuses_a_secure_cohort_under_three() -> None:
     import pytest
     import torch

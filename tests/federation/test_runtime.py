@@ -207,7 +207,7 @@ def test_secure_aggregation_run_matches_plain_quality(tmp_path) -> None:
         _cfg(
             tmp_path,
             name="sec",
-            aggregation={"secure_aggregation": True, "quantize_range": 0.5},
+            aggregation={"summation": "secagg", "quantize_range": 0.5},
             **kw,
         )
     )
@@ -239,7 +239,7 @@ def test_distributed_dp_under_secagg_is_accounted(tmp_path) -> None:
             "server_optimizer": "fedavg",
             "server_lr": 1.0,
         },
-        aggregation={"secure_aggregation": True, "quantize_range": 0.5, "expected_dropout": 0.2},
+        aggregation={"summation": "secagg", "quantize_range": 0.5, "expected_dropout": 0.2},
         privacy=priv,
     )
     out = train(cfg)
@@ -259,7 +259,7 @@ def test_distributed_dp_under_secagg_is_accounted(tmp_path) -> None:
 
 def test_distributed_dp_needs_secagg(tmp_path) -> None:
     priv = {"enabled": True, "client_level": {"enabled": True, "mechanism": "distributed"}}
-    with pytest.raises(ConfigError, match="secure_aggregation"):
+    with pytest.raises(ConfigError, match="summation"):
         train(_cfg(tmp_path, rounds=1, privacy=priv))
 
 

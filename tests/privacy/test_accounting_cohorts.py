@@ -215,7 +215,7 @@ def test_distributed_dp_with_pld_is_refused_naming_rdp(tmp_path) -> None:  # typ
         {"accountant": "pld", "client_level": {"enabled": True, "clip_norm": 0.5,
                                                 "mechanism": "distributed"}},
         {"cohort_size": 10, "sampling": "fixed"},
-        {"secure_aggregation": True, "quantize_range": 0.5},
+        {"summation": "secagg", "quantize_range": 0.5},
     )
     with pytest.raises(ConfigError, match='privacy.accountant = "rdp"') as e:
         build_federation(cfg).run()

@@ -66,7 +66,7 @@ def _dp_round_measurements(tmp_path, mechanism: str) -> dict:  # type: ignore[no
         "data": {"dataset": "digits", "sites": 20, "partition": "iid", "limit": 400},
         "model": {"name": "logreg"},
         "federation": {"cohort_size": 20, "dropout_rate": 0.0},
-        "aggregation": {"secure_aggregation": True, "quantize_range": 0.5,
+        "aggregation": {"summation": "secagg", "quantize_range": 0.5,
                         "clip_norm": 1.0},
         "privacy": {"enabled": True, "target_epsilon": 8.0, "accountant": "rdp",
                     "client_level": cl},

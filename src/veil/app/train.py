@@ -35,7 +35,7 @@ def threat_model(cfg: RunConfig) -> str:
         "Sites keep their raw data; only model updates leave a site. The server is "
         "honest-but-curious (follows the protocol, tries to learn from what it sees)."
     ]
-    if cfg.aggregation.secure_aggregation:
+    if cfg.aggregation.summation == "secagg":
         parts.append(
             "Secure aggregation (SecAgg+): the server learns only the sum of the surviving "
             "sites' quantised updates, not any single site's update, as long as fewer than "

@@ -51,7 +51,7 @@ batch_size = 32
 lr = 0.1
 
 [aggregation]
-secure_aggregation = true
+summation = "secagg"
 bits = 32
 quantize_range = 4.0
 neighbours = {k}

@@ -4,7 +4,7 @@ Two measurements, each side by side in one run (medians over rounds after a warm
 
 1. **Federated round, plain vs SecAgg+** (the issue's first target, ≤ 1.5x): the digits
    MLP (26,122 parameters), 100 sites, 10 % dropout, ``veil.federation.build_federation``
-   twice — ``aggregation.secure_aggregation`` off and on (``quantize_range`` 0.5, 32 bits,
+   twice — ``aggregation.summation`` plain and secagg (``quantize_range`` 0.5, 32 bits,
    k and t from :func:`~veil.protocols.secagg.choose_k`) — rounds alternating between
    the two. Reported: ``duration_s``, ``train_s``, ``aggregate_s`` medians and the ratio.
 2. **veil vs Flower 1.41 SecAgg+** (the second target, ≥ 20x) at n ∈ {10, 20} sites and
@@ -49,7 +49,7 @@ CELLS = ((10, 100_000), (20, 100_000), (10, 1_000_000), (20, 1_000_000))
 def _federation(secure: bool, out_dir: str) -> Any:
     from veil.federation import build_federation, parse_config
 
-    agg: dict[str, Any] = {"secure_aggregation": True, "quantize_range": 0.5} if secure else {}
+    agg: dict[str, Any] = {"summation": "secagg", "quantize_range": 0.5} if secure else {}
     cfg = parse_config(
         {
             "name": "bench-secagg" if secure else "bench-plain",

@@ -88,7 +88,7 @@ def section_secagg_impl(ctx: DemoContext) -> None:
         "demo-secagg",
         data={"sites": 10},
         federation={"dropout_rate": 0.2},
-        aggregation={"secure_aggregation": True, "quantize_range": 0.5, "bits": 32},
+        aggregation={"summation": "secagg", "quantize_range": 0.5, "bits": 32},
     )
     _fresh(cfg)
     with round_progress(c, cfg.rounds, "secagg") as cb:

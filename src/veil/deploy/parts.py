@@ -76,11 +76,11 @@ def build_pipeline(cfg: Any) -> DeployPipeline:
     transforms: list[Any] = []
     if a.clip_norm is not None:
         transforms.append(Clip(a.clip_norm))
-    weighted = not (a.secure_aggregation or cfg.privacy.enabled)
+    weighted = not (a.secure or cfg.privacy.enabled)
     # as in the simulation: unweighted under SecAgg (no data-dependent column) and DP
     transforms.append(WeightedMean() if weighted else UniformMean())
     summation: Any = PlainSum()
-    if a.secure_aggregation:
+    if a.summation == "secagg":
         transforms.append(Quantize(clip=a.quantize_range, bits=a.bits))
         summation = SecAggSum(
             bits=a.bits,
@@ -88,7 +88,7 @@ def build_pipeline(cfg: Any) -> DeployPipeline:
             dropout=a.expected_dropout,
             corrupt=a.corrupt_fraction,
         )
-    return DeployPipeline(Pipeline(transforms, summation), bool(a.secure_aggregation), weighted)
+    return DeployPipeline(Pipeline(transforms, summation), a.summation == "secagg", weighted)
 
 
 def site_trainer(cfg: Any, model: nn.Module, task: str, n_examples: int) -> tuple[Any, Any]:

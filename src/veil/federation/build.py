@@ -125,7 +125,7 @@ def build_federation(
         a = cfg.aggregation
         secure = (
             SecureSum(a.bits, a.quantize_range, a.expected_dropout, a.corrupt_fraction)
-            if a.secure_aggregation else None
+            if a.summation == "secagg" else None
         )
         setup = build_privacy(cfg.privacy, plan, model, ds.task, local, cfg.seed,
                               secure_sum=secure)
@@ -193,10 +193,10 @@ def build_pipeline(cfg: RunConfig, dp_chain: Chain | None = None) -> Pipeline:
     a = cfg.aggregation
     chain = dp_chain
     if chain is None:
-        weighted = not (a.secure_aggregation or cfg.privacy.enabled)
+        weighted = not (a.secure or cfg.privacy.enabled)
         chain = presets.fedavg(weighted=weighted, clip_norm=a.clip_norm)
     summation: Any = PlainSum()
-    if a.secure_aggregation:
+    if a.summation == "secagg":
         from veil.aggregation.secagg import SecAggSum
 
         chain = presets.for_secure_sum(chain, a.bits, a.quantize_range)
@@ -206,5 +206,12 @@ def build_pipeline(cfg: RunConfig, dp_chain: Chain | None = None) -> Pipeline:
             dropout=a.expected_dropout,
             corrupt=a.corrupt_fraction,
             stage_deadline_s=a.stage_deadline_s,
+        )
+    elif a.summation == "ckks":
+        from veil.errors import ConfigError
+
+        raise ConfigError(
+            "aggregation.summation = 'ckks' is not available yet; use 'secagg'",
+            key="aggregation.summation",
         )
     return Pipeline(chain, summation)

@@ -167,13 +167,36 @@ class FederationConfig(_Section):
 
 
 class AggregationConfig(_Section):
-    """How updates are combined: clipping and secure aggregation."""
+    """How updates are combined: clipping and the summation protocol."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secure_aggregation_alias(cls, data: Any) -> Any:
+        # ``secure_aggregation = true`` (before ``summation``) still means ``secagg``
+        if isinstance(data, dict) and "secure_aggregation" in data:
+            data = dict(data)
+            flag = data.pop("secure_aggregation")
+            if not isinstance(flag, bool):
+                raise ValueError("aggregation.secure_aggregation must be true or false")
+            if "summation" in data and data["summation"] != ("secagg" if flag else "plain"):
+                raise ValueError(
+                    "set aggregation.summation only (secure_aggregation is its old name)"
+                )
+            data["summation"] = "secagg" if flag else "plain"
+        return data
+
+    @property
+    def secure(self) -> bool:
+        """True when the server learns only the sum (``secagg`` or ``ckks``)."""
+        return self.summation != "plain"
 
     clip_norm: float | None = Field(
         None, gt=0, description="clip each site's update to this L2 norm (off if unset)"
     )
-    secure_aggregation: bool = Field(
-        False, description="SecAgg+: the server learns only the sum of the updates"
+    summation: Literal["plain", "secagg", "ckks"] = Field(
+        "plain",
+        description="plain: the server sums updates in the clear | secagg: SecAgg+ (the "
+        "server learns only the sum) | ckks: CKKS-encrypted sum (sites hold the key)",
     )
     bits: int = Field(
         32, ge=8, le=62, description="SecAgg: ring width b (bits per quantised coordinate)"
@@ -216,8 +239,8 @@ def secure_cohort_message(cohort: float) -> str:
     return (
         f"secure aggregation needs a cohort of at least {MIN_SECURE_COHORT} sites, got "
         f"{cohort:g}: with 2, each site can subtract its own update from the sum and learn "
-        "the other's; raise federation.cohort_size (or data.sites), or turn off "
-        "aggregation.secure_aggregation"
+        "the other's; raise federation.cohort_size (or data.sites), or set "
+        "aggregation.summation = 'plain'"
     )
 
 
@@ -251,7 +274,7 @@ class RunConfig(_Section):
                 f"federation.cohort_size ({fed.cohort_size}) is larger than data.sites "
                 f"({self.data.sites}); lower it or add sites"
             )
-        if self.aggregation.secure_aggregation and self.cohort < MIN_SECURE_COHORT:
+        if self.aggregation.secure and self.cohort < MIN_SECURE_COHORT:
             raise ValueError(secure_cohort_message(self.cohort))
         if self.model.name == "cnn" and not self.data.image:
             raise ValueError("model.name = 'cnn' needs data.image = true")

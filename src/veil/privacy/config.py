@@ -92,7 +92,7 @@ class ClientLevelConfig(_Frozen):
         adaptive: adaptive clipping settings (``None`` = fixed clip norm).
         mechanism: ``"central"`` (the server adds Gaussian noise to the sum) or
             ``"distributed"`` (each site adds discrete Gaussian noise before SecAgg+, so the
-            server never holds an un-noised sum; needs aggregation.secure_aggregation and a
+            server never holds an un-noised sum; needs aggregation.summation = 'secagg' and a
             fixed-size cohort).
     """
 

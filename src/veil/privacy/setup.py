@@ -391,7 +391,7 @@ def _build_distributed(
     cl = cfg.client_level
     if secure is None:
         raise ConfigError(
-            "distributed DP needs secure aggregation: set aggregation.secure_aggregation = true "
+            "distributed DP needs secure aggregation: set aggregation.summation = 'secagg' "
             "(or privacy.client_level.mechanism = 'central')",
             key="privacy.client_level.mechanism",
         )
