@@ -158,6 +158,12 @@ class FederationConfig(_Section):
     server_lr: float = Field(1.0, gt=0, description="server learning rate")
     server_momentum: float = Field(0.9, ge=0, lt=1, description="fedavgm momentum / fedadam beta1")
     eval_every: int = Field(1, ge=1, description="evaluate on the test set every N rounds")
+    transport: Literal["simulation", "flower"] = Field(
+        "simulation",
+        description="simulation: every site in this process (veil train) | flower: the same "
+        "run on a Flower SuperLink and SuperNodes, one site per machine (veil deploy run, "
+        "docs/deployment.md; needs veil[flower])",
+    )
 
     @model_validator(mode="after")
     def _one_cohort_spec(self) -> FederationConfig:
