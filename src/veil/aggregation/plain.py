@@ -81,10 +81,33 @@ class WeightedMean(SiteStateless):
     Not for differentially private pipelines (the weight is data-dependent): a chain with
     a DP mechanism refuses it (``dp = "unsafe"``); use :class:`UniformMean` or the DP
     stages, which divide by a fixed denominator.
+
+    Under a ring summation (SecAgg+) the weight travels under the mask in the same vector,
+    so the quantiser needs a declared range for it: with ``max_weight = W`` (a public bound
+    on a site's weight) each site sends ``[(w/W)·u, (w/W)·weight_range]`` with
+    ``w`` capped at ``W``; both parts lie in ``[−weight_range, weight_range]`` when ``u``
+    does, and the server divides the summed vector by the summed weight as before (the
+    scale ``1/W`` cancels). Measurement ``weight_capped``: rows whose weight exceeded ``W``.
+
+    Args:
+        max_weight: public bound W on a site's weight (``None``: send ``w`` itself).
+        weight_range: the range the weight column is scaled into (the quantiser's clip).
     """
 
+    max_weight: float | None = None
+    weight_range: float = 1.0
     name: str = "weighted_mean"
     dp: ClassVar[str] = "unsafe"
+
+    def __post_init__(self) -> None:
+        if self.max_weight is not None and not (
+            self.max_weight > 0 and np.isfinite(self.max_weight)
+        ):
+            raise ConfigError(f"max_weight must be > 0, got {self.max_weight}",
+                              key="aggregation.max_weight")
+        if not (self.weight_range > 0 and np.isfinite(self.weight_range)):
+            raise ConfigError(f"weight_range must be > 0, got {self.weight_range}",
+                              key="aggregation.quantize_range")
 
     def domain(self, upstream: Domain) -> Domain:
         """Float vectors in and out (one coordinate longer)."""
@@ -98,14 +121,20 @@ class WeightedMean(SiteStateless):
     def encode(
         self, state: None, site_states: list[Any], updates: np.ndarray, ctx: EncodeContext
     ) -> tuple[np.ndarray, list[Any], Mapping[str, np.ndarray]]:
-        """``[w·u, w]`` per row."""
+        """``[w·u, w]`` per row (``[(w/W)·u, (w/W)·weight_range]`` with ``max_weight``)."""
         w = np.asarray(
             ctx.weights, dtype=updates.dtype if updates.dtype.kind == "f" else np.float64
         )
+        meas: dict[str, np.ndarray] = {}
+        last = w
+        if self.max_weight is not None:
+            meas["weight_capped"] = (w > self.max_weight).astype(np.float64)
+            w = (np.minimum(w, self.max_weight) / self.max_weight).astype(w.dtype)
+            last = w * self.weight_range
         out = np.empty((updates.shape[0], updates.shape[1] + 1), dtype=w.dtype)
         np.multiply(updates, w[:, None], out=out[:, :-1])
-        out[:, -1] = w
-        return out, site_states, {}
+        out[:, -1] = last
+        return out, site_states, meas
 
     def decode(
         self, state: None, aggregate: np.ndarray, ctx: DecodeContext
@@ -116,6 +145,8 @@ class WeightedMean(SiteStateless):
             AbortError: the survivors' total weight is not positive.
         """
         total_w = float(aggregate[-1])
+        if self.max_weight is not None:
+            total_w /= self.weight_range
         if not total_w > 0:
             raise AbortError(f"round {ctx.round}: total weight of survivors is {total_w}")
         return None, aggregate[:-1] / total_w, {"total_weight": total_w}, None

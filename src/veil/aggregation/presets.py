@@ -26,15 +26,24 @@ from veil.errors import ConfigError
 __all__ = ["fedavg", "dp_fedavg", "for_secure_sum", "distributed_dp"]
 
 
-def fedavg(weighted: bool = True, clip_norm: float | None = None) -> Chain:
+def fedavg(
+    weighted: bool = True,
+    clip_norm: float | None = None,
+    max_weight: float | None = None,
+    weight_range: float = 1.0,
+) -> Chain:
     """FedAvg's mean, optionally after an L2 clip of each update.
 
     Args:
-        weighted: weight sites by their example count (not for DP or secure sums).
+        weighted: weight sites by their example count (not for DP).
         clip_norm: clip each update to this L2 norm first.
+        max_weight: for a secure (ring) sum: the public bound on a site's weight, so the
+            weight column, sent under the mask with the update, has a declared range
+            (:class:`~veil.aggregation.plain.WeightedMean`).
+        weight_range: the range the weight column is scaled into (the quantiser's clip).
     """
     stages: list[Any] = [] if clip_norm is None else [Clip(clip_norm)]
-    stages.append(WeightedMean() if weighted else UniformMean())
+    stages.append(WeightedMean(max_weight, weight_range) if weighted else UniformMean())
     return Chain(stages)
 
 

@@ -76,9 +76,18 @@ def build_pipeline(cfg: Any) -> DeployPipeline:
     transforms: list[Any] = []
     if a.clip_norm is not None:
         transforms.append(Clip(a.clip_norm))
-    weighted = not (a.secure or cfg.privacy.enabled)
-    # as in the simulation: unweighted under SecAgg (no data-dependent column) and DP
-    transforms.append(WeightedMean() if weighted else UniformMean())
+    weighted = a.weighted_mean and not cfg.privacy.enabled
+    # as in the simulation (aggregation.weighted); never under DP. Weighted under SecAgg,
+    # the weight column needs the declared public bound: no site knows the others' sizes
+    bound = None
+    if weighted and a.summation == "secagg":
+        if a.max_weight is None:
+            raise ConfigError(
+                "a weighted mean under secagg in a deployment needs the public bound on a "
+                "site's example count; set aggregation.max_weight", key="aggregation.max_weight"
+            )
+        bound = a.max_weight
+    transforms.append(WeightedMean(bound, a.quantize_range) if weighted else UniformMean())
     summation: Any = PlainSum()
     if a.summation == "secagg":
         transforms.append(Quantize(clip=a.quantize_range, bits=a.bits))

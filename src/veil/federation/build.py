@@ -136,7 +136,7 @@ def build_federation(
         noise = dict(setup.noise)
         all_hooks = list(setup.hooks) + all_hooks
         secure_rng = bool(getattr(cfg.privacy, "secure_rng", True))
-    pipeline = build_pipeline(cfg, dp_chain)
+    pipeline = build_pipeline(cfg, dp_chain, max_weight=max(len(p) for p in parts))
     fed = Simulation(
         model,
         ds,
@@ -178,14 +178,19 @@ def build_federation(
     return fed
 
 
-def build_pipeline(cfg: RunConfig, dp_chain: Chain | None = None) -> Pipeline:
+def build_pipeline(
+    cfg: RunConfig, dp_chain: Chain | None = None, max_weight: float | None = None
+) -> Pipeline:
     """The run's pipeline: the client-level DP chain (or the mean) before the summation.
 
     Without client-level DP the chain is :func:`~veil.aggregation.presets.fedavg`:
-    unweighted under secure aggregation (a data-dependent weight column would need its own
-    range) and under DP (weighting by a site's example count would make the aggregate
-    depend on private data outside the mechanism). A float chain in front of a secure sum
-    gets its quantiser (:func:`~veil.aggregation.presets.for_secure_sum`).
+    example-weighted per ``aggregation.weighted`` (default: weighted for a plain sum,
+    unweighted under secure aggregation, where a site's count is private; never under DP,
+    where it would change the aggregate outside the mechanism). Weighted under SecAgg+,
+    each site sends ``w·u`` and ``w`` in one masked vector, ``w`` scaled by the public
+    bound ``aggregation.max_weight`` (else ``max_weight``, the largest site's count) into
+    the quantiser's range. A float chain in front of a secure sum gets its quantiser
+    (:func:`~veil.aggregation.presets.for_secure_sum`).
 
     Raises:
         ConfigError: stages that do not fit each other or the summation.
@@ -193,8 +198,20 @@ def build_pipeline(cfg: RunConfig, dp_chain: Chain | None = None) -> Pipeline:
     a = cfg.aggregation
     chain = dp_chain
     if chain is None:
-        weighted = not (a.secure or cfg.privacy.enabled)
-        chain = presets.fedavg(weighted=weighted, clip_norm=a.clip_norm)
+        weighted = a.weighted_mean and not cfg.privacy.enabled
+        bound = None
+        if weighted and a.summation == "secagg":
+            bound = a.max_weight or max_weight
+            if bound is None:
+                from veil.errors import ConfigError
+
+                raise ConfigError(
+                    "a weighted mean under secagg needs a public bound on a site's example "
+                    "count; set aggregation.max_weight", key="aggregation.max_weight",
+                )
+        chain = presets.fedavg(weighted=weighted, clip_norm=a.clip_norm,
+                               max_weight=None if bound is None else float(bound),
+                               weight_range=a.quantize_range)
     summation: Any = PlainSum()
     if a.summation == "secagg":
         from veil.aggregation.secagg import SecAggSum

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from veil.data.schema import Schema
 from veil.data.sites import SiteSource
 from veil.errors import ConfigError
+from veil.federation.buffered_config import BufferedConfig, check_buffered
 from veil.privacy.config import PrivacyConfig
 
 __all__ = [
@@ -158,6 +159,12 @@ class FederationConfig(_Section):
     server_lr: float = Field(1.0, gt=0, description="server learning rate")
     server_momentum: float = Field(0.9, ge=0, lt=1, description="fedavgm momentum / fedadam beta1")
     eval_every: int = Field(1, ge=1, description="evaluate on the test set every N rounds")
+    mode: Literal["sync", "buffered"] = Field(
+        "sync",
+        description="sync: rounds wait for the cohort | buffered: asynchronous, the server "
+        "applies an update every federation.buffered.buffer_size contributions (docs/async.md)",
+    )
+    buffered: BufferedConfig = BufferedConfig()
     transport: Literal["simulation", "flower"] = Field(
         "simulation",
         description="simulation: every site in this process (veil train) | flower: the same "
@@ -224,6 +231,28 @@ class AggregationConfig(_Section):
     stage_deadline_s: float | None = Field(
         None, gt=0, description="SecAgg+: per-stage deadline; a silent site counts as dropped"
     )
+    weighted: bool | None = Field(
+        None,
+        description="weight sites by example count (FedAvg): default true for a plain sum, "
+        "false under secagg (a site's count is private; true sends it under the mask) and "
+        "never with DP",
+    )
+    max_weight: float | None = Field(
+        None, gt=0, description="secagg with weighted = true: public bound on a site's "
+        "example count, the weight column's range (default: the largest site's count)"
+    )
+
+    @model_validator(mode="after")
+    def _weighted_fits(self) -> AggregationConfig:
+        if self.max_weight is not None and not (self.weighted and self.summation == "secagg"):
+            raise ValueError("aggregation.max_weight is for summation = 'secagg' with "
+                             "weighted = true")
+        return self
+
+    @property
+    def weighted_mean(self) -> bool:
+        """Whether the mean is example-weighted (``weighted``, else true for a plain sum)."""
+        return self.summation == "plain" if self.weighted is None else self.weighted
 
 
 class AuditConfig(_Section):
@@ -280,8 +309,14 @@ class RunConfig(_Section):
                 f"federation.cohort_size ({fed.cohort_size}) is larger than data.sites "
                 f"({self.data.sites}); lower it or add sites"
             )
+        if self.aggregation.weighted and self.privacy.enabled:
+            raise ValueError(
+                "aggregation.weighted = true does not go with DP: a site's example count "
+                "would change the aggregate outside the mechanism; leave it unset"
+            )
         if self.aggregation.secure and self.cohort < MIN_SECURE_COHORT:
             raise ValueError(secure_cohort_message(self.cohort))
+        check_buffered(self)
         if self.model.name == "cnn" and not self.data.image:
             raise ValueError("model.name = 'cnn' needs data.image = true")
         if any(c in self.name for c in "/\\") or self.name in (".", ".."):
