@@ -317,13 +317,30 @@ class Simulation:
         )
         rec["train_s"] = time.perf_counter() - t1
         mid_drops = {s: st for s, st in dropouts.items() if st != "before_send"}
+        events, survivors = self.aggregate_updates(rec, r, train_ids, updates.numpy(), mid_drops)
+        self._finish(rec, r, t0, events, survivors, cohort)
+        return rec
+
+    def aggregate_updates(
+        self,
+        rec: dict[str, Any],
+        r: int,
+        train_ids: np.ndarray,
+        rows: np.ndarray,
+        mid_drops: Mapping[int, str],
+    ) -> tuple[tuple[Any, ...], np.ndarray]:
+        """Check, encode at the sites and aggregate one round's rows (row i from
+        ``train_ids[i]``); fills ``rec`` and returns ``(dp_events, survivors)``.
+
+        A lost round (every site dropped, NaN/inf everywhere, the protocol aborted) leaves
+        the model as it was and says why in ``rec["aborted"]``.
+        """
         events: tuple[Any, ...] = ()
         survivors = np.asarray([], dtype=np.int64)
         try:
             if train_ids.size == 0:
                 raise AbortError(f"round {r}: every selected site dropped out")
             t2 = time.perf_counter()
-            rows = updates.numpy()
             ok = check_updates(rows)  # a site whose update is NaN/inf sends nothing
             if not ok.all():
                 rec["rejected"] = train_ids[~ok].tolist()
@@ -356,8 +373,7 @@ class Simulation:
                     res.measurements, self.dp_mechanism, debug=self.debug_unnoised
                 ),
             )
-        self._finish(rec, r, t0, events, survivors, cohort)
-        return rec
+        return events, survivors
 
     def _finish(
         self,
