@@ -241,6 +241,31 @@ class AggregationConfig(_Section):
         None, gt=0, description="secagg with weighted = true: public bound on a site's "
         "example count, the weight column's range (default: the largest site's count)"
     )
+    strong_summation: Literal["secagg", "ckks"] | None = Field(
+        None,
+        description="tiered protection: the stronger summation used in the rounds chosen by "
+        "strong_every / strong_final (summation is used in the others; docs/ckks-aggregation.md)",
+    )
+    strong_every: int | None = Field(
+        None, ge=1, description="tiered: every N-th round (N, 2N, ...) uses strong_summation"
+    )
+    strong_final: bool = Field(False, description="tiered: the last round uses strong_summation")
+
+    @model_validator(mode="after")
+    def _ckks_and_tiers_fit(self) -> AggregationConfig:
+        if self.weighted and "ckks" in (self.summation, self.strong_summation):
+            raise ValueError("a weighted mean is not available under ckks; leave "
+                             "aggregation.weighted unset (the mean is unweighted)")
+        tiers = self.strong_every is not None or self.strong_final
+        if self.strong_summation is None and tiers:
+            raise ValueError("strong_every / strong_final need aggregation.strong_summation")
+        if self.strong_summation is not None:
+            if not tiers:
+                raise ValueError("aggregation.strong_summation needs strong_every or "
+                                 "strong_final = true (which rounds use it)")
+            if self.strong_summation == self.summation:
+                raise ValueError("aggregation.strong_summation must differ from summation")
+        return self
 
     @model_validator(mode="after")
     def _weighted_fits(self) -> AggregationConfig:
@@ -314,7 +339,8 @@ class RunConfig(_Section):
                 "aggregation.weighted = true does not go with DP: a site's example count "
                 "would change the aggregate outside the mechanism; leave it unset"
             )
-        if self.aggregation.secure and self.cohort < MIN_SECURE_COHORT:
+        secure = self.aggregation.secure or self.aggregation.strong_summation is not None
+        if secure and self.cohort < MIN_SECURE_COHORT:
             raise ValueError(secure_cohort_message(self.cohort))
         check_buffered(self)
         if self.model.name == "cnn" and not self.data.image:
