@@ -239,6 +239,8 @@ class SumResult:
         bytes_sent: bytes each site sent during the protocol, keyed by site id.
         bytes_received: bytes each site received, keyed by site id.
         measurements: protocol-level numbers (server time, messages, aborts...).
+        flagged: ids of the sites whose update a plaintext screen flagged as anomalous
+            (:mod:`veil.aggregation.anomaly`; empty for every other protocol).
     """
 
     total: np.ndarray
@@ -246,6 +248,7 @@ class SumResult:
     bytes_sent: Mapping[int, int]
     bytes_received: Mapping[int, int] = field(default_factory=dict)
     measurements: Mapping[str, float] = field(default_factory=dict)
+    flagged: tuple[int, ...] = ()
 
 
 @runtime_checkable
@@ -255,7 +258,10 @@ class SumProtocol(Protocol):
     ``dropouts`` lets the simulation drop sites during the protocol (SecAgg+ recovers from
     them); a plain sum just leaves the dropped rows out. ``stages`` names the points at
     which a site may go silent. A protocol declares what it sums with a
-    ``domain(upstream) -> Domain`` method (see :func:`summation_domain`).
+    ``domain(upstream) -> Domain`` method (see :func:`summation_domain`). A protocol may
+    also vet the whole chain in front of it with ``check_chain(chain)`` (raising
+    :class:`~veil.errors.ConfigError`): a robust rule, which returns a robust *mean*
+    rather than a sum, refuses a chain that would divide again.
     """
 
     stages: tuple[str, ...]
@@ -312,6 +318,7 @@ class RoundResult:
         bytes_sent: per-site bytes sent this round.
         measurements: merged scalar measurements, keys prefixed by the stage name.
         dp_events: the DP events spent this round, one per transform that spent any.
+        flagged: ids of the sites the summation flagged as anomalous (plaintext only).
     """
 
     aggregate: np.ndarray
@@ -319,6 +326,7 @@ class RoundResult:
     bytes_sent: Mapping[int, int]
     measurements: dict[str, float]
     dp_events: tuple[Any, ...]
+    flagged: tuple[int, ...] = ()
 
 
 def check_updates(updates: np.ndarray, dim: int | None = None) -> np.ndarray:
@@ -491,6 +499,9 @@ class Pipeline:
             raise ConfigError(
                 f"summation {summation.name!r} cannot follow {last}: {e}", key="aggregation"
             ) from None
+        vet = getattr(summation, "check_chain", None)
+        if vet is not None:
+            vet(self.chain)
 
     def __repr__(self) -> str:
         inner = " → ".join(t.name for t in self.transforms)
@@ -573,7 +584,9 @@ class Pipeline:
         new_state, agg, meas, events = self.decode(state, res.total, dctx)
         meas.update({f"{self.summation.name}/{k}": float(v) for k, v in res.measurements.items()})
         meas["survivors"] = float(len(res.survivors))
-        return new_state, RoundResult(agg, res.survivors, dict(res.bytes_sent), meas, events)
+        return new_state, RoundResult(
+            agg, res.survivors, dict(res.bytes_sent), meas, events, tuple(res.flagged)
+        )
 
     def run_round(
         self,
