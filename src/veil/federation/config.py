@@ -274,10 +274,68 @@ class AggregationConfig(_Section):
                              "weighted = true")
         return self
 
+    robust: Literal["none", "median", "trimmed_mean", "multi_krum"] = Field(
+        "none", description="plain summation only: robust rule in place of the mean: none | "
+        "median | trimmed_mean | multi_krum (docs/robust-aggregation.md)"
+    )
+    trim_fraction: float = Field(
+        0.1, ge=0, lt=0.5, description="robust = 'trimmed_mean': share trimmed at each end"
+    )
+    krum_f: int | None = Field(
+        None, ge=0, description="robust = 'multi_krum': Byzantine sites tolerated (default: "
+        "the most the cohort allows, n > 2f + 2)"
+    )
+    krum_m: int | None = Field(
+        None, ge=1, description="robust = 'multi_krum': updates averaged (default: n - f)"
+    )
+    anomaly: bool = Field(
+        False, description="plain summation only: score each update (norm, cosine to the "
+        "median; robust z-score) and record the flagged sites"
+    )
+    anomaly_threshold: float = Field(
+        3.5, gt=0, description="anomaly: robust z-score beyond which an update is flagged"
+    )
+    anomaly_drop: bool = Field(
+        False, description="anomaly: leave flagged updates out of the aggregate"
+    )
+    norm_bound: float | None = Field(
+        None, gt=0, description="plain summation only: the server leaves out updates with a "
+        "larger L2 norm"
+    )
+    aggregate_check: bool = Field(
+        False, description="refuse a round whose aggregate exceeds what sites clipping to "
+        "clip_norm can send (works under secagg)"
+    )
+
+    def defences(self) -> Any:
+        """The defences against bad sites asked for (a ``veil.aggregation.defences.Defences``)."""
+        from veil.aggregation.defences import Defences
+
+        return Defences(
+            self.robust, self.trim_fraction, self.krum_f, self.krum_m, self.anomaly,
+            self.anomaly_threshold, self.anomaly_drop, self.norm_bound, self.aggregate_check,
+            self.clip_norm,
+        )
+
+    @model_validator(mode="after")
+    def _defences_fit(self) -> AggregationConfig:
+        _check_defences(self, client_dp=False, cohort=float("inf"))
+        return self
+
     @property
     def weighted_mean(self) -> bool:
         """Whether the mean is example-weighted (``weighted``, else true for a plain sum)."""
         return self.summation == "plain" if self.weighted is None else self.weighted
+
+
+def _check_defences(a: AggregationConfig, client_dp: bool, cohort: float) -> None:
+    # robust rules / anomaly scores / aggregate check (veil.aggregation.defences)
+    from veil.aggregation.defences import check_defences
+
+    try:
+        check_defences(a.defences(), a.summation, client_dp, cohort)
+    except ConfigError as e:
+        raise ValueError(str(e).removeprefix(f"{e.key}: ")) from None
 
 
 class AuditConfig(_Section):
@@ -339,6 +397,7 @@ class RunConfig(_Section):
                 "aggregation.weighted = true does not go with DP: a site's example count "
                 "would change the aggregate outside the mechanism; leave it unset"
             )
+        _check_defences(self.aggregation, self.privacy.client_on, self.cohort)
         secure = self.aggregation.secure or self.aggregation.strong_summation is not None
         if secure and self.cohort < MIN_SECURE_COHORT:
             raise ValueError(secure_cohort_message(self.cohort))
