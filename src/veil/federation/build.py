@@ -108,8 +108,6 @@ def build_federation(
             seed=cfg.seed,
         )
     lc = cfg.local
-    # buffered: every site may be in every applied buffer (no amplification, docs/async.md)
-    buffered = cfg.federation.mode == "buffered"
     local = LocalConfig(lc.epochs, lc.batch_size, lc.lr, lc.momentum, lc.weight_decay)
     trainer: Trainer = Trainer(model, ds.task, local)
     all_hooks: list[RunHook] = list(hooks)
@@ -121,39 +119,25 @@ def build_federation(
         from veil.privacy import SecureSum, build_privacy
 
         plan = make_plan(
-            np.asarray([len(p) for p in parts]), cfg.rounds,
-            float(len(parts)) if buffered else cfg.cohort,
+            np.asarray([len(p) for p in parts]), cfg.rounds, cfg.cohort,
             cfg.federation.sampling, local,
         )
         a = cfg.aggregation
         secure = (
             SecureSum(a.bits, a.quantize_range, a.expected_dropout, a.corrupt_fraction)
-            if a.summation in ("secagg", "ckks") else None
+            if a.summation == "secagg" else None
         )
         setup = build_privacy(cfg.privacy, plan, model, ds.task, local, cfg.seed,
                               secure_sum=secure)
         if setup.trainer is not None:
             trainer = setup.trainer
         dp_chain = setup.chain
-        if buffered and dp_chain is not None:
-            from veil.federation.buffered import buffered_dp_chain
-
-            dp_chain = buffered_dp_chain(
-                cfg.privacy.client_level.clip_norm, setup.noise["client_noise_multiplier"],
-                int(cfg.federation.buffered.buffer_size or 1),
-            )
         site_ledgers = setup.site_ledgers
         noise = dict(setup.noise)
         all_hooks = list(setup.hooks) + all_hooks
         secure_rng = bool(getattr(cfg.privacy, "secure_rng", True))
     pipeline = build_pipeline(cfg, dp_chain, max_weight=max(len(p) for p in parts))
-    runner: Any = Simulation
-    extra: dict[str, Any] = {}
-    if buffered:
-        from veil.federation.buffered import BufferedSimulation
-
-        runner, extra = BufferedSimulation, {"buffered": cfg.federation.buffered}
-    fed = runner(
+    fed = Simulation(
         model,
         ds,
         parts,
@@ -186,7 +170,6 @@ def build_federation(
         # user keeps the cohorts (and the ledger then charges without amplification)
         record_cohorts=not cfg.privacy.hide_cohorts,
         debug_unnoised=cfg.privacy.enabled and cfg.privacy.debug_unnoised_statistics,
-        **extra,
     )
     for site, ledger in zip(fed.sites, site_ledgers):
         site.ledger = ledger  # each site holds its own sample-level ledger
@@ -242,23 +225,12 @@ def build_pipeline(
             stage_deadline_s=a.stage_deadline_s,
         )
     elif a.summation == "ckks":
-        from veil.aggregation.ckks_sum import CkksSum
+        from veil.errors import ConfigError
 
-        chain = presets.for_secure_sum(chain, a.bits, a.quantize_range)
-        # parameters sized for the largest sum: the cohort (every site under Poisson)
-        most = cfg.data.sites if cfg.federation.sampling == "poisson" else round(cfg.cohort)
-        summation = CkksSum(bits=a.bits, max_sites=max(1, int(most)))
-    if a.strong_summation is not None:
-        from veil.aggregation.tiered import TieredSum
-
-        # the stronger tier's pipeline; both tiers sum the chain it needs
-        strong_agg = a.model_copy(update={"summation": a.strong_summation,
-                                          "strong_summation": None})
-        strong = build_pipeline(cfg.model_copy(update={"aggregation": strong_agg}), dp_chain,
-                                max_weight)
-        chain = strong.chain
-        summation = TieredSum(summation, strong.summation, a.strong_every,
-                              cfg.rounds - 1 if a.strong_final else None)
+        raise ConfigError(
+            "aggregation.summation = 'ckks' is not available yet; use 'secagg'",
+            key="aggregation.summation",
+        )
     defences = a.defences()
     if defences.any:  # robust rule, anomaly screen, norm bound, aggregate check
         from dataclasses import replace
