@@ -41,8 +41,27 @@ def threat_model(cfg: RunConfig) -> str:
             "sites' quantised updates, not any single site's update, as long as fewer than "
             "the threshold of a site's neighbours collude with it."
         )
+    elif cfg.aggregation.summation == "ckks":
+        parts.append(
+            "CKKS-encrypted aggregation: the sites share one CKKS key pair (128-bit parameters) "
+            "and the server, which never holds the secret key, adds ciphertexts and learns "
+            "only the decrypted sum; any single site colluding with the server can decrypt "
+            "every site's update."
+        )
     else:
         parts.append("No secure aggregation: the server sees each site's update in the clear.")
+    if cfg.aggregation.strong_summation is not None:
+        a = cfg.aggregation
+        when = " and ".join(
+            ([f"rounds {a.strong_every}, {2 * a.strong_every}, ... (counting from 1)"]
+             if a.strong_every else [])
+            + (["the final round"] if a.strong_final else [])
+        )
+        parts.append(
+            f"Tiered protection: {when} use {a.strong_summation} instead of {a.summation} "
+            "(each round's record names its summation); the other rounds have only the "
+            f"protection of {a.summation}."
+        )
     if cfg.privacy.enabled and cfg.privacy.debug_unnoised_statistics:
         parts.append(
             "NOT PRIVATE: privacy.debug_unnoised_statistics = true, so the record holds "

@@ -125,7 +125,7 @@ def build_federation(
         a = cfg.aggregation
         secure = (
             SecureSum(a.bits, a.quantize_range, a.expected_dropout, a.corrupt_fraction)
-            if a.summation == "secagg" else None
+            if a.summation in ("secagg", "ckks") else None
         )
         setup = build_privacy(cfg.privacy, plan, model, ds.task, local, cfg.seed,
                               secure_sum=secure)
@@ -225,12 +225,23 @@ def build_pipeline(
             stage_deadline_s=a.stage_deadline_s,
         )
     elif a.summation == "ckks":
-        from veil.errors import ConfigError
+        from veil.aggregation.ckks_sum import CkksSum
 
-        raise ConfigError(
-            "aggregation.summation = 'ckks' is not available yet; use 'secagg'",
-            key="aggregation.summation",
-        )
+        chain = presets.for_secure_sum(chain, a.bits, a.quantize_range)
+        # parameters sized for the largest sum: the cohort (every site under Poisson)
+        most = cfg.data.sites if cfg.federation.sampling == "poisson" else round(cfg.cohort)
+        summation = CkksSum(bits=a.bits, max_sites=max(1, int(most)))
+    if a.strong_summation is not None:
+        from veil.aggregation.tiered import TieredSum
+
+        # the stronger tier's pipeline; both tiers sum the chain it needs
+        strong_agg = a.model_copy(update={"summation": a.strong_summation,
+                                          "strong_summation": None})
+        strong = build_pipeline(cfg.model_copy(update={"aggregation": strong_agg}), dp_chain,
+                                max_weight)
+        chain = strong.chain
+        summation = TieredSum(summation, strong.summation, a.strong_every,
+                              cfg.rounds - 1 if a.strong_final else None)
     defences = a.defences()
     if defences.any:  # robust rule, anomaly screen, norm bound, aggregate check
         from dataclasses import replace

@@ -226,7 +226,10 @@ class Simulation:
         drop = rng.random(len(cohort)) < self.dropout_rate
         latency = self.latency_s * np.exp(self.latency_spread * rng.standard_normal(len(cohort)))
         late = latency > self.deadline_s
-        stages = tuple(self.pipeline.summation.stages)
+        summation = self.pipeline.summation
+        # a tiered summation has its stages per round (docs/ckks-aggregation.md)
+        stages = tuple(summation.stages_for(round) if hasattr(summation, "stages_for")
+                       else summation.stages)
         stage_pick = rng.integers(0, len(stages), size=len(cohort))
         out: dict[int, str] = {}
         for i, sid in enumerate(cohort):
@@ -299,6 +302,8 @@ class Simulation:
         cohort = self.sample_cohort(r)
         dropouts, n_late = self.simulate_dropouts(r, cohort)
         rec: dict[str, Any] = {"round": r, "cohort": cohort.tolist(), "late": n_late}
+        if hasattr(self.pipeline.summation, "summation_for"):  # tiered: which tier summed
+            rec["summation"] = self.pipeline.summation.summation_for(r)
         if cohort.size == 0:
             rec.update(survivors=[], skipped="empty cohort", bytes_sent={}, bytes_per_site_mean=0.0)
             self._finish(rec, r, t0, (), np.asarray([], dtype=np.int64), cohort)

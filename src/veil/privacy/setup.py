@@ -386,13 +386,15 @@ def _build_distributed(
 
     The per-round event is the zCDP bound of the distributed discrete Gaussian for the
     expected number of survivors; each round then charges the event computed for the
-    survivors actually in the sum (fewer survivors: less noise, a larger charge).
+    survivors actually in the sum (fewer survivors: less noise, a larger charge). The same
+    chain and events serve SecAgg+ and CKKS: both return the exact integer sum of the
+    noised rows (CKKS rounds its decrypted sum, :mod:`veil.aggregation.ckks_sum`).
     """
     cl = cfg.client_level
     if secure is None:
         raise ConfigError(
             "distributed DP needs secure aggregation: set aggregation.summation = 'secagg' "
-            "(or privacy.client_level.mechanism = 'central')",
+            "or 'ckks' (or privacy.client_level.mechanism = 'central')",
             key="privacy.client_level.mechanism",
         )
     if plan.sampling != "fixed":
