@@ -249,6 +249,7 @@ def _train_locked(
                 "site_sizes": fed.data.sizes.tolist(),
                 "n_parameters": n_parameters(fed.model),
                 "dataset": fed.dataset.name,
+                "mode": cfg.federation.mode,
             },
             "model_path": MODEL,
         }
@@ -351,10 +352,15 @@ def _final(fed: Simulation, wall_s: float) -> dict[str, Any]:
         if r.get("test_accuracy") is not None:
             acc, loss = r["test_accuracy"], r["test_loss"]
             break
-    return {
+    out: dict[str, Any] = {
         "test_accuracy": acc,
         "test_loss": loss,
         "rounds_completed": fed.next_round,
         "stopped_reason": fed.stopped_reason,
         "wall_s": wall_s,
     }
+    from veil.federation.buffered import BufferedSimulation
+
+    if isinstance(fed, BufferedSimulation):  # buffer size, staleness, simulated time
+        out["schedule"] = fed.schedule()
+    return out

@@ -108,6 +108,8 @@ def build_federation(
             seed=cfg.seed,
         )
     lc = cfg.local
+    # buffered: every site may be in every applied buffer (no amplification, docs/async.md)
+    buffered = cfg.federation.mode == "buffered"
     local = LocalConfig(lc.epochs, lc.batch_size, lc.lr, lc.momentum, lc.weight_decay)
     trainer: Trainer = Trainer(model, ds.task, local)
     all_hooks: list[RunHook] = list(hooks)
@@ -119,7 +121,8 @@ def build_federation(
         from veil.privacy import SecureSum, build_privacy
 
         plan = make_plan(
-            np.asarray([len(p) for p in parts]), cfg.rounds, cfg.cohort,
+            np.asarray([len(p) for p in parts]), cfg.rounds,
+            float(len(parts)) if buffered else cfg.cohort,
             cfg.federation.sampling, local,
         )
         a = cfg.aggregation
@@ -132,12 +135,25 @@ def build_federation(
         if setup.trainer is not None:
             trainer = setup.trainer
         dp_chain = setup.chain
+        if buffered and dp_chain is not None:
+            from veil.federation.buffered import buffered_dp_chain
+
+            dp_chain = buffered_dp_chain(
+                cfg.privacy.client_level.clip_norm, setup.noise["client_noise_multiplier"],
+                int(cfg.federation.buffered.buffer_size or 1),
+            )
         site_ledgers = setup.site_ledgers
         noise = dict(setup.noise)
         all_hooks = list(setup.hooks) + all_hooks
         secure_rng = bool(getattr(cfg.privacy, "secure_rng", True))
     pipeline = build_pipeline(cfg, dp_chain, max_weight=max(len(p) for p in parts))
-    fed = Simulation(
+    runner: Any = Simulation
+    extra: dict[str, Any] = {}
+    if buffered:
+        from veil.federation.buffered import BufferedSimulation
+
+        runner, extra = BufferedSimulation, {"buffered": cfg.federation.buffered}
+    fed = runner(
         model,
         ds,
         parts,
@@ -170,6 +186,7 @@ def build_federation(
         # user keeps the cohorts (and the ledger then charges without amplification)
         record_cohorts=not cfg.privacy.hide_cohorts,
         debug_unnoised=cfg.privacy.enabled and cfg.privacy.debug_unnoised_statistics,
+        **extra,
     )
     for site, ledger in zip(fed.sites, site_ledgers):
         site.ledger = ledger  # each site holds its own sample-level ledger
