@@ -18,6 +18,16 @@ the deadline applies to each party's handler time in a stage, not to the sum ove
 parties that run one after another here. A party that never answers simply has nothing
 in flight; its stage still closes. So a round always ends in bounded time.
 
+**Side channels** (``side_channels``, :class:`~veil.transport.sidechannels.SideChannels`).
+With ``fixed_deadlines`` the messages addressed to a clock-owning party are held, not
+delivered, until the stage's deadline: step 2 first waits until ``stage_deadline_s`` has
+passed since the stage opened (the previous deadline call returned) — even when every
+message is in — then hands the held messages to the party in canonical-then-CSPRNG-shuffled
+order, then fires the deadline. Parties here run one after another, so a stage lasts
+``max(stage_deadline_s, the stage's total handler time)``: choose a deadline above it.
+With ``site_delay_s`` every other party's handler is followed by a random CSPRNG delay
+(counted in its handler time, hence against its deadline).
+
 ``drops`` is the n-party harness's dropout schedule: party → stage name at which it goes
 silent (its messages of that stage and later are never delivered to it, so it never
 answers). ``tamper`` lets a test alter or drop bytes in transit.
@@ -38,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from veil.errors import AbortError, ConfigError, VeilError
+from veil.transport.sidechannels import OFF, SideChannels
 
 __all__ = ["Party", "DriveTrace", "Tamper", "drive", "DEFAULT_STAGE_DEADLINE_S"]
 
@@ -198,6 +209,7 @@ def drive(
     tamper: Tamper | None = None,
     stages: Iterable[str] | None = None,
     until: str | None = None,
+    side_channels: SideChannels = OFF,
 ) -> DriveTrace:
     """Run ``parties`` to completion in this process.
 
@@ -212,12 +224,15 @@ def drive(
         stages: the protocol's stage names, to validate ``drops`` against.
         until: pause when the clock-owning parties enter this stage: return before
             delivering the messages that open it (they are in ``trace.undelivered``).
+        side_channels: fixed deadlines with shuffled delivery to the clock-owning
+            parties, and random delays at the others (default: off).
 
     Returns:
         The trace; read each party's ``result``.
 
     Raises:
-        ConfigError: duplicate party ids or unknown stages in ``drops``.
+        ConfigError: duplicate party ids, unknown stages in ``drops``, or fixed deadlines
+            without a ``stage_deadline_s``.
         AbortError: a deadline callback failed or ran past ``close_timeout_s``.
         VeilError: whatever a deadline callback raised (the protocol could not go on).
     """
@@ -227,6 +242,9 @@ def drive(
             raise ConfigError(f"two parties are called {p.party_id!r}")
         by_id[p.party_id] = p
     drops = dict(drops or {})
+    policy = side_channels
+    if policy.fixed_deadlines and stage_deadline_s is None:
+        raise ConfigError("fixed deadlines need a stage_deadline_s (the length of each stage)")
     if stages is not None:
         known = set(stages)
         bad = sorted({s for s in drops.values() if s not in known})
@@ -239,6 +257,7 @@ def drive(
     )
     gone: set[str] = set()
     pending: list[tuple[str, str, bytes]] = []
+    held: list[tuple[str, str, bytes]] = []  # for clock owners, until the deadline
 
     def silent(pid: str) -> bool:
         if pid in gone:
@@ -258,7 +277,18 @@ def drive(
         for group, limit in ((True, close_timeout_s), (False, stage_deadline_s)):
             part = [c for c in calls if (c[0] in owners) is group]
             if part:
-                finish(part, _run_jobs([(pid, fn) for pid, _, fn in part], limit))
+                jobs = [(pid, fn if group else delayed(fn)) for pid, _, fn in part]
+                finish(part, _run_jobs(jobs, limit))
+
+    def delayed(fn: Callable[[], None]) -> Callable[[], None]:
+        if policy.site_delay_s <= 0:
+            return fn
+
+        def job() -> None:
+            fn()
+            time.sleep(policy.delay())  # before the driver takes what it queued
+
+        return job
 
     def finish(calls: list[tuple[str, str, Callable[[], None]]], outcomes: list[_Outcome]) -> None:
         for (_, st, _), (pid, err, dt, timed_out) in zip(calls, outcomes):
@@ -284,23 +314,42 @@ def drive(
     def deliver(sender: str, to: str, data: bytes) -> Callable[[], None]:
         return lambda: by_id[to].receive(sender, data)
 
+    def calls_for(batch: list[tuple[str, str, bytes]]) -> list[tuple[str, str, Callable[[], None]]]:
+        calls = []
+        for sender, to, data in batch:
+            if to not in by_id or silent(to):
+                continue
+            trace.bytes_received[to] += len(data)
+            calls.append((to, by_id[to].stage, deliver(sender, to, data)))
+        return calls
+
+    def hold(to: str) -> bool:
+        return policy.fixed_deadlines and to in by_id and by_id[to].expects_deadline
+
     run([(pid, p.stage, p.start) for pid, p in by_id.items() if not silent(pid)])
+    opened = time.monotonic()
     while True:
         while pending:
             batch, pending[:] = list(pending), []
-            calls = []
-            for sender, to, data in batch:
-                if to not in by_id or silent(to):
-                    continue
-                trace.bytes_received[to] += len(data)
-                calls.append((to, by_id[to].stage, deliver(sender, to, data)))
-            run(calls)
+            held.extend(msg for msg in batch if hold(msg[1]))
+            run(calls_for([msg for msg in batch if not hold(msg[1])]))
         clocks = [
             (pid, p) for pid, p in by_id.items()
             if pid not in gone and not p.done and p.expects_deadline
         ]
         if not clocks:
             return trace
+        if policy.fixed_deadlines:
+            # the stage ends at its deadline, not when the last message came in; then the
+            # clock owners get the stage's messages, in an order arrival cannot set
+            time.sleep(max(0.0, opened + float(stage_deadline_s or 0.0) - time.monotonic()))
+            for pid, _ in clocks:
+                mine = [(s, d) for s, to, d in held if to == pid]
+                run(calls_for([(s, pid, d) for s, d in policy.order(mine)]))
+            held.clear()
+            clocks = [(pid, p) for pid, p in clocks if pid not in gone and not p.done]
+            if not clocks:  # pragma: no cover - a clock owner failed on a held message
+                return trace
         trace.stages.append(clocks[0][1].stage)
         outcomes = _run_jobs([(pid, p.on_deadline) for pid, p in clocks], close_timeout_s)
         for (pid, p), (_, err, dt, timed_out) in zip(clocks, outcomes):
@@ -311,6 +360,7 @@ def drive(
             if err is not None:
                 raise err
             collect(pid, st)
+        opened = time.monotonic()
         if until is not None and clocks[0][1].stage == until:
             trace.undelivered = list(pending)
             return trace

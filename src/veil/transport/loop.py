@@ -7,6 +7,15 @@ owns the clock: each stage lasts until every awaited peer answered
 ``on_deadline()`` fires — a peer that never answers cannot hold the stage open. Any other
 party waits at most ``idle_timeout_s`` for its next message.
 
+**Side channels** (``side_channels``, :class:`~veil.transport.sidechannels.SideChannels`).
+With ``fixed_deadlines`` a clock-owning party never acts on an arrival: the loop holds
+every message of the stage, waits out the full ``stage_deadline_s`` (even once nobody is
+awaited), hands the held messages to the party in canonical-then-CSPRNG-shuffled order and
+fires ``on_deadline``; a message that arrives after the deadline is handed over in the next
+stage (where the protocol refuses it as out of order: that peer missed the stage). With
+``site_delay_s`` any other party waits a random CSPRNG delay before it sends what a
+message made it queue.
+
 A :class:`~veil.errors.VeilError` from handling one message is recorded and the loop goes
 on (the party decides whether it is still usable: a server refuses the message, a site
 moves to ``ERROR`` and the loop ends).
@@ -20,6 +29,7 @@ from dataclasses import dataclass, field
 from veil.errors import PeerError, PeerTimeoutError, VeilError
 from veil.transport.channel import Channel
 from veil.transport.driver import Party
+from veil.transport.sidechannels import OFF, SideChannels
 
 __all__ = ["run_party", "LoopTrace"]
 
@@ -40,8 +50,11 @@ class LoopTrace:
     bytes_received: int = 0
 
 
-def _flush(party: Party, channel: Channel, trace: LoopTrace) -> None:
-    for to, data in party.outbox():
+def _flush(party: Party, channel: Channel, trace: LoopTrace, delay_s: float = 0.0) -> None:
+    out = party.outbox()
+    if out and delay_s > 0:
+        time.sleep(delay_s)
+    for to, data in out:
         trace.bytes_sent += len(data)
         try:
             channel.send(to, data)
@@ -63,6 +76,7 @@ def run_party(
     channel: Channel,
     stage_deadline_s: float = 30.0,
     idle_timeout_s: float = 120.0,
+    side_channels: SideChannels = OFF,
 ) -> LoopTrace:
     """Run ``party`` to completion over ``channel``.
 
@@ -71,6 +85,8 @@ def run_party(
         channel: its endpoint.
         stage_deadline_s: wall-clock length of a stage for a clock-owning party.
         idle_timeout_s: longest any other party waits for its next message.
+        side_channels: fixed deadlines with shuffled delivery (for a clock-owning party),
+            random send delays (for the others); default: off.
 
     Returns:
         The loop's trace; read ``party.result``.
@@ -80,23 +96,47 @@ def run_party(
         VeilError: whatever ``on_deadline`` raised (e.g. AbortError: no result).
     """
     trace = LoopTrace()
+    policy = side_channels
     party.start()
-    _flush(party, channel, trace)
+    _flush(party, channel, trace, 0.0 if party.expects_deadline else policy.delay())
     while not party.done:
         if party.expects_deadline:
             stage, t0 = party.stage, time.monotonic()
-            end = t0 + stage_deadline_s
-            while party.waiting_for and (left := end - time.monotonic()) > 0:
-                try:
-                    sender, data = channel.recv_any(timeout=left)
-                except PeerTimeoutError:
-                    break
-                _deliver(party, sender, data, trace)
-                _flush(party, channel, trace)
+            if policy.fixed_deadlines:
+                _fixed_stage(party, channel, trace, t0 + stage_deadline_s, policy)
+            else:
+                _open_stage(party, channel, trace, t0 + stage_deadline_s)
             party.on_deadline()
             trace.stages.append((stage, time.monotonic() - t0))
+            _flush(party, channel, trace)
         else:
             sender, data = channel.recv_any(timeout=idle_timeout_s)
             _deliver(party, sender, data, trace)
-        _flush(party, channel, trace)
+            _flush(party, channel, trace, policy.delay())
     return trace
+
+
+def _open_stage(party: Party, channel: Channel, trace: LoopTrace, end: float) -> None:
+    """Deliver each message as it arrives; stop once nobody is awaited or at ``end``."""
+    while party.waiting_for and (left := end - time.monotonic()) > 0:
+        try:
+            sender, data = channel.recv_any(timeout=left)
+        except PeerTimeoutError:
+            break
+        _deliver(party, sender, data, trace)
+        _flush(party, channel, trace)
+
+
+def _fixed_stage(
+    party: Party, channel: Channel, trace: LoopTrace, end: float, policy: SideChannels
+) -> None:
+    """Hold every message until ``end``, then deliver them in the policy's order."""
+    held: list[tuple[str, bytes]] = []
+    while (left := end - time.monotonic()) > 0:
+        try:
+            held.append(channel.recv_any(timeout=left))
+        except PeerTimeoutError:
+            break
+    for sender, data in policy.order(held):
+        _deliver(party, sender, data, trace)
+    _flush(party, channel, trace)

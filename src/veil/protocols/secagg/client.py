@@ -187,6 +187,10 @@ class SecAggClient(Machine):
             raise LocalError(f"input must be an integer vector of length {dim}")
         return value
 
+    def _post(self, to: str, msg: m.Message) -> None:
+        """Queue ``msg`` (padded to its type's size when the round pads messages)."""
+        self._send(to, m.encode(msg, self.config))
+
     # ---- handlers -------------------------------------------------------------------
     def _keypairs(self) -> tuple[KeyPair, KeyPair]:
         if self._enc is None or self._mask is None:
@@ -210,9 +214,9 @@ class SecAggClient(Machine):
             )
             sig = self._sign(stmt)
             self._digest = sg.advert_digest(stmt, sig)
-        self._send(SERVER, m.AdvertiseKeys(
+        self._post(SERVER, m.AdvertiseKeys(
             cfg.round, me, self._enc.public, self._mask.public, commit, sig
-        ).to_bytes())
+        ))
 
     def _check_adverts(self, msg: m.KeyBroadcast) -> None:
         """Malicious-server mode: derive the graph from the committed advertisements and
@@ -269,7 +273,7 @@ class SecAggClient(Machine):
             )
             ad = aead.bind("veil/secagg/v1/share", cfg.round, me, v)
             cts.append((v, aead.seal(self._chan[v][0], plain, ad)))
-        self._send(SERVER, m.ShareKeys(cfg.round, me, tuple(cts)).to_bytes())
+        self._post(SERVER, m.ShareKeys(cfg.round, me, tuple(cts)))
 
     def _open_share(self, u: int, ct: bytes) -> tuple[bytes, bytes]:
         cfg, me = self.config, self.site_id
@@ -313,9 +317,9 @@ class SecAggClient(Machine):
         y = self._check_input(raw, cfg.dim).astype(ring.ring_dtype(cfg.bits))
         self._value = np.zeros(0, dtype=np.uint64)
         self.words_expanded += add_masks(y, seeds)
-        self._send(SERVER, m.MaskedInput(
+        self._post(SERVER, m.MaskedInput(
             cfg.round, me, ring.pack(y, cfg.bits), tuple(sorted(bad))
-        ).to_bytes())
+        ))
 
     def _on_survivors(self, msg: m.SurvivorList) -> None:
         cfg, me = self.config, self.site_id
@@ -333,11 +337,11 @@ class SecAggClient(Machine):
         self._survivors = u3
         if cfg.malicious:
             sig = self._sign(sg.survivors_statement(cfg.session, cfg.round, u3))
-            self._send(SERVER, m.ConsistencyAck(cfg.round, me, ((me, sig),)).to_bytes())
+            self._post(SERVER, m.ConsistencyAck(cfg.round, me, ((me, sig),)))
             return
         digest = survivor_digest(cfg.round, msg.survivors)
         tags = tuple((v, aead.mac(self._chan[v][1], digest)) for v in sorted(u3 & set(self._held)))
-        self._send(SERVER, m.ConsistencyAck(cfg.round, me, tags).to_bytes())
+        self._post(SERVER, m.ConsistencyAck(cfg.round, me, tags))
 
     def _check_signed_lists(self, msg: m.UnmaskRequest) -> None:
         """Malicious-server mode: valid signatures on *this site's* list from ≥ t distinct
@@ -391,4 +395,4 @@ class SecAggClient(Machine):
             + [(u, m.MASK_KEY, self._held[u][1]) for u in key_of]
         )
         self._held.clear()  # never reveal anything again this round
-        self._send(SERVER, m.UnmaskResponse(cfg.round, me, tuple(shares)).to_bytes())
+        self._post(SERVER, m.UnmaskResponse(cfg.round, me, tuple(shares)))

@@ -52,6 +52,9 @@ class SecAggConfig:
             mode (signed advertisements and survivor lists, seed commitments, joint graph).
         session: 32-byte id of the run (bound into every signature with the round); must
             be fresh per run so that nothing signed in one run can be replayed in another.
+        pad_messages: pad every message to the largest size of its type in this round
+            (:meth:`veil.protocols.secagg.messages.Message.bound`), so message sizes are
+            the same for every site, whatever the dropouts or the data.
     """
 
     round: int
@@ -63,6 +66,7 @@ class SecAggConfig:
     graph_seed: bytes = field(default=b"\x00" * 32, repr=False)
     roster: Roster | None = field(default=None, repr=False, hash=False)
     session: bytes = field(default=b"\x00" * 32, repr=False)
+    pad_messages: bool = False
 
     def __post_init__(self) -> None:
         ids = tuple(sorted(int(i) for i in self.site_ids))

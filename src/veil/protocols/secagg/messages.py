@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from veil.crypto import aead, ring, shamir
 from veil.errors import IntegrityError, MalformedMessageError
+from veil.protocols import padding
 from veil.protocols.secagg.config import SERVER_ID, SecAggConfig
 
 __all__ = [
@@ -37,7 +38,9 @@ __all__ = [
     "ConsistencyAck",
     "UnmaskRequest",
     "UnmaskResponse",
+    "encode",
     "decode",
+    "wire_size",
 ]
 
 VERSION = 2
@@ -112,6 +115,17 @@ class Message:
         """Serialise (header + body)."""
         return self.header() + self.body()
 
+    @classmethod
+    def bound(cls, cfg: SecAggConfig) -> int:
+        """Largest well-formed message of this type in a round of ``cfg`` (header
+        included): the size every message of the type is padded to (plus the length
+        field) when ``cfg.pad_messages`` is set. Depends on n, k, d, b and the mode only."""
+        return _HEADER.size + cls._body_bound(cfg)
+
+    @classmethod
+    def _body_bound(cls, cfg: SecAggConfig) -> int:
+        raise NotImplementedError
+
     def _summary(self) -> str:
         return ""
 
@@ -136,6 +150,10 @@ class AdvertiseKeys(Message):
     commit: bytes = b""
     sig: bytes = b""
 
+    @classmethod
+    def _body_bound(cls, cfg: SecAggConfig) -> int:
+        return 2 * PK + (DIGEST_BYTES + SIG_BYTES if cfg.malicious else 0)
+
     def body(self) -> bytes:
         return self.enc_pk + self.mask_pk + self.commit + self.sig
 
@@ -157,6 +175,13 @@ class KeyBroadcast(Message):
     TYPE: ClassVar[int] = 2
     keys: tuple[tuple[int, bytes, bytes, bytes, bytes], ...]
     digests: tuple[tuple[int, bytes], ...] = ()
+
+    @classmethod
+    def _body_bound(cls, cfg: SecAggConfig) -> int:
+        # the site and its ≤ k neighbours; the digests of all n advertisements (malicious)
+        extra = DIGEST_BYTES + SIG_BYTES if cfg.malicious else 0
+        digests = cfg.n * (4 + DIGEST_BYTES) if cfg.malicious else 0
+        return 4 + (cfg.k + 1) * (4 + 2 * PK + extra) + 4 + digests
 
     def body(self) -> bytes:
         return (
@@ -187,6 +212,10 @@ class _Cts(Message):
     """A list of (peer id, fixed-size ciphertext)."""
 
     cts: tuple[tuple[int, bytes], ...]
+
+    @classmethod
+    def _body_bound(cls, cfg: SecAggConfig) -> int:
+        return 4 + cfg.k * (4 + CT_BYTES)  # one per neighbour
 
     def body(self) -> bytes:
         return struct.pack("<I", len(self.cts)) + b"".join(
@@ -227,6 +256,10 @@ class MaskedInput(Message):
     payload: bytes
     bad: tuple[int, ...] = ()
 
+    @classmethod
+    def _body_bound(cls, cfg: SecAggConfig) -> int:
+        return 4 + 4 * cfg.k + ring.packed_size(cfg.dim, cfg.bits)
+
     def body(self) -> bytes:
         return _ids(self.bad) + self.payload
 
@@ -245,6 +278,10 @@ class SurvivorList(Message):
 
     TYPE: ClassVar[int] = 6
     survivors: tuple[int, ...]
+
+    @classmethod
+    def _body_bound(cls, cfg: SecAggConfig) -> int:
+        return 4 + 4 * cfg.n
 
     def body(self) -> bytes:
         return _ids(self.survivors)
@@ -276,6 +313,10 @@ class ConsistencyAck(Message):
     TYPE: ClassVar[int] = 7
     tags: tuple[tuple[int, bytes], ...]
 
+    @classmethod
+    def _body_bound(cls, cfg: SecAggConfig) -> int:
+        return 4 + (4 + SIG_BYTES if cfg.malicious else cfg.k * (4 + TAG_BYTES))
+
     def body(self) -> bytes:
         return _tag_bytes(self.tags)
 
@@ -301,6 +342,12 @@ class UnmaskRequest(Message):
     key_of: tuple[int, ...]
     tags: tuple[tuple[int, bytes], ...]
 
+    @classmethod
+    def _body_bound(cls, cfg: SecAggConfig) -> int:
+        # seed_of and key_of are disjoint sets of held neighbours: ≤ k ids in all
+        size = SIG_BYTES if cfg.malicious else TAG_BYTES
+        return 12 + 4 * cfg.k + cfg.k * (4 + size)
+
     def body(self) -> bytes:
         return _ids(self.seed_of) + _ids(self.key_of) + _tag_bytes(self.tags)
 
@@ -319,6 +366,10 @@ class UnmaskResponse(Message):
 
     TYPE: ClassVar[int] = 9
     shares: tuple[tuple[int, int, bytes], ...]
+
+    @classmethod
+    def _body_bound(cls, cfg: SecAggConfig) -> int:
+        return 4 + cfg.k * (5 + shamir.SHARE_BYTES)
 
     def body(self) -> bytes:
         return struct.pack("<I", len(self.shares)) + b"".join(
@@ -357,17 +408,51 @@ def max_message_bytes(cfg: SecAggConfig) -> int:
             + ring.packed_size(cfg.dim, cfg.bits))
 
 
+def wire_size(cls: type[Message], cfg: SecAggConfig) -> int | None:
+    """Size of every message of type ``cls`` on the wire in a round of ``cfg`` (None:
+    unpadded, the size follows the content)."""
+    return padding.padded_size(cls.bound(cfg)) if cfg.pad_messages else None
+
+
+def encode(msg: Message, cfg: SecAggConfig) -> bytes:
+    """The bytes to send for ``msg`` (padded to :func:`wire_size` when
+    ``cfg.pad_messages``).
+
+    Raises:
+        LocalError: the message exceeds its type's bound (a bug on the sending side).
+    """
+    data = msg.to_bytes()
+    size = wire_size(type(msg), cfg)
+    return data if size is None else padding.pad(data, size)
+
+
 def decode(data: bytes, cfg: SecAggConfig) -> Message:
-    """Parse one message of this round.
+    """Parse one message of this round (stripping the padding first when
+    ``cfg.pad_messages``: then a message of any other size than its type's
+    :func:`wire_size` is refused).
 
     Raises:
         MalformedMessageError: wrong magic/version/type, truncated, oversized, trailing
-            bytes, unsorted or oversized lists.
+            bytes, unsorted or oversized lists, wrong padding or padded size.
         IntegrityError: the message belongs to another round (replay).
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MalformedMessageError(f"a message is bytes, got {type(data).__name__}")
     data = bytes(data)
+    if not cfg.pad_messages:
+        return _decode(data, cfg)
+    if len(data) > padding.padded_size(max_message_bytes(cfg)):
+        raise MalformedMessageError(f"message of {len(data)} bytes exceeds the limit")
+    msg = _decode(padding.unpad(data), cfg)
+    if len(data) != wire_size(type(msg), cfg):
+        raise MalformedMessageError(
+            f"{type(msg).__name__} padded to {len(data)} bytes, not {wire_size(type(msg), cfg)}"
+        )
+    return msg
+
+
+def _decode(data: bytes, cfg: SecAggConfig) -> Message:
+    """Parse one unpadded message (see :func:`decode`)."""
     if len(data) > max_message_bytes(cfg):
         raise MalformedMessageError(f"message of {len(data)} bytes exceeds the limit")
     if len(data) < _HEADER.size:

@@ -155,6 +155,10 @@ class SecAggServer(Machine):
             raise
 
     # ---- helpers --------------------------------------------------------------------
+    def _post(self, to: str, msg: m.Message) -> None:
+        """Queue ``msg`` (padded to its type's size when the round pads messages)."""
+        self._send(to, m.encode(msg, self.config))
+
     def _need(self, stage: str, have: int) -> None:
         self.counts[stage] = have
         if have < self.config.threshold:
@@ -217,9 +221,7 @@ class SecAggServer(Machine):
                 (v, *self._keys[v], self._adverts[v].commit, self._adverts[v].sig)
                 for v in sorted(self._listed[u] | {u})
             )
-            self._send(
-                site_name(u), m.KeyBroadcast(cfg.round, SERVER_ID, keys, digests).to_bytes()
-            )
+            self._post(site_name(u), m.KeyBroadcast(cfg.round, SERVER_ID, keys, digests))
 
     # ---- step 2 ---------------------------------------------------------------------
     def _on_shares(self, peer: int, msg: m.ShareKeys) -> None:
@@ -237,7 +239,7 @@ class SecAggServer(Machine):
             senders = sorted(u for u in self._graph[v] & u2 if v in self._cts[u])
             self._relayed[v] = frozenset(senders)
             cts = tuple((u, self._cts[u][v]) for u in senders)
-            self._send(site_name(v), m.ShareRelay(self.config.round, SERVER_ID, cts).to_bytes())
+            self._post(site_name(v), m.ShareRelay(self.config.round, SERVER_ID, cts))
 
     # ---- step 3 ---------------------------------------------------------------------
     def _on_masked(self, peer: int, msg: m.MaskedInput) -> None:
@@ -274,7 +276,7 @@ class SecAggServer(Machine):
         self._u3 = tuple(sorted(self._masked))
         if cfg.malicious:  # what every survivor signs, hashed once
             self._u3_statement = sg.survivors_statement(cfg.session, cfg.round, self._u3)
-        data = m.SurvivorList(self.config.round, SERVER_ID, self._u3).to_bytes()
+        data = m.encode(m.SurvivorList(self.config.round, SERVER_ID, self._u3), self.config)
         for u in self._u3:
             self._send(site_name(u), data)
 
@@ -309,9 +311,9 @@ class SecAggServer(Machine):
                 tags = tuple((u, self._acks[u][u]) for u in near)
             else:
                 tags = tuple((u, self._acks[u][v]) for u in near if v in self._acks[u])
-            self._send(site_name(v), m.UnmaskRequest(
+            self._post(site_name(v), m.UnmaskRequest(
                 self.config.round, SERVER_ID, tuple(sorted(seed_of)), tuple(sorted(key_of)), tags
-            ).to_bytes())
+            ))
 
     # ---- step 5 ---------------------------------------------------------------------
     def _on_unmask_response(self, peer: int, msg: m.UnmaskResponse) -> None:
