@@ -1,4 +1,4 @@
-"""BatchNorm and Dropout are refused up front by the vectorised trainer, naming the layer."""
+"""BatchNorm (always) and Dropout (under DP-SGD) are refused up front, naming the layer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from veil.errors import ConfigError
-from veil.training import LocalConfig, SiteData, Trainer
+from veil.training import LocalConfig, SiteData, Trainer, dpsgd_trainer
 
 
 def _net(mid: nn.Module) -> nn.Module:
@@ -21,9 +21,10 @@ def test_batchnorm_refused_with_layer_and_fix(layer) -> None:
         Trainer(_net(layer), "classification", LocalConfig(1, 4, 0.1))
 
 
-def test_dropout_refused_with_layer_named() -> None:
-    with pytest.raises(ConfigError, match=r"layer 1 \(Dropout\).*p=0"):
-        Trainer(_net(nn.Dropout(0.5)), "classification", LocalConfig(1, 4, 0.1))
+def test_dropout_refused_under_dpsgd_with_layer_named() -> None:
+    with pytest.raises(ConfigError, match=r"layer 1 \(Dropout\).*sample-level DP.*p=0"):
+        dpsgd_trainer(_net(nn.Dropout(0.5)), "classification", LocalConfig(1, 4, 0.1),
+                      noise_multiplier=1.0, max_grad_norm=1.0)
 
 
 def test_groupnorm_layernorm_and_p0_dropout_train() -> None:

@@ -32,6 +32,7 @@ from veil.errors import ConfigError, LocalError
 from veil.training.chain import chain_gradients, linear_chain
 from veil.training.clipping import PerExampleClipper
 from veil.training.data import per_example_loss
+from veil.training.dropout import DropoutPlan
 from veil.training.noise import gaussian_noise
 from veil.training.schedule import Batches, RoundSites
 
@@ -116,8 +117,11 @@ class PlainGradients:
         self.task = task
         self.names, self.shapes, self.numels = param_layout(model)
         self.dim = sum(self.numels)
+        self.dropout = DropoutPlan(model)  # per-site seeded masks (none without Dropout)
+        fast = fast and not self.dropout
         self.chain = linear_chain(model, self.names, self.numels) if fast else None
         self._forward = vmap(self._forward_one)
+        self._forward_masked = vmap(self._forward_one_masked)
         self._scratch: dict[int, torch.Tensor] = {}
 
     @property
@@ -128,21 +132,37 @@ class PlainGradients:
     def _forward_one(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.model, params, (x,))
 
+    def _forward_one_masked(
+        self, params: dict[str, torch.Tensor], x: torch.Tensor, masks: list[torch.Tensor]
+    ) -> torch.Tensor:
+        self.dropout.use(masks)  # this site's dropout masks, applied by the layers' hooks
+        return functional_call(self.model, params, (x,))
+
     def step_event(self, n: int) -> None:
         """Plain gradients spend no privacy."""
         return None
 
     def open(self, sites: RoundSites, batches: Batches) -> StepGradients:
         """The round's gradient function (stateless across rounds)."""
-        return _Plain(self)
+        return _Plain(self, sites)
 
     def generic(
-        self, params: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, mb: torch.Tensor
+        self,
+        params: torch.Tensor,
+        xb: torch.Tensor,
+        yb: torch.Tensor,
+        mb: torch.Tensor,
+        masks: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Per-site gradients by autograd over stacked parameters ``(n, d)`` → ``(n, d)``."""
+        """Per-site gradients by autograd over stacked parameters ``(n, d)`` → ``(n, d)``;
+        ``masks``: each dropout layer's per-site masks (:class:`DropoutPlan`)."""
         n = params.shape[0]
         leaves = {k: v.detach().requires_grad_(True) for k, v in views(params, (self.names, self.shapes, self.numels)).items()}
-        out = self._forward(leaves, xb)
+        if masks is None:
+            out = self._forward(leaves, xb)
+        else:
+            with self.dropout.applied():
+                out = self._forward_masked(leaves, xb, masks)
         b = yb.shape[1]
         losses = per_example_loss(
             out.reshape(n * b, *out.shape[2:]), yb.reshape(-1), self.task
@@ -153,8 +173,9 @@ class PlainGradients:
 
 
 class _Plain:
-    def __init__(self, src: PlainGradients) -> None:
+    def __init__(self, src: PlainGradients, sites: RoundSites) -> None:
         self.src = src
+        self.sites = sites
         self.shared_ok = src.chain is not None
 
     def __call__(
@@ -170,7 +191,11 @@ class _Plain:
         s = self.src
         if s.chain is not None and (xb.dim() == 3 or s.chain[0].kind == "flatten"):
             return chain_gradients(s.chain, s.task, params, xb, yb, mb, out, s._scratch, scale)
-        g = s.generic(params, xb, yb, mb)
+        masks = None
+        if s.dropout:
+            st = self.sites
+            masks = s.dropout.masks(xb[0, 0], st.seed, st.round, st.ids, step, xb.shape[1])
+        g = s.generic(params, xb, yb, mb, masks)
         return g if scale == 1.0 else g.mul_(scale)
 
 

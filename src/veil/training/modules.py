@@ -5,11 +5,13 @@ The trainer trains every site of a round at once with ``torch.func.vmap`` over o
 
 * BatchNorm keeps running statistics (buffers it updates in place during training),
   which would be shared by every site and mix their batches; and
-* Dropout draws its mask from torch's global generator inside ``vmap``, which is neither
-  per-site nor seeded, so a site's update would depend on which sites shared its round.
+* Dropout would draw its mask from torch's global generator inside ``vmap``, neither
+  per-site nor seeded. The plain trainer draws per-site seeded masks itself
+  (:mod:`veil.training.dropout`); DP-SGD's per-example engines do not yet, so there it
+  is refused.
 
-Both are refused with a :class:`~veil.errors.ConfigError` naming the layer, instead of a
-functorch traceback during the first round.
+Refusals are a :class:`~veil.errors.ConfigError` naming the layer and the fix, instead of
+a functorch traceback during the first round.
 """
 
 from __future__ import annotations
@@ -23,15 +25,17 @@ __all__ = ["check_trainable"]
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 
 
-def check_trainable(model: nn.Module) -> None:
+def check_trainable(model: nn.Module, dropout: bool = True) -> None:
     """Refuse layers the vectorised federated trainer cannot train.
 
     Args:
         model: the user's model.
+        dropout: whether the trainer supports Dropout (the plain trainer does; DP-SGD not).
 
     Raises:
-        ConfigError: a BatchNorm (or running-statistics InstanceNorm) layer, or a Dropout
-            layer with ``p > 0``; the message names the layer and what to use instead.
+        ConfigError: a BatchNorm (or running-statistics InstanceNorm) layer, or (with
+            ``dropout=False``) a Dropout layer with ``p > 0``; the message names the layer
+            and what to use instead.
     """
     for name, mod in model.named_modules():
         where = f"{name or 'the model'} ({type(mod).__name__})"
@@ -45,10 +49,10 @@ def check_trainable(model: nn.Module) -> None:
                 "statistics",
                 key="model",
             )
-        if isinstance(mod, nn.modules.dropout._DropoutNd) and mod.p > 0:
+        if isinstance(mod, nn.modules.dropout._DropoutNd) and mod.p > 0 and not dropout:
             raise ConfigError(
-                f"layer {where} is not supported by the vectorised federated trainer yet "
-                "(its mask would not be per-site or seeded); remove it or set p=0, and "
-                "regularise with local.weight_decay or client-level DP instead",
+                f"layer {where} is not supported under sample-level DP (DP-SGD's "
+                "per-example engines draw no dropout masks yet); remove it or set p=0, or "
+                "use client-level DP, where Dropout works",
                 key="model",
             )

@@ -57,7 +57,7 @@ class Trainer:
 
     Raises:
         ConfigError: impossible hyper-parameters or task, or a layer the vectorised
-            trainer cannot train (BatchNorm, Dropout; :func:`check_trainable`).
+            trainer cannot train (BatchNorm; Dropout under DP-SGD; :func:`check_trainable`).
     """
 
     def __init__(
@@ -79,7 +79,8 @@ class Trainer:
             raise ConfigError(f"unknown task {task!r}; use 'classification' or 'regression'")
         if chunk < 1:
             raise ConfigError(f"chunk must be >= 1, got {chunk}", key="local.chunk")
-        check_trainable(model)  # BatchNorm / Dropout: a typed error naming the layer
+        # BatchNorm (and Dropout under DP-SGD): a typed error naming the layer
+        check_trainable(model, dropout=gradients is None or isinstance(gradients, PlainGradients))
         self.model = model
         self.task = task
         self.config = config
@@ -89,6 +90,12 @@ class Trainer:
         self.gradients: GradientSource = gradients or PlainGradients(model, task, fast)
         self.names, self.shapes, self.numels = param_layout(model)
         self.dim = sum(self.numels)
+
+    @property
+    def randomness(self) -> dict[str, object]:
+        """The ML randomness a run record names: the dropout masks' layers and seeding."""
+        drop = getattr(self.gradients, "dropout", None)
+        return {"dropout": drop.describe()} if drop else {}
 
     @property
     def fast_path(self) -> bool:
