@@ -238,7 +238,8 @@ def _train_locked(
             "created": started,
             "config": cfg.model_dump(mode="json"),
             "versions": versions(),
-            "seeds": {"seed": cfg.seed, "secure_rng": fed.secure_rng},
+            "seeds": {"seed": cfg.seed, "secure_rng": fed.secure_rng,
+                      **fed.trainer.randomness},  # e.g. how the dropout masks are seeded
             "threat_model": threat_model(cfg),
             "pipeline": fed.pipeline.describe(),
             "plan": {

@@ -392,6 +392,13 @@ class RunConfig(_Section):
                 f"federation.cohort_size ({fed.cohort_size}) is larger than data.sites "
                 f"({self.data.sites}); lower it or add sites"
             )
+        if self.audit.canaries and self.data.files:
+            raise ValueError(
+                "audit.canaries does not work with data.files yet: a canary must be held "
+                "out of and re-inserted into one site's own file, which veil does not do; "
+                "set audit.canaries = 0 (membership inference still runs), or run the "
+                "canary audit on a bundled data set split by veil (data.dataset)"
+            )
         if self.aggregation.weighted and self.privacy.enabled:
             raise ValueError(
                 "aggregation.weighted = true does not go with DP: a site's example count "
