@@ -231,6 +231,37 @@ class AggregationConfig(_Section):
     stage_deadline_s: float | None = Field(
         None, gt=0, description="SecAgg+: per-stage deadline; a silent site counts as dropped"
     )
+    fixed_deadlines: bool = Field(
+        False, description="SecAgg+ side channels: the server acts only at stage deadlines, "
+        "never on an arrival, on the stage's messages in a CSPRNG-shuffled order; every "
+        "stage then lasts its full stage_deadline_s (docs/secure-aggregation.md#side-channels)"
+    )
+    pad_messages: bool = Field(
+        False, description="SecAgg+ side channels: pad every message to one size per type "
+        "and round, fixed before the round, so sizes are the same for every site"
+    )
+    site_delay_s: float = Field(
+        0.0, ge=0, description="SecAgg+ side channels: each site waits a random (CSPRNG) "
+        "delay in [0, site_delay_s) before it sends; keep it well below stage_deadline_s"
+    )
+
+    @model_validator(mode="after")
+    def _side_channels_fit(self) -> AggregationConfig:
+        on = self.fixed_deadlines or self.pad_messages or self.site_delay_s > 0
+        if on and "secagg" not in (self.summation, self.strong_summation):
+            raise ValueError("fixed_deadlines / pad_messages / site_delay_s protect SecAgg+ "
+                             "rounds; set aggregation.summation = 'secagg' or turn them off")
+        if self.fixed_deadlines and self.stage_deadline_s is None:
+            raise ValueError("aggregation.fixed_deadlines needs aggregation.stage_deadline_s "
+                             "(every stage lasts exactly that long)")
+        from veil.transport.driver import DEFAULT_STAGE_DEADLINE_S
+
+        deadline = self.stage_deadline_s or DEFAULT_STAGE_DEADLINE_S
+        if self.site_delay_s >= deadline:
+            raise ValueError(f"aggregation.site_delay_s ({self.site_delay_s}) must be below "
+                             f"the stage deadline ({deadline} s) or every site misses it")
+        return self
+
     weighted: bool | None = Field(
         None,
         description="weight sites by example count (FedAvg): default true for a plain sum, "
