@@ -44,6 +44,7 @@ from veil.protocols.secagg.graph import MODELS, check_malicious, corrupt_bound
 from veil.protocols.secagg.server import SecAggOutput
 from veil.transport.driver import DEFAULT_STAGE_DEADLINE_S, drive
 from veil.transport.driver import Tamper as DriverTamper
+from veil.transport.sidechannels import OFF, SideChannels
 
 __all__ = ["SecAggSum", "RoundTrace", "run_round"]
 
@@ -90,6 +91,7 @@ def run_round(
     stage_deadline_s: float | None = None,
     tamper: Tamper | None = None,
     identities: Mapping[int, SiteIdentity] | None = None,
+    side_channels: SideChannels = OFF,
 ) -> tuple[SecAggOutput, RoundTrace]:
     """Run one SecAgg+ round in process through :func:`veil.transport.driver.drive`.
 
@@ -104,6 +106,8 @@ def run_round(
         tamper: test hook to alter or drop bytes in transit.
         identities: each site's signing key (required when ``config.roster`` is set: the
             malicious-server mode).
+        side_channels: the driver's fixed deadlines (shuffled delivery to the server) and
+            random site delays (message padding is ``config.pad_messages``).
 
     Returns:
         The server's output and the trace.
@@ -131,6 +135,7 @@ def run_round(
         drops={site_name(u): s for u, s in (dropouts or {}).items()},
         tamper=hook,
         stages=STAGES,
+        side_channels=side_channels,
     )
     trace = RoundTrace(
         bytes_sent={u: dt.bytes_sent[site_name(u)] for u in clients},
@@ -178,6 +183,13 @@ class SecAggSum:
             survivors × bound in any coordinate is refused (no honest cohort produces it).
             A malicious site can still shift the sum within that bound: inputs are not
             proven in range (no zero-knowledge proofs).
+        fixed_deadlines: side channels — the server acts only at stage deadlines, on the
+            stage's messages in a CSPRNG-shuffled order; every stage lasts its full
+            ``stage_deadline_s`` (which must then be set).
+        pad_messages: side channels — every message is padded to one size per type and
+            round (``SecAggConfig.pad_messages``).
+        site_delay_s: side channels — each site waits a random CSPRNG delay in
+            ``[0, site_delay_s)`` after its handler, within its stage deadline.
     """
 
     bits: int = 32
@@ -193,6 +205,9 @@ class SecAggSum:
     session: bytes | None = field(default=None, repr=False)
     threat_model: str | None = None
     input_bound: int | None = None
+    fixed_deadlines: bool = False
+    pad_messages: bool = False
+    site_delay_s: float = 0.0
     name: str = "secagg"
     #: protocol stages at which the simulation may drop a site (derived from the table)
     stages: ClassVar[tuple[str, ...]] = STAGES
@@ -208,6 +223,9 @@ class SecAggSum:
                 "the malicious-server model needs enrolled site identities (identities=...)"
             )
         object.__setattr__(self, "threat_model", model)
+        if self.fixed_deadlines and self.stage_deadline_s is None:
+            raise ConfigError("fixed_deadlines needs stage_deadline_s (every stage lasts it)")
+        SideChannels(self.fixed_deadlines, self.site_delay_s)  # ConfigError: a bad delay
         if self.graph_key is None:
             object.__setattr__(self, "graph_key", secrets.token_bytes(32))
         if self.session is None:
@@ -265,7 +283,9 @@ class SecAggSum:
         seed = derive_key(key, f"veil/secagg/graph/{round}")
         roster = getattr(self, "_roster", None)
         session = self.session or b""
-        return SecAggConfig(round, ids, dim, self.bits, k, t, seed, roster, session)
+        return SecAggConfig(
+            round, ids, dim, self.bits, k, t, seed, roster, session, self.pad_messages
+        )
 
     def aggregate(
         self,
@@ -290,10 +310,14 @@ class SecAggSum:
         out, trace = run_round(
             cfg, lambda u: encoded[row[u]], dropouts, self.stage_deadline_s,
             identities=self.identities if self.malicious else None,
+            side_channels=SideChannels(self.fixed_deadlines, self.site_delay_s),
         )
         meas = {f"server_time_{s}_s": v for s, v in trace.server_time_s.items()}
         meas.update({"k": float(cfg.k), "threshold": float(cfg.threshold)})
         meas["malicious_server_model"] = float(self.malicious)
+        meas["fixed_deadlines"] = float(self.fixed_deadlines)
+        meas["pad_messages"] = float(self.pad_messages)
+        meas["site_delay_s"] = float(self.site_delay_s)
         meas["blamed_sites"] = float(len(out.blamed))
         meas.update({f"count_{s}": float(c) for s, c in out.stage_counts.items()})
         meas["refused_messages"] = float(len(trace.errors))
