@@ -240,6 +240,9 @@ def build_pipeline(
             dropout=a.expected_dropout,
             corrupt=a.corrupt_fraction,
             stage_deadline_s=a.stage_deadline_s,
+            fixed_deadlines=a.fixed_deadlines,
+            pad_messages=a.pad_messages,
+            site_delay_s=a.site_delay_s,
         )
     elif a.summation == "ckks":
         from veil.aggregation.ckks_sum import CkksSum
