@@ -126,6 +126,9 @@ class Simulation:
             round's record. ``False`` keeps only counts (``n_selected``, ``n_summed``), in
             the record, the checkpoint and what ``on_round`` sees.
         debug_unnoised: keep un-noised diagnostics in DP records (the run is not private).
+        behaviour: what some sites do instead of sending their honest update (attacks for
+            tests and benchmarks: :mod:`veil.aggregation.attacks`); ``apply(round, ids,
+            updates, params)`` returns the rows the sites send (``None``: all honest).
     """
 
     def __init__(
@@ -153,6 +156,7 @@ class Simulation:
         dp_mechanism: str | None = None,
         record_cohorts: bool = True,
         debug_unnoised: bool = False,
+        behaviour: Any = None,
     ) -> None:
         self.model = model
         self.dataset = dataset
@@ -171,6 +175,7 @@ class Simulation:
         self.dp_mechanism = dp_mechanism
         self.record_cohorts = record_cohorts
         self.debug_unnoised = debug_unnoised
+        self.behaviour = behaviour
         self.pipeline = pipeline
         self.trainer = trainer
         self.rounds = rounds
@@ -321,6 +326,9 @@ class Simulation:
             else torch.zeros(0, self.params.numel())
         )
         rec["train_s"] = time.perf_counter() - t1
+        if self.behaviour is not None and train_ids.size:  # malicious sites replace theirs
+            updates = torch.as_tensor(self.behaviour.apply(
+                r, train_ids, updates.numpy(), self.params.numpy()), dtype=updates.dtype)
         mid_drops = {s: st for s, st in dropouts.items() if st != "before_send"}
         events, survivors = self.aggregate_updates(rec, r, train_ids, updates.numpy(), mid_drops)
         self._finish(rec, r, t0, events, survivors, cohort)
@@ -378,6 +386,8 @@ class Simulation:
                     res.measurements, self.dp_mechanism, debug=self.debug_unnoised
                 ),
             )
+            if res.flagged:  # sites a plaintext anomaly screen flagged
+                rec["flagged"] = [int(s) for s in res.flagged]
         return events, survivors
 
     def _finish(
@@ -469,6 +479,8 @@ def hide_membership(rec: dict[str, Any]) -> None:
     """
     if "rejected" in rec:
         rec["n_rejected"] = len(rec.pop("rejected"))
+    if "flagged" in rec:
+        rec["n_flagged"] = len(rec.pop("flagged"))
     if "cohort" in rec:
         rec["n_selected"] = len(rec.pop("cohort"))
     if "survivors" in rec:
