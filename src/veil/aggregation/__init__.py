@@ -22,9 +22,13 @@ from veil.aggregation.base import (
     ring,
 )
 from veil.aggregation.distributed_dp import DistributedDP
+from veil.aggregation.aggregate_check import AggregateCheck
+from veil.aggregation.anomaly import ScreenedSum
+from veil.aggregation.defences import Defences, defended_pipeline
 from veil.aggregation.dp_fedavg import AdaptiveDPFedAvg, DPFedAvg
 from veil.aggregation.plain import Clip, PlainSum, UniformMean, WeightedMean, l2_clip
 from veil.aggregation.quantize import Quantize
+from veil.aggregation.robust import RobustSum
 from veil.aggregation.registry import STAGES, SUMMATIONS, make_stage, make_summation
 from veil.aggregation.secagg import SecAggSum
 
@@ -34,10 +38,12 @@ __all__ = [
     "STAGES",
     "SUMMATIONS",
     "AdaptiveDPFedAvg",
+    "AggregateCheck",
     "Chain",
     "Clip",
     "DPFedAvg",
     "DecodeContext",
+    "Defences",
     "DistributedDP",
     "Domain",
     "EncodeContext",
@@ -46,7 +52,9 @@ __all__ = [
     "PipelineState",
     "PlainSum",
     "Quantize",
+    "RobustSum",
     "RoundResult",
+    "ScreenedSum",
     "SecAggSum",
     "SumProtocol",
     "SumResult",
@@ -54,6 +62,7 @@ __all__ = [
     "UniformMean",
     "WeightedMean",
     "check_updates",
+    "defended_pipeline",
     "l2_clip",
     "make_stage",
     "make_summation",

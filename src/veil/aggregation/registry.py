@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from veil.aggregation.distributed_dp import DistributedDP
+from veil.aggregation.aggregate_check import AggregateCheck
+from veil.aggregation.anomaly import ScreenedSum
 from veil.aggregation.dp_fedavg import AdaptiveDPFedAvg, DPFedAvg
 from veil.aggregation.plain import Clip, PlainSum, UniformMean, WeightedMean
 from veil.aggregation.quantize import Quantize
+from veil.aggregation.robust import RobustSum
 from veil.aggregation.secagg import SecAggSum
 from veil.errors import ConfigError
 
@@ -21,11 +24,14 @@ STAGES: dict[str, type[Any]] = {
     "adaptive_dp_fedavg": AdaptiveDPFedAvg,
     "quantize": Quantize,
     "distributed_dp": DistributedDP,
+    "aggregate_check": AggregateCheck,
 }
 
 SUMMATIONS: dict[str, type[Any]] = {
     "plain_sum": PlainSum,
     "secagg": SecAggSum,
+    "robust": RobustSum,
+    "anomaly": ScreenedSum,
 }
 
 
