@@ -26,11 +26,15 @@ from veil.aggregation.aggregate_check import AggregateCheck
 from veil.aggregation.anomaly import ScreenedSum
 from veil.aggregation.defences import Defences, defended_pipeline
 from veil.aggregation.dp_fedavg import AdaptiveDPFedAvg, DPFedAvg
+from veil.aggregation.payload import PayloadSum
 from veil.aggregation.plain import Clip, PlainSum, UniformMean, WeightedMean, l2_clip
+from veil.aggregation.qsgd import QSGD
 from veil.aggregation.quantize import Quantize
+from veil.aggregation.randk import RandK
 from veil.aggregation.robust import RobustSum
 from veil.aggregation.registry import STAGES, SUMMATIONS, make_stage, make_summation
 from veil.aggregation.secagg import SecAggSum
+from veil.aggregation.topk import TopK
 
 __all__ = [
     "CIPHERTEXT",
@@ -48,16 +52,20 @@ __all__ = [
     "Domain",
     "EncodeContext",
     "Misfit",
+    "PayloadSum",
     "Pipeline",
     "PipelineState",
     "PlainSum",
+    "QSGD",
     "Quantize",
+    "RandK",
     "RobustSum",
     "RoundResult",
     "ScreenedSum",
     "SecAggSum",
     "SumProtocol",
     "SumResult",
+    "TopK",
     "Transform",
     "UniformMean",
     "WeightedMean",

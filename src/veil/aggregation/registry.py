@@ -8,10 +8,14 @@ from veil.aggregation.distributed_dp import DistributedDP
 from veil.aggregation.aggregate_check import AggregateCheck
 from veil.aggregation.anomaly import ScreenedSum
 from veil.aggregation.dp_fedavg import AdaptiveDPFedAvg, DPFedAvg
+from veil.aggregation.payload import PayloadSum
 from veil.aggregation.plain import Clip, PlainSum, UniformMean, WeightedMean
+from veil.aggregation.qsgd import QSGD
 from veil.aggregation.quantize import Quantize
 from veil.aggregation.robust import RobustSum
+from veil.aggregation.randk import RandK
 from veil.aggregation.secagg import SecAggSum
+from veil.aggregation.topk import TopK
 from veil.errors import ConfigError
 
 __all__ = ["STAGES", "SUMMATIONS", "make_stage", "make_summation"]
@@ -25,6 +29,9 @@ STAGES: dict[str, type[Any]] = {
     "quantize": Quantize,
     "distributed_dp": DistributedDP,
     "aggregate_check": AggregateCheck,
+    "topk": TopK,
+    "randk": RandK,
+    "qsgd": QSGD,
 }
 
 SUMMATIONS: dict[str, type[Any]] = {
@@ -32,6 +39,7 @@ SUMMATIONS: dict[str, type[Any]] = {
     "secagg": SecAggSum,
     "robust": RobustSum,
     "anomaly": ScreenedSum,
+    "payload_sum": PayloadSum,
 }
 
 

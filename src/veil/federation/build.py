@@ -146,7 +146,8 @@ def build_federation(
         noise = dict(setup.noise)
         all_hooks = list(setup.hooks) + all_hooks
         secure_rng = bool(getattr(cfg.privacy, "secure_rng", True))
-    pipeline = build_pipeline(cfg, dp_chain, max_weight=max(len(p) for p in parts))
+    pipeline = build_pipeline(cfg, dp_chain, max_weight=max(len(p) for p in parts),
+                              dim=sum(p.numel() for p in model.parameters()))
     runner: Any = Simulation
     extra: dict[str, Any] = {}
     if buffered:
@@ -196,7 +197,10 @@ def build_federation(
 
 
 def build_pipeline(
-    cfg: RunConfig, dp_chain: Chain | None = None, max_weight: float | None = None
+    cfg: RunConfig,
+    dp_chain: Chain | None = None,
+    max_weight: float | None = None,
+    dim: int | None = None,
 ) -> Pipeline:
     """The run's pipeline: the client-level DP chain (or the mean) before the summation.
 
@@ -230,12 +234,22 @@ def build_pipeline(
                                max_weight=None if bound is None else float(bound),
                                weight_range=a.quantize_range)
     summation: Any = PlainSum()
+    if a.compression != "none":  # aggregation.compression (docs/compression.md)
+        from veil.aggregation.compression import compressed
+
+        most_sites = cfg.data.sites if cfg.federation.sampling == "poisson" else round(cfg.cohort)
+        chain, payload_sum = compressed(
+            chain, a.compression, dim=dim, ratio=a.compression_ratio, bits=a.compression_bits,
+            error_feedback=a.error_feedback, secure=a.secure, client_dp=dp_chain is not None,
+            seed=cfg.seed, quantize_range=a.quantize_range, cohort_bound=int(most_sites),
+        )
+        summation = payload_sum or summation
     if a.summation == "secagg":
         from veil.aggregation.secagg import SecAggSum
 
         chain = presets.for_secure_sum(chain, a.bits, a.quantize_range)
         summation = SecAggSum(
-            bits=a.bits,
+            bits=chain.output.bits or a.bits,  # a compressed chain may bring its own ring
             k=a.neighbours,
             dropout=a.expected_dropout,
             corrupt=a.corrupt_fraction,

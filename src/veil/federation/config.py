@@ -262,6 +262,18 @@ class AggregationConfig(_Section):
                              f"the stage deadline ({deadline} s) or every site misses it")
         return self
 
+    compression: Literal["none", "topk", "randk", "qsgd"] = Field(
+        "none", description="compress each update (docs/compression.md): none | topk (largest "
+        "coordinates, plain sum only) | randk (a support shared by the cohort; composes with "
+        "secagg and client DP) | qsgd (unbiased stochastic compression_bits-bit rounding)"
+    )
+    compression_ratio: float = Field(
+        0.1, gt=0, le=1, description="topk / randk: fraction of coordinates each site sends"
+    )
+    compression_bits: int = Field(4, ge=1, le=8, description="qsgd: bits per coordinate")
+    error_feedback: bool = Field(
+        True, description="topk / randk: a site keeps what it did not send and adds it next round"
+    )
     weighted: bool | None = Field(
         None,
         description="weight sites by example count (FedAvg): default true for a plain sum, "
