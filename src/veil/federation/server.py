@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from veil.aggregation import Pipeline, PipelineState, RoundResult
+from veil.aggregation.base import DecodeContext
 from veil.crypto.prg import SecureRng
 from veil.errors import ConfigError
 from veil.federation.config import MIN_SECURE_COHORT, secure_cohort_message
@@ -123,10 +124,31 @@ class Server:
             self.pipe_state, encoded, site_ids, round, self.cohort_size,
             server_rng=self.privacy_rng(round), dropouts=dropouts,
         )
-        step = self.server_opt.step(self.params.double().numpy(), res.aggregate)
+        self._step(new_state, res.aggregate)
+        return res
+
+    def apply_sum(self, total: np.ndarray, survivors: np.ndarray, round: int) -> RoundResult:
+        """Decode a sum the summation protocol computed elsewhere, and step the model.
+
+        What a deployment calls: the protocol ran over the network (each party in its own
+        process), so the server holds only the sum of the survivors' encoded rows. The
+        decode (central DP noise included) and the step are those of :meth:`aggregate`.
+
+        Raises:
+            InvalidUpdateError: the decoded aggregate is refused (model unchanged).
+        """
+        ids = np.asarray(survivors, dtype=np.int64)
+        ctx = DecodeContext(round=round, survivors=ids, cohort_size=self.cohort_size,
+                            rng=self.privacy_rng(round))
+        new_state, agg, meas, events = self.pipeline.decode(self.pipe_state, total, ctx)
+        meas["survivors"] = float(len(ids))
+        self._step(new_state, agg)
+        return RoundResult(agg, ids, {}, meas, events)
+
+    def _step(self, new_state: PipelineState, aggregate: np.ndarray) -> None:
+        step = self.server_opt.step(self.params.double().numpy(), aggregate)
         self.params = torch.from_numpy(step.astype(np.float32))
         self.pipe_state = new_state
-        return res
 
     def state_dict(self) -> dict[str, Any]:
         """Parameters, stage state and optimiser state."""
