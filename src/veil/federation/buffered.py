@@ -148,6 +148,9 @@ class BufferedSimulation(Simulation):
     Args:
         *args: as for :class:`Simulation`.
         buffered: buffer size, staleness weighting and the latency tail.
+        latency: the job durations (default: the
+            :class:`~veil.federation.latency.LatencyModel` of the config); anything with
+            ``seconds(site, job)`` and ``describe()``, e.g. a hand-written schedule.
         **kwargs: as for :class:`Simulation`.
 
     Raises:
@@ -155,7 +158,9 @@ class BufferedSimulation(Simulation):
             with secure aggregation, a deadline, or Poisson sampling.
     """
 
-    def __init__(self, *args: Any, buffered: BufferedConfig, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, buffered: BufferedConfig, latency: Any = None, **kwargs: Any
+    ) -> None:
         if kwargs.get("sampling", "fixed") != "fixed":
             raise ConfigError("buffered mode needs fixed sampling", key="federation.sampling")
         if math.isfinite(kwargs.get("deadline_s", math.inf)):
@@ -175,7 +180,7 @@ class BufferedSimulation(Simulation):
         if self.concurrency < 1:
             raise ConfigError("buffered mode needs at least one site training",
                               key="federation.cohort_size")
-        self.latency = LatencyModel(
+        self.latency = latency if latency is not None else LatencyModel(
             self.n_sites, self.seed, self.latency_s, self.latency_spread,
             buffered.latency_tail, buffered.slow_fraction, buffered.slow_factor,
             buffered.pareto_shape,
