@@ -1,0 +1,347 @@
+"""Side channels of a SecAgg+ round: what the server sees besides the protocol's content.
+
+The adversary is a recording observer written for this test: it wraps the real server
+machine and logs everything the server's state machine is shown — each call (a message
+from a named site, a deadline), in order, the size of every message in and out, and the
+time of each call within its stage, in buckets of a quarter deadline (all times at or
+past the deadline fall in one last bucket). It runs rounds over cohorts that differ in one
+site's data, and over one where a site answers slower, and the test asserts that with the
+protections on (fixed deadlines, shuffled delivery, padded messages, site delays) the
+observer's logs are **identical**; as controls, with the protections off the same
+observer tells the slow site apart (timing in process, order over TCP + TLS), and message
+sizes follow the dropouts.
+
+The server still learns the sum (its output) and who took part (sender names, which
+SecAgg+ needs to unmask); those are not side channels and are the same in the compared
+runs. To compare two runs' orders exactly, the protected runs use a seeded shuffle (the
+order must then be a function of the messages only, never of their arrival); the default
+shuffle is checked separately to be a CSPRNG permutation.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import random
+import threading
+import time
+
+import numpy as np
+import pytest
+from tcp_parties import free_ports, make_certs
+
+from veil.errors import ConfigError, LocalError, MalformedMessageError
+from veil.protocols import padding
+from veil.protocols.secagg import SERVER, SecAggClient, SecAggConfig, SecAggServer, site_name
+from veil.protocols.secagg import messages as m
+from veil.transport.driver import drive
+from veil.transport.loop import run_party
+from veil.transport.sidechannels import OFF, SideChannels
+from veil.transport.tcp import connect_mesh
+
+N, DIM, BITS = 4, 32, 16
+SLOW = 0  # the site that answers slower in the "slow" cohort
+
+
+class Observer:
+    """The server as the adversary sees it: every call into it, logged."""
+
+    def __init__(self, server: SecAggServer, deadline_s: float) -> None:
+        self.server, self.res = server, deadline_s / 4
+        self.log: list[tuple[str, str, str, int, int]] = []
+        self._opened = time.monotonic()
+
+    def _bucket(self) -> int:
+        return min(int((time.monotonic() - self._opened) / self.res), 4)
+
+    party_id = property(lambda self: self.server.party_id)
+    stage = property(lambda self: self.server.stage)
+    done = property(lambda self: self.server.done)
+    expects_deadline = property(lambda self: self.server.expects_deadline)
+    waiting_for = property(lambda self: self.server.waiting_for)
+
+    def start(self) -> None:
+        self.server.start()
+        self._opened = time.monotonic()
+
+    def receive(self, sender: str, data: bytes) -> None:
+        self.log.append((self.stage, "in", sender, len(data), self._bucket()))
+        self.server.receive(sender, data)
+
+    def on_deadline(self) -> None:
+        self.log.append((self.stage, "deadline", "", 0, self._bucket()))
+        self.server.on_deadline()
+        self._opened = time.monotonic()
+
+    def outbox(self) -> list[tuple[str, bytes]]:
+        out = self.server.outbox()
+        self.log.extend((self.stage, "out", to, len(d), self._bucket()) for to, d in out)
+        return out
+
+    def senders(self, stage: str) -> list[str]:
+        return [p for st, kind, p, _, _ in self.log if st == stage and kind == "in"]
+
+
+class Slow:
+    """A site whose every handler takes ``delay_s`` longer (compute time, not protocol)."""
+
+    def __init__(self, client: SecAggClient, delay_s: float) -> None:
+        self.client, self.delay_s = client, delay_s
+
+    def __getattr__(self, name: str):  # the rest of the Party interface
+        return getattr(self.client, name)
+
+    def start(self) -> None:
+        time.sleep(self.delay_s)
+        self.client.start()
+
+    def receive(self, sender: str, data: bytes) -> None:
+        time.sleep(self.delay_s)
+        self.client.receive(sender, data)
+
+
+def _inputs(changed: bool) -> dict[int, np.ndarray]:
+    x = {u: np.random.default_rng(u).integers(0, 2**12, DIM, dtype=np.uint64) for u in range(N)}
+    if changed:  # the neighbouring cohort: site 2 holds other data
+        x[2] = np.random.default_rng(99).integers(0, 2**12, DIM, dtype=np.uint64)
+    return x
+
+
+def _config(round_: int, pad: bool, n: int = N, k: int | None = None) -> SecAggConfig:
+    k = n - 1 if k is None else k
+    return SecAggConfig(round_, tuple(range(n)), DIM, BITS, k, k // 2 + 1, bytes(32),
+                        pad_messages=pad)
+
+
+def _expected(x: dict[int, np.ndarray]) -> np.ndarray:
+    return sum(x.values()) & np.uint64(2**BITS - 1)
+
+
+# ---- in process: drive ---------------------------------------------------------------
+def _driven(scenario: str, protected: bool, deadline: float = 0.2):
+    x = _inputs(scenario == "data")
+    cfg = _config(1, pad=protected)
+    obs = Observer(SecAggServer(cfg), deadline)
+    sites = []
+    for u in range(N):
+        c = SecAggClient(cfg, u, x[u])
+        sites.append(Slow(c, 0.12) if scenario == "slow" and u == SLOW else c)
+    policy = (SideChannels(True, 0.01, shuffle=random.Random(0).shuffle) if protected else OFF)
+    t0 = time.monotonic()
+    drive([obs, *sites], stage_deadline_s=deadline, side_channels=policy)
+    elapsed = time.monotonic() - t0
+    assert np.array_equal(obs.server.result.total, _expected(x))
+    return obs, elapsed
+
+
+def test_in_process_rounds_look_the_same_to_the_server_with_the_protections_on() -> None:
+    base, elapsed = _driven("base", True)
+    data, _ = _driven("data", True)
+    slow, _ = _driven("slow", True)
+    assert base.log == data.log == slow.log
+    # every message reaches the server only at its stage's deadline (the last bucket),
+    # and every stage lasted its full deadline: the cost of hiding who answered first
+    assert {b for _, kind, _, _, b in base.log if kind == "in"} == {4}
+    assert elapsed >= 5 * 0.2
+    # one size per message type: a site's messages cannot be told apart by length
+    sizes = collections.defaultdict(set)
+    for st, kind, _, size, _ in base.log:
+        sizes[(st, kind)].add(size)
+    assert all(len(v) == 1 for v in sizes.values())
+
+
+def test_in_process_control_the_server_tells_the_slow_site_without_them() -> None:
+    base, _ = _driven("base", False)
+    data, _ = _driven("data", False)
+    slow, _ = _driven("slow", False)
+    assert base.log == data.log  # in process, data alone changes no metadata of SecAgg+
+    assert base.log != slow.log  # but a slower site shows in when the server is called
+    late = {b for st, kind, p, _, b in slow.log if kind == "in" and st == "advertise"}
+    assert max(late) >= 2 and {b for st, k, _, _, b in base.log if k == "in"} == {0}
+
+
+# ---- TCP + mutual TLS: run_party in threads ------------------------------------------
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    """A star of TLS links: the server and N sites, connected once for all rounds."""
+    d = tmp_path_factory.mktemp("side-channels")
+    names = [SERVER, *map(site_name, range(N))]
+    make_certs(d, names)
+    addrs = dict(zip(names, (("127.0.0.1", p) for p in free_ports(len(names)))))
+    chans, errs = {}, []
+
+    def connect(name: str) -> None:
+        peers = addrs if name == SERVER else {name: addrs[name], SERVER: addrs[SERVER]}
+        try:
+            chans[name] = connect_mesh(name, peers, d / f"{name}.crt", d / f"{name}.key",
+                                       d / "test-ca.crt", connect_timeout_s=20)
+        except Exception as exc:  # noqa: BLE001
+            errs.append((name, exc))
+
+    threads = [threading.Thread(target=connect, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errs and len(chans) == len(names), errs
+    yield chans
+    for ch in chans.values():
+        ch.close()
+
+
+_rounds = itertools.count(10)
+
+
+def _over_tcp(chans, scenario: str, protected: bool, deadline: float = 0.5):
+    """One round over the TLS star; sites answer 40 ms apart (site 0 first), and in the
+    "slow" cohort site 0 is 200 ms slower than that."""
+    x = _inputs(scenario == "data")
+    cfg = _config(next(_rounds), pad=protected)
+    obs = Observer(SecAggServer(cfg), deadline)
+    site_policy = SideChannels(site_delay_s=0.02) if protected else OFF
+    errors = []
+
+    def site(u: int) -> None:
+        delay = 0.04 * u + (0.2 if scenario == "slow" and u == SLOW else 0.0)
+        try:
+            run_party(Slow(SecAggClient(cfg, u, x[u]), delay), chans[site_name(u)],
+                      idle_timeout_s=20, side_channels=site_policy)
+        except Exception as exc:  # noqa: BLE001
+            errors.append((u, exc))
+
+    threads = [threading.Thread(target=site, args=(u,)) for u in range(N)]
+    for t in threads:
+        t.start()
+    policy = (SideChannels(True, shuffle=random.Random(0).shuffle) if protected else OFF)
+    trace = run_party(obs, chans[SERVER], stage_deadline_s=deadline, side_channels=policy)
+    for t in threads:
+        t.join(20)
+    assert not errors, errors
+    assert np.array_equal(obs.server.result.total, _expected(x))
+    return obs, trace
+
+
+def test_over_tls_rounds_look_the_same_to_the_server_with_the_protections_on(mesh) -> None:
+    # (the cohort with other data is compared in process above; here: who answers first)
+    base, trace = _over_tcp(mesh, "base", True)
+    slow, _ = _over_tcp(mesh, "slow", True)
+    assert base.log == slow.log
+    assert {b for _, kind, _, _, b in slow.log if kind == "in"} == {4}
+    assert all(seconds >= 0.5 for _, seconds in trace.stages)  # full deadline, always
+
+
+def test_over_tls_control_arrival_order_tells_who_answered_last_without_them(mesh) -> None:
+    base, trace = _over_tcp(mesh, "base", False)
+    slow, _ = _over_tcp(mesh, "slow", False)
+    assert base.log != slow.log
+    stages = ("advertise", "share", "masked", "consistency", "unmask")
+    # the server processes messages as they arrive: the slow site is last in every stage
+    assert all(slow.senders(st)[-1] == site_name(SLOW) for st in stages)
+    assert not all(base.senders(st)[-1] == site_name(SLOW) for st in stages)
+    # and a stage ends as soon as everybody answered (what fixed deadlines give up)
+    assert all(seconds < 0.5 for _, seconds in trace.stages)
+
+
+# ---- sizes ---------------------------------------------------------------------------
+def _site_sizes(pad: bool, drop: int) -> tuple[dict[str, set[int]], SecAggConfig]:
+    """Sizes of what the sites send per stage, n = 7, k = 4, site ``drop`` gone at masked."""
+    cfg = _config(3, pad=pad, n=7, k=4)
+    x = {u: np.full(DIM, u + 1, dtype=np.uint64) for u in range(7)}
+    obs = Observer(SecAggServer(cfg), 1.0)
+    drive([obs, *(SecAggClient(cfg, u, x[u]) for u in range(7))], drops={site_name(drop): "masked"})
+    assert np.array_equal(obs.server.result.total,
+                          sum(x[u] for u in range(7) if u != drop) & np.uint64(2**BITS - 1))
+    sizes = collections.defaultdict(set)
+    for st, kind, _, size, _ in obs.log:
+        if kind == "in":
+            sizes[st].add(size)
+    return sizes, cfg
+
+
+def test_padded_messages_have_one_size_per_stage_whatever_the_dropouts() -> None:
+    types = {"advertise": m.AdvertiseKeys, "share": m.ShareKeys, "masked": m.MaskedInput,
+             "consistency": m.ConsistencyAck, "unmask": m.UnmaskResponse}
+    for drop in (1, 4):
+        sizes, cfg = _site_sizes(True, drop)
+        assert sizes == {st: {m.wire_size(t, cfg)} for st, t in types.items()}
+    # control: unpadded, a dropped site's neighbours send fewer consistency tags
+    sizes, _ = _site_sizes(False, 1)
+    assert len(sizes["consistency"]) == 2
+
+
+def test_padding_is_stripped_strictly() -> None:
+    assert padding.unpad(padding.pad(b"abc", 16), 16) == b"abc"
+    frame = padding.pad(b"abc", 16)
+    for bad in (frame[:-1], frame + b"\x00", frame[:-1] + b"\x01",
+                (99).to_bytes(4, "little") + frame[4:]):
+        with pytest.raises(MalformedMessageError):
+            padding.unpad(bad, len(frame))
+    with pytest.raises(LocalError):
+        padding.pad(b"x" * 13, 16)
+    # a padding server refuses an unpadded message, and a covert payload in the fill
+    cfg = _config(1, pad=True)
+    adv = SecAggClient(cfg, 0, np.zeros(DIM, np.uint64))
+    adv.start()
+    (_, data), = adv.outbox()
+    assert isinstance(m.decode(data, cfg), m.AdvertiseKeys)
+    server = SecAggServer(cfg)
+    with pytest.raises(MalformedMessageError):
+        server.receive("0", padding.unpad(data))
+    assert server.waiting_for == frozenset(map(site_name, range(N)))  # refused, still awaited
+    masked = m.encode(m.MaskedInput(cfg.round, 0, bytes(DIM * BITS // 8)), cfg)
+    assert len(masked) == m.wire_size(m.MaskedInput, cfg) > len(padding.unpad(masked)) + 4
+    with pytest.raises(MalformedMessageError, match="fill"):
+        m.decode(masked[:-1] + b"\x07", cfg)
+
+
+# ---- the shuffle and the delays ------------------------------------------------------
+def test_the_default_shuffle_is_a_csprng_permutation_independent_of_arrival() -> None:
+    policy = SideChannels(fixed_deadlines=True)
+    held = [(site_name(u), bytes([u])) for u in range(4)]
+    seen = collections.Counter(tuple(s for s, _ in policy.order(held)) for _ in range(400))
+    # all 24 orders appear: P(one is missing) <= 24 * (23/24)**400 < 1e-6
+    assert len(seen) == 24
+    # with one shuffle stream, the order depends on which messages came, not when
+    a = SideChannels(True, shuffle=random.Random(5).shuffle).order(held)
+    b = SideChannels(True, shuffle=random.Random(5).shuffle).order(held[::-1])
+    assert a == b
+    # one sender's messages keep their order (a channel preserves order per pair)
+    two = [("1", b"a"), ("0", b"x"), ("1", b"b")]
+    out = SideChannels(True).order(two)
+    assert [d for s, d in out if s == "1"] == [b"a", b"b"]
+
+
+def test_site_delays_are_random_and_bounded_and_bad_settings_are_refused() -> None:
+    policy = SideChannels(site_delay_s=0.5)
+    draws = [policy.delay() for _ in range(200)]
+    assert all(0 <= d < 0.5 for d in draws) and len(set(draws)) == 200
+    assert OFF.delay() == 0.0 and not OFF.active
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ConfigError):
+            SideChannels(site_delay_s=bad)
+    with pytest.raises(ConfigError):
+        drive([], stage_deadline_s=None, side_channels=SideChannels(True))
+
+
+def test_config_keys_reach_the_round() -> None:
+    from veil.federation.build import build_pipeline
+    from veil.federation.config import RunConfig
+
+    cfg = RunConfig.model_validate({"aggregation": {
+        "summation": "secagg", "fixed_deadlines": True, "stage_deadline_s": 0.05,
+        "pad_messages": True, "site_delay_s": 0.001,
+    }})
+    summ = build_pipeline(cfg).summation
+    assert (summ.fixed_deadlines, summ.pad_messages, summ.site_delay_s) == (True, True, 0.001)
+    assert summ.config(np.arange(4), DIM, 0).pad_messages
+    rows = np.arange(4 * DIM, dtype=np.int64).reshape(4, DIM) % 100
+    t0 = time.monotonic()
+    res = summ.aggregate(rows, np.arange(4), 0)
+    assert time.monotonic() - t0 >= 5 * 0.05  # every stage lasted its deadline
+    assert np.array_equal(res.total, rows.sum(0) % 2**summ.bits)
+    assert res.measurements["fixed_deadlines"] == 1.0
+    for bad in ({"summation": "plain", "pad_messages": True},
+                {"summation": "secagg", "fixed_deadlines": True},
+                {"summation": "secagg", "stage_deadline_s": 0.1, "site_delay_s": 0.1}):
+        with pytest.raises(Exception, match="aggregation"):
+            RunConfig.model_validate({"aggregation": bad})
