@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from veil.aggregation.ckks_sum import CkksSum
 from veil.aggregation.distributed_dp import DistributedDP
 from veil.aggregation.aggregate_check import AggregateCheck
 from veil.aggregation.anomaly import ScreenedSum
@@ -37,6 +38,7 @@ STAGES: dict[str, type[Any]] = {
 SUMMATIONS: dict[str, type[Any]] = {
     "plain_sum": PlainSum,
     "secagg": SecAggSum,
+    "ckks": CkksSum,
     "robust": RobustSum,
     "anomaly": ScreenedSum,
     "payload_sum": PayloadSum,
