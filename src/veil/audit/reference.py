@@ -74,11 +74,29 @@ class LiraSetup:
         config: the target's run config (a :class:`veil.federation.config.RunConfig`).
         n_refs: number of reference models.
         seed: audit seed (reference membership, partitions, inits).
+        model: the target's architecture when the run trained the user's own
+            ``nn.Module`` (each reference trains a freshly initialised copy); ``None``:
+            the config's model.
     """
 
     config: Any
     n_refs: int = 8
     seed: int = 0
+    model: Any = None
+
+
+def _fresh_copy(template: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A copy of ``template`` with every layer re-initialised from ``seed``."""
+    import copy
+
+    m = copy.deepcopy(template)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        for mod in m.modules():
+            reset = getattr(mod, "reset_parameters", None)
+            if callable(reset):
+                reset()
+    return m
 
 
 def _ref_config(cfg: Any, j: int, seed: int, out_dir: str) -> Any:
@@ -95,12 +113,19 @@ def _ref_config(cfg: Any, j: int, seed: int, out_dir: str) -> Any:
     return RunConfig.model_validate(raw)
 
 
-def _train_one(cfg: Any, ds: Dataset) -> torch.nn.Module:
-    """One federated run of ``cfg`` on ``ds``; the model with its final parameters."""
+def _train_one(cfg: Any, ds: Dataset, template: torch.nn.Module | None = None) -> torch.nn.Module:
+    """One federated run of ``cfg`` on ``ds`` (of a fresh copy of ``template`` if given);
+    the model with its final parameters."""
     from veil.federation.build import build_federation
     from veil.models import build_model
     from veil.models.params import load_flat_params
 
+    if template is not None:
+        model = _fresh_copy(template, cfg.seed)
+        fed = build_federation(cfg, dataset=ds, model=model)
+        res = fed.run()
+        load_flat_params(model, torch.as_tensor(res.params).reshape(-1).to(torch.float32))
+        return model.eval()
     fed = build_federation(cfg, dataset=ds)
     res = fed.run()
     model = build_model(
@@ -138,7 +163,7 @@ def train_references(
                 pool.name, pool.x_train[mask], pool.y_train[mask], pool.x_test, pool.y_test,
                 pool.task, pool.n_classes,
             )
-            out.append(model_outputs(_train_one(cfg, ds), x))
+            out.append(model_outputs(_train_one(cfg, ds, setup.model), x))
     return np.stack(out)
 
 
@@ -206,6 +231,7 @@ def lira_for_run(
     y_train: np.ndarray,
     n_refs: int,
     seed: int,
+    own_model: bool = False,
 ) -> dict[str, Any]:
     """LiRA for ``veil audit``: the run's training set (members) vs its test set.
 
@@ -216,6 +242,8 @@ def lira_for_run(
         x_train, y_train: what the target trained on (canaries inserted if any).
         n_refs: reference models.
         seed: audit seed.
+        own_model: the run trained the user's own module: references train fresh copies
+            of ``target``'s architecture instead of the config's model.
 
     Raises:
         DataError: the record's config cannot be read back.
@@ -234,5 +262,6 @@ def lira_for_run(
     y = np.concatenate([y_train, ds.y_test])
     member = np.r_[np.ones(len(y_train), bool), np.zeros(len(ds.y_test), bool)]
     return lira_like_target(
-        target, LiraSetup(cfg, n_refs, seed), x, y, member, ds.name, ds.n_classes
+        target, LiraSetup(cfg, n_refs, seed, target if own_model else None), x, y, member,
+        ds.name, ds.n_classes
     )

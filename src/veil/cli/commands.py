@@ -185,8 +185,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
         fn = audit.audit_run
     except (ImportError, AttributeError):
         raise ConfigError("auditing is not available in this build") from None
+    from veil.audit.run import AUDIT, summary_rows
+
     res = fn(Path(args.run))
-    Console().print_json(json.dumps(res, default=str))
+    console = Console()
+    t = Table("quantity", "value", title=f"audit of {res.get('run') or args.run}",
+              title_justify="left")
+    for k, v in summary_rows(res):
+        t.add_row(k, v)
+    console.print(t)
+    console.print(f"full results: {Path(args.run) / AUDIT}", highlight=False)
     return 0
 
 
