@@ -96,3 +96,26 @@ def test_resume_keeps_the_residual(tmp_path) -> None:
         assert (ra is None) == (rb is None)
         if ra is not None:
             np.testing.assert_array_equal(ra, rb)
+
+
+def test_record_cli_table_and_report_show_the_compressed_bytes(tmp_path) -> None:
+    import json
+
+    from rich.console import Console
+
+    from veil.app import train
+    from veil.cli.progress import fmt_bytes, summary_table
+    from veil.report.html import build_html
+
+    cfg = _cfg(tmp_path, compression="qsgd", compression_bits=2).model_copy(
+        update={"rounds": 2})
+    out = train(cfg)
+    rec = json.loads((out.run_dir / "record.json").read_text())
+    d = rec["plan"]["n_parameters"]
+    want = 4 + math.ceil(d * 2 / 8) + 4 + 16
+    assert [r["bytes_per_site_mean"] for r in rec["rounds"]] == [want, want]
+    con = Console(width=120, record=True)
+    con.print(summary_table("rounds", rec["rounds"]))
+    assert fmt_bytes(want) in con.export_text()
+    html = build_html(rec)
+    assert "qsgd" in html and f"{want / 1024:.1f} KiB" in html

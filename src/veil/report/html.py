@@ -144,6 +144,9 @@ def _cards(record: dict[str, Any], audit: dict[str, Any] | None) -> str:
     bpr = [b for b in bpr if isinstance(b, (int, float))]
     if bpr:
         cards.append(("bytes / site / round", f"{sum(bpr) / len(bpr) / 1024:.1f} KiB", ""))
+    comp = ((record.get("config") or {}).get("aggregation") or {}).get("compression")
+    if comp and comp != "none":  # aggregation.compression: bytes above are its payloads
+        cards.append(("compression", _e(comp), ""))
     one = (audit or {}).get("one_run")
     if one:
         bad = bool(one.get("exceeds_claim"))
