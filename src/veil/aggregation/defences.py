@@ -15,7 +15,7 @@ from typing import Any
 from veil.aggregation.aggregate_check import AggregateCheck
 from veil.aggregation.anomaly import SECURE_SUMMATIONS, ScreenedSum
 from veil.aggregation.base import Chain, Pipeline
-from veil.aggregation.plain import UniformMean, WeightedMean
+from veil.aggregation.plain import PlainSum, UniformMean, WeightedMean
 from veil.aggregation.robust import RobustSum, secure_refusal
 from veil.errors import ConfigError
 
@@ -128,6 +128,13 @@ def defended_pipeline(chain: Chain, summation: Any, d: Defences) -> Pipeline:
     name = str(getattr(summation, "name", ""))
     check_defences(d, name if name in SECURE_SUMMATIONS else "plain", chain.dp == "mechanism",
                    float("inf"))
+    if d.per_update and not isinstance(summation, PlainSum):
+        raise ConfigError(
+            f"{' and '.join(d.per_update)} screen(s) the updates of a plain sum, not of "
+            f"summation {name!r} (e.g. compressed payloads or a tiered sum); use them with "
+            "the plain sum alone",
+            key="aggregation.robust" if d.robust != "none" else "aggregation.anomaly",
+        )
     stages = list(chain.stages)
     if d.robust != "none":
         stages = [t for t in stages if not isinstance(t, (WeightedMean, UniformMean))]

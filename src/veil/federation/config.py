@@ -375,8 +375,10 @@ def _check_defences(a: AggregationConfig, client_dp: bool, cohort: float) -> Non
     # robust rules / anomaly scores / aggregate check (veil.aggregation.defences)
     from veil.aggregation.defences import check_defences
 
+    strong = getattr(a, "strong_summation", None)  # a tiered sum's secure rounds count too
+    summation = strong if a.summation == "plain" and strong is not None else a.summation
     try:
-        check_defences(a.defences(), a.summation, client_dp, cohort)
+        check_defences(a.defences(), summation, client_dp, cohort)
     except ConfigError as e:
         raise ValueError(str(e).removeprefix(f"{e.key}: ")) from None
 
