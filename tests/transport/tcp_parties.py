@@ -28,6 +28,31 @@ def make_certs(directory: Path, names: list[str]) -> None:
         certs.write_pem(certs.issue(ca, n), directory)
 
 
+def connect_all(directory: Path, addrs: dict, peers_of=None, **kw):
+    """Connect every party of ``addrs`` in its own thread; ``peers_of(name)`` limits whom a
+    party connects to (default: everyone, a full mesh). Returns (channels, errors)."""
+    import threading
+
+    from veil.transport.tcp import connect_mesh
+
+    out, errs = {}, []
+
+    def one(n):
+        mine = addrs if peers_of is None else {p: addrs[p] for p in (n, *peers_of(n))}
+        try:
+            out[n] = connect_mesh(n, mine, directory / f"{n}.crt", directory / f"{n}.key",
+                                  directory / "test-ca.crt", **kw)
+        except Exception as exc:  # noqa: BLE001
+            errs.append((n, exc))
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in addrs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return out, errs
+
+
 def site_input(u: int, dim: int) -> np.ndarray:
     return np.random.default_rng(1000 + u).integers(0, 2**20, dim, dtype=np.uint64)
 

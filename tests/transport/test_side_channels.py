@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 import pytest
-from tcp_parties import free_ports, make_certs
+from tcp_parties import connect_all, free_ports, make_certs
 
 from veil.errors import ConfigError, LocalError, MalformedMessageError
 from veil.protocols import padding
@@ -37,7 +37,6 @@ from veil.protocols.secagg import messages as m
 from veil.transport.driver import drive
 from veil.transport.loop import run_party
 from veil.transport.sidechannels import OFF, SideChannels
-from veil.transport.tcp import connect_mesh
 
 N, DIM, BITS = 4, 32, 16
 SLOW = 0  # the site that answers slower in the "slow" cohort
@@ -168,21 +167,8 @@ def mesh(tmp_path_factory):
     names = [SERVER, *map(site_name, range(N))]
     make_certs(d, names)
     addrs = dict(zip(names, (("127.0.0.1", p) for p in free_ports(len(names)))))
-    chans, errs = {}, []
-
-    def connect(name: str) -> None:
-        peers = addrs if name == SERVER else {name: addrs[name], SERVER: addrs[SERVER]}
-        try:
-            chans[name] = connect_mesh(name, peers, d / f"{name}.crt", d / f"{name}.key",
-                                       d / "test-ca.crt", connect_timeout_s=20)
-        except Exception as exc:  # noqa: BLE001
-            errs.append((name, exc))
-
-    threads = [threading.Thread(target=connect, args=(n,)) for n in names]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    star = {SERVER: names[1:]}  # the server talks to every site, a site to the server only
+    chans, errs = connect_all(d, addrs, lambda n: star.get(n, [SERVER]), connect_timeout_s=20)
     assert not errs and len(chans) == len(names), errs
     yield chans
     for ch in chans.values():

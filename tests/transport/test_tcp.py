@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 from tcp_parties import (
+    connect_all,
     echo_party,
     enrol,
     free_ports,
@@ -31,21 +32,7 @@ def _mesh(tmp_path, names):
 
 
 def _connect_all(tmp_path, addrs, **kw):
-    out, errs = {}, []
-
-    def one(n):
-        try:
-            out[n] = connect_mesh(n, addrs, tmp_path / f"{n}.crt", tmp_path / f"{n}.key",
-                                  tmp_path / "test-ca.crt", **kw)
-        except Exception as exc:  # noqa: BLE001
-            errs.append((n, exc))
-
-    threads = [threading.Thread(target=one, args=(n,)) for n in addrs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return out, errs
+    return connect_all(tmp_path, addrs, **kw)
 
 
 @pytest.mark.parametrize("malicious", [False, True], ids=["semi-honest", "malicious-server"])

@@ -68,7 +68,9 @@ class SideChannels:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.site_delay_s) and self.site_delay_s >= 0):
-            raise ConfigError(f"site_delay_s must be a finite number ≥ 0, got {self.site_delay_s!r}")
+            raise ConfigError(
+                f"site_delay_s must be a finite number ≥ 0, got {self.site_delay_s!r}"
+            )
 
     @property
     def active(self) -> bool:
