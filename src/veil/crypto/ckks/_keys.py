@@ -230,6 +230,47 @@ class KeyOwner:
         frames = [seal_save(self._sk_encryptor.encrypt_symmetric(self._encode(v))) for v in vectors]
         return pack_frames(KIND_CIPHERTEXTS, self.key_id, frames)
 
+    def encrypt_pairs(self, vectors: Sequence[np.ndarray]) -> bytes:
+        """Like :meth:`encrypt` with two real values per slot (real and imaginary parts):
+        each vector holds at most ``2 · params.slots`` values. Halves the ciphertexts for
+        computations that only add (encrypted aggregation); read back with
+        :meth:`decrypt_pairs`.
+
+        Raises:
+            LocalError: a vector is too long or holds NaN/inf.
+        """
+        s = _sealapi()
+        frames = []
+        for v in vectors:
+            x = np.asarray(v, dtype=np.float64).ravel()
+            if x.size > 2 * self.params.slots:
+                raise LocalError(f"{x.size} values do not fit in {self.params.slots} slots x 2")
+            if not np.all(np.isfinite(x)):
+                raise LocalError("cannot encrypt NaN or infinite values")
+            x = np.pad(x, (0, x.size % 2))
+            pt = s.Plaintext()
+            self._encoder.encode((x[0::2] + 1j * x[1::2]).tolist(),
+                                 float(2**self.params.scale_bits), pt)
+            frames.append(seal_save(self._sk_encryptor.encrypt_symmetric(pt)))
+        return pack_frames(KIND_CIPHERTEXTS, self.key_id, frames)
+
+    def decrypt_pairs(self, blob: bytes) -> list[np.ndarray]:
+        """Inverse of :meth:`encrypt_pairs`: ``2 · slots`` floats per ciphertext.
+
+        Raises:
+            IntegrityError: the ciphertexts were made under another key.
+            MalformedMessageError: truncated or corrupted.
+        """
+        _, frames = unpack_frames(blob, KIND_CIPHERTEXTS, self.key_id, "ciphertexts")
+        s = _sealapi()
+        out = []
+        for fr in frames:
+            pt = s.Plaintext()
+            self._decryptor.decrypt(seal_load(s.Ciphertext, self._ctx, fr, "ciphertext"), pt)
+            z = np.asarray(self._encoder.decode_complex(pt), dtype=np.complex128)
+            out.append(np.stack([z.real, z.imag], axis=1).ravel())
+        return out
+
     def encrypt_local(self, values: np.ndarray) -> Any:
         """One SEAL ciphertext (not serialised) — for tests and in-process use."""
         s = _sealapi()
