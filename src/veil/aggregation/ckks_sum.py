@@ -8,9 +8,10 @@ homomorphic aggregation does:
    public :class:`~veil.crypto.ckks.EvaluationKeys` (parameters and public key — no
    relinearisation or rotation keys: a sum needs none). The server-side object
    :class:`CkksServer` is built from ``EvaluationKeys`` only and has no way to decrypt.
-1. **Encrypt (each site).** A site's encoded row is split into ``⌈d / (N/2)⌉`` chunks, each
-   packed into the N/2 real slots of one ciphertext (seeded secret-key encryption: half the
-   bytes of public-key encryption) and sent.
+1. **Encrypt (each site).** A site's encoded row is split into ``⌈d / N⌉`` chunks, each
+   packed into the N/2 complex slots of one ciphertext (two values per slot, as real and
+   imaginary parts; seeded secret-key encryption: half the bytes of public-key encryption)
+   and sent.
 2. **Add (server).** The server adds, slot-wise, the ciphertexts of the sites that sent —
    a site that sends nothing is simply not in the sum (no recovery round is needed) — and
    sends the summed ciphertexts to one decryptor site (rotating with the round; if it is
@@ -90,14 +91,14 @@ class CkksSite:
         self._owner = owner
 
     def encrypt(self, row: np.ndarray) -> bytes:
-        """Step 1: the row packed into ``⌈d / slots⌉`` ciphertexts, framed.
+        """Step 1: the row packed into ``⌈d / (2 · slots)⌉`` ciphertexts, framed.
 
         Raises:
             LocalError: the row holds NaN/inf.
         """
-        slots = self._owner.params.slots
+        per = 2 * self._owner.params.slots  # two values per complex slot
         v = np.asarray(row, dtype=np.float64).ravel()
-        return self._owner.encrypt([v[i : i + slots] for i in range(0, max(1, v.size), slots)])
+        return self._owner.encrypt_pairs([v[i : i + per] for i in range(0, max(1, v.size), per)])
 
     def decrypt_sum(self, blob: bytes, dim: int) -> np.ndarray:
         """Step 3: the summed ciphertexts decrypted, the first ``dim`` values.
@@ -106,7 +107,7 @@ class CkksSite:
             IntegrityError: made under another key.
             MalformedMessageError: truncated or corrupted.
         """
-        parts = self._owner.decrypt(blob)
+        parts = self._owner.decrypt_pairs(blob)
         out = np.concatenate(parts) if parts else np.zeros(0)
         if out.size < dim:
             raise InvalidUpdateError(f"the summed ciphertexts hold {out.size} values, not {dim}")
@@ -340,7 +341,7 @@ class CkksSum:
         meas: dict[str, float] = {
             "poly_degree": float(p.poly_degree),
             "scale_bits": float(p.scale_bits),
-            "ciphertexts_per_site": float(-(-d // p.slots)),
+            "ciphertexts_per_site": float(-(-d // (2 * p.slots))),
             "error_bound": self.error_bound(len(senders)),
             "server_time_s": server_s,
             "site_time_max_s": max(site_s),

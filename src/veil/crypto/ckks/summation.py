@@ -9,15 +9,17 @@ matters is
 * **error** — each site's ciphertext adds an independent error to every slot (the rounding
   of the encoding and SEAL's encryption noise, coefficients of std σ_e = 3.2). In the
   canonical embedding a slot's error is a sum of N coefficient errors, so one fresh
-  ciphertext has per-slot error std ``√N · √(σ_e² + 1/12) / Δ``. The bound stated for a
+  ciphertext has per-slot error std at most ``√N · √(σ_e² + 1/12) / Δ`` (in each of the
+  real and imaginary parts). The bound stated for a
   sum of ``n`` ciphertexts takes six such standard deviations per site and adds them
   linearly (no √n cancellation claimed)::
 
       |error per slot| ≤ B(n) = n · 6 · √N · √(σ_e² + 1/12) / Δ
 
 * **bytes** — a ciphertext made by secret-key (seeded) encryption is N coefficients mod
-  ``q0`` plus a seed, for N/2 values: ≈ ``2 · q0 / 8`` bytes per value after SEAL's zstd
-  compression. The smallest ``q0`` that meets range and error is the cheapest.
+  ``q0`` (one 64-bit word each in SEAL's format) plus a seed; with two real values per
+  complex slot it holds N values: ≈ 8 bytes per value, a few % less after SEAL's
+  compression. The error bound below holds for the real and the imaginary part alike.
 
 :func:`choose_sum_params` picks the smallest 128-bit-secure ring whose bound on ``q0``
 fits (``q0 + special ≤`` the HE-standard bound, ``special ≥ q0``, primes ≤ 60 bits).
