@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "secagg": "veil.bench.secagg:run",
     "audit": "veil.bench.audit:run",
     "secagg_round": "veil.bench.secagg_round:run",
+    "ckks_agg": "veil.bench.ckks_agg:run",
     "synth": "veil.bench.synth:run",
     "deploy": "veil.bench.deploy:run",
     "inference": "veil.bench.inference:run",
