@@ -8,6 +8,8 @@
   completion with stage deadlines (``drive``) and the :class:`Party` interface it drives.
 * :mod:`veil.transport.loop` — ``run_party``: one party's loop over a :class:`Channel`
   (one OS process per party), the clock-owning party closing stages on wall-clock deadlines.
+* :mod:`veil.transport.sidechannels` — :class:`SideChannels`, the policy both loops take:
+  fixed deadlines with shuffled delivery to the server, random site delays.
 
 Nothing here knows any protocol: parties are opaque machines with one interface.
 Submodules are imported on use (no work at import time).
