@@ -34,6 +34,7 @@ from veil.data import load_digits
 from veil.errors import AbortError
 from veil.federation.build import build_federation
 from veil.federation.config import parse_config
+from veil.federation.record import RunRecord
 from veil.federation.simulation import hide_membership
 
 SITES, ROUNDS = 10, 6
@@ -76,6 +77,9 @@ def test_sign_flip_breaks_fedavg_not_the_median_and_anomaly_flags_the_attackers(
         flagged = set(r["flagged"])
         assert bad <= flagged, r["round"]
         assert len(flagged - bad) <= 1, r["round"]
+    # the one record reader hands the flagged sites back per round
+    flagged_by_round = RunRecord("unused", record={"rounds": rounds}).flagged_sites()
+    assert flagged_by_round == {r["round"]: r["flagged"] for r in rounds}
     # the record keeps who was flagged only when membership may be recorded
     rec = dict(rounds[0])
     hide_membership(rec)

@@ -105,6 +105,12 @@ class RunRecord:
         """Per-round records (completed rounds)."""
         return list(self.data.get("rounds") or [])
 
+    def flagged_sites(self) -> dict[int, list[int]]:
+        """Round → ids of the sites the anomaly screen flagged (``aggregation.anomaly``);
+        rounds that flagged nobody, or whose membership is hidden, are left out."""
+        return {int(r["round"]): [int(s) for s in r["flagged"]]
+                for r in self.rounds if r.get("flagged")}
+
     def dataset(self) -> Dataset:
         """The run's data set, split as the run split it (config ``data`` and ``seed``)."""
         from veil.federation.build import load_data
