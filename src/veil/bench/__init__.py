@@ -23,4 +23,5 @@ BENCHMARKS: dict[str, str] = {
     "deploy": "veil.bench.deploy:run",
     "inference": "veil.bench.inference:run",
     "robust": "veil.bench.robust:run",
+    "compression": "veil.bench.compression:run",
 }
