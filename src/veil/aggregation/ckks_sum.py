@@ -22,10 +22,11 @@ homomorphic aggregation does:
 Two domains:
 
 * **ring** (``bits`` set, the default): rows are integers of Z_2^bits (after
-  :class:`~veil.aggregation.quantize.Quantize`, and :class:`~veil.aggregation.distributed_dp.DistributedDP`
-  for hybrid HE + DP) taken as their centred representatives. The parameters are chosen so
-  that the CKKS error of the sum is below 1/4 per slot (:func:`~veil.crypto.ckks.summation.sum_error_bound`)
-  and the sum fits in ``bits + 1`` integer bits; the decryptor rounds each slot to the
+  :class:`~veil.aggregation.quantize.Quantize`, and
+  :class:`~veil.aggregation.distributed_dp.DistributedDP` for hybrid HE + DP) taken as
+  their centred representatives. The parameters are chosen so that the CKKS error of the
+  sum is below 1/4 per slot (:func:`~veil.crypto.ckks.summation.sum_error_bound`) and the
+  sum fits in ``bits + 1`` integer bits; the decryptor rounds each slot to the
   nearest integer, so the result is the **exact** integer sum (returned mod 2^bits, as
   SecAgg+ returns it). A slot further than 0.4 from an integer means the sum left the
   range (no honest cohort produces it) and the round is refused. Because the sum is exact,
@@ -304,7 +305,9 @@ class CkksSum:
         if x.ndim != 2 or x.shape[0] != len(ids):
             raise LocalError("CkksSum needs a 2-D batch with one row per site id")
         if len(ids) > self.max_sites:
-            raise LocalError(f"{len(ids)} rows but the CKKS parameters are sized for {self.max_sites}")
+            raise LocalError(
+                f"{len(ids)} rows but the CKKS parameters are sized for {self.max_sites}"
+            )
         drops = dict(dropouts or {})
         bad = sorted({s for s in drops.values() if s not in STAGES})
         if bad:

@@ -48,7 +48,9 @@ class TieredSum:
 
     def __post_init__(self) -> None:
         if self.every is None and self.final_round is None:
-            raise ConfigError("TieredSum needs every or final_round", key="aggregation.strong_every")
+            raise ConfigError(
+                "TieredSum needs every or final_round", key="aggregation.strong_every"
+            )
         if self.every is not None and self.every < 1:
             raise ConfigError("strong_every must be >= 1", key="aggregation.strong_every")
 

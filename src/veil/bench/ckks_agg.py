@@ -18,9 +18,9 @@ Ratios CKKS ÷ SecAgg+ are taken within the run. Dropout tolerance and trust ass
 properties of the protocols, listed in ``protocols`` (and in docs/ckks-aggregation.md).
 Targets (``targets_met``): every CKKS sum exact; parameters 128-bit; CKKS bytes per value at
 d = 1M within 2 % of the analytic size of a seeded ciphertext (N 64-bit coefficients for
-N values, two per complex slot: the packing is as tight as SEAL's format allows); and, stated as measured, where
-CKKS wins (``ckks_wins``): fewer bytes than SecAgg+ (expected: never at 32-bit rows) and a
-faster server (expected at large n·d, where SecAgg+ reconstructs and expands masks).
+N values, two per complex slot: the packing is as tight as SEAL's format allows); and,
+stated as measured, not as targets: where CKKS wins (``ckks_wins``: fewer bytes, a faster
+site, a faster server than SecAgg+, per cell).
 """
 
 from __future__ import annotations
