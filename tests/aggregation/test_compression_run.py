@@ -40,6 +40,11 @@ def test_config_builds_each_scheme_where_it_composes(tmp_path) -> None:
     assert isinstance(p.summation, SecAggSum) and p.summation.bits == q.ring_bits == 8
     p = build_pipeline(_cfg(tmp_path, compression="qsgd"), dim=650)
     assert isinstance(p.summation, PayloadSum) and p.transforms[-1].scale is None
+    p = build_pipeline(_cfg(tmp_path, compression="randk+qsgd", summation="secagg"), dim=650)
+    assert p.describe() == ["randk", "uniform_mean", "qsgd", "secagg"]
+    p = build_pipeline(_cfg(tmp_path, compression="randk+qsgd"), dim=650)
+    assert p.describe() == ["randk", "weighted_mean", "qsgd", "payload_sum"]
+    assert p.transforms[-1].passthrough == 1
     assert isinstance(build_pipeline(_cfg(tmp_path), dim=650).summation, PlainSum)
 
 

@@ -12,6 +12,8 @@ scheme     where it goes                       composes with
 ``qsgd``   last; own scale in a plain sum,     plain and secure sums; refused under
            a shared scale and its own ring     client-level DP (the grid can lengthen a
            under SecAgg+                        clipped vector)
+``randk+`` random-k first, QSGD last: the       as QSGD
+``qsgd``   ``k`` kept values quantised
 =========  ==================================  =========================================
 
 Sample-level DP (DP-SGD at the sites) leaves every scheme free: the update is already
@@ -32,7 +34,7 @@ from veil.errors import ConfigError
 
 __all__ = ["SCHEMES", "compressed"]
 
-SCHEMES = ("none", "topk", "randk", "qsgd")
+SCHEMES = ("none", "topk", "randk", "qsgd", "randk+qsgd")
 
 
 def compressed(
@@ -84,12 +86,14 @@ def compressed(
             key="aggregation.compression",
         )
     tail = 1 if chain.stages and isinstance(chain.stages[-1], WeightedMean) else 0
-    if scheme == "randk":
+    if scheme.startswith("randk"):
         if dim is None:
             raise ConfigError("randk needs the update's dimension", key="aggregation.compression")
         # first: the DP clip, the mean and the quantiser all see only the k kept coordinates
         stage = RandK(ratio, int(dim), seed, error_feedback and not client_dp)
-        return Chain([stage, *chain.stages]), None
+        chain = Chain([stage, *chain.stages])
+        if scheme == "randk":
+            return chain, None
     if scheme == "topk":
         top = TopK(ratio, passthrough=tail, error_feedback=error_feedback)
         # under a secure sum the chain is left to refuse it (its domain names the fix)

@@ -262,10 +262,11 @@ class AggregationConfig(_Section):
                              f"the stage deadline ({deadline} s) or every site misses it")
         return self
 
-    compression: Literal["none", "topk", "randk", "qsgd"] = Field(
+    compression: Literal["none", "topk", "randk", "qsgd", "randk+qsgd"] = Field(
         "none", description="compress each update (docs/compression.md): none | topk (largest "
         "coordinates, plain sum only) | randk (a support shared by the cohort; composes with "
-        "secagg and client DP) | qsgd (unbiased stochastic compression_bits-bit rounding)"
+        "secagg and client DP) | qsgd (unbiased stochastic compression_bits-bit rounding) | "
+        "randk+qsgd (both)"
     )
     compression_ratio: float = Field(
         0.1, gt=0, le=1, description="topk / randk: fraction of coordinates each site sends"
