@@ -331,3 +331,45 @@ def test_config_keys_reach_the_round() -> None:
                 {"summation": "secagg", "stage_deadline_s": 0.1, "site_delay_s": 0.1}):
         with pytest.raises(Exception, match="aggregation"):
             RunConfig.model_validate({"aggregation": bad})
+
+
+# ---- Flower messages: GridLink -------------------------------------------------------
+class _EchoGrid:
+    """A Flower Grid whose nodes answer at once, in the order ``answer_order`` gives."""
+
+    def __init__(self, answer_order) -> None:
+        from flwr.supercore.task_identity import TaskIdentity
+
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 0, 1
+        self.answer_order = answer_order
+
+    def send_and_receive(self, messages, *, timeout=None):
+        from flwr.app import Message
+
+        from veil.transport.flower import Envelope, pack, unpack
+
+        out = [Message(pack(Envelope("stage", 1, unpack(msg.content).payload)), reply_to=msg)
+               for msg in messages]
+        return self.answer_order(out)
+
+
+def test_flower_exchanges_last_their_timeout_and_return_replies_shuffled() -> None:
+    pytest.importorskip("flwr", reason="the Flower transport needs the flower extra")
+    from veil.transport.flower import Envelope, GridLink
+
+    nodes = {site_name(u): 100 + u for u in range(N)}
+    outgoing = {p: Envelope("stage", 1, p.encode()) for p in nodes}
+    orders = []
+    for answer_order in (list, lambda xs: xs[::-1]):
+        link = GridLink(_EchoGrid(answer_order), nodes,
+                        side_channels=SideChannels(True, shuffle=random.Random(3).shuffle))
+        t0 = time.monotonic()
+        got = link.exchange(outgoing, 0.2)
+        assert time.monotonic() - t0 >= 0.2  # everybody answered at once; it still waited
+        assert {p: e.payload for p, e in got.items()} == {p: p.encode() for p in nodes}
+        orders.append(list(got))
+    assert orders[0] == orders[1]  # the order the server sees ignores the arrival order
+    # control: without the policy the reply order is the arrival order, and no waiting
+    plain = [list(GridLink(_EchoGrid(o), nodes).exchange(outgoing, 5.0))
+             for o in (list, lambda xs: xs[::-1])]
+    assert plain[0] == plain[1][::-1]

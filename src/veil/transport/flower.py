@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from veil.errors import LocalError, MalformedMessageError
+from veil.transport.sidechannels import OFF, SideChannels
 
 __all__ = ["RECORD", "MESSAGE_TYPE", "Envelope", "pack", "unpack", "reply", "GridLink"]
 
@@ -129,16 +130,26 @@ class GridLink:
         nodes: party name → Flower node id (learnt from the sites' hello replies).
         ttl_s: Flower time-to-live of each message (at least the stage timeout).
         poll_s: how often replies are pulled while a stage is open.
+        side_channels: with ``fixed_deadlines`` every exchange lasts its full timeout (it
+            never returns early because everybody answered) and the replies come back in
+            canonical-then-CSPRNG-shuffled order (the order of the returned dict), so a
+            server that handles them in that order acts on nothing arrival could set.
     """
 
     def __init__(
-        self, grid: Any, nodes: Mapping[str, int], ttl_s: float | None = None, poll_s: float = 0.05
+        self,
+        grid: Any,
+        nodes: Mapping[str, int],
+        ttl_s: float | None = None,
+        poll_s: float = 0.05,
+        side_channels: SideChannels = OFF,
     ) -> None:
         self.grid = grid
         self.poll_s = float(poll_s)
         self.nodes = dict(nodes)
         self.ttl_s = ttl_s
         self.stats = ExchangeStats()
+        self.side_channels = side_channels
 
     def exchange(
         self, outgoing: Mapping[str, Envelope], timeout_s: float
@@ -171,19 +182,22 @@ class GridLink:
                 )
             )
             self.stats.bytes_down[party] = self.stats.bytes_down.get(party, 0) + len(env.payload)
-        t0 = time.perf_counter()
+        t0, start = time.perf_counter(), time.monotonic()
         replies = self._send_and_receive(msgs, float(timeout_s))
         out: dict[str, Envelope] = {}
         for msg in replies:
-            party = by_node.get(int(msg.metadata.src_node_id))
-            if party is None or msg.has_error():
+            who = by_node.get(int(msg.metadata.src_node_id))
+            if who is None or msg.has_error():
                 continue
             try:
                 env = unpack(msg.content)
             except MalformedMessageError:
                 continue
-            out[party] = env
-            self.stats.bytes_up[party] = self.stats.bytes_up.get(party, 0) + len(env.payload)
+            out[who] = env
+            self.stats.bytes_up[who] = self.stats.bytes_up.get(who, 0) + len(env.payload)
+        if self.side_channels.fixed_deadlines:  # the stage ends at its deadline, always
+            time.sleep(max(0.0, start + float(timeout_s) - time.monotonic()))
+            out = dict(self.side_channels.order(list(out.items())))
         self.stats.exchanges += 1
         self.stats.seconds.append(time.perf_counter() - t0)
         return out

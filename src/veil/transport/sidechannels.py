@@ -33,7 +33,7 @@ import math
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from veil.errors import ConfigError
 
@@ -41,6 +41,7 @@ __all__ = ["SideChannels", "Shuffle", "OFF"]
 
 #: shuffle(list) permutes the list in place
 Shuffle = Callable[[list[Any]], None]
+T = TypeVar("T")
 
 
 def _csprng_shuffle() -> Shuffle:
@@ -77,14 +78,14 @@ class SideChannels:
         """Whether any protection is on."""
         return self.fixed_deadlines or self.site_delay_s > 0
 
-    def order(self, held: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-        """``held`` messages ``(sender, data)`` in canonical-then-shuffled order.
+    def order(self, held: Sequence[tuple[str, T]]) -> list[tuple[str, T]]:
+        """``held`` messages ``(sender, message)`` in canonical-then-shuffled order.
 
         Grouped by sender (sorted by name, each sender's messages in their order), then
         the groups are permuted with :attr:`shuffle`: the result does not depend on the
         order of ``held``.
         """
-        groups: dict[str, list[tuple[str, bytes]]] = {}
+        groups: dict[str, list[tuple[str, T]]] = {}
         for msg in held:
             groups.setdefault(msg[0], []).append(msg)
         senders = sorted(groups)
