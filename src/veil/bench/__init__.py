@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "synth": "veil.bench.synth:run",
     "deploy": "veil.bench.deploy:run",
     "inference": "veil.bench.inference:run",
+    "async": "veil.bench.async_:run",
     "robust": "veil.bench.robust:run",
     "compression": "veil.bench.compression:run",
 }
