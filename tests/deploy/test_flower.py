@@ -1,9 +1,10 @@
 """veil runs on a real Flower SuperLink and SuperNodes (OS processes on loopback).
 
-The fast test (default suite) runs one SecAgg+ round through the Flower transport and
-compares the final model with the simulation of the same config and seed; the slow ones
-add plain FedAvg, DP-SGD accounted at the sites, TLS from generated certificates, and a
-SuperNode killed mid-round.
+The fast test (default suite) runs a SecAgg+ round on one shared three-site deployment
+and compares the final model with the simulation of the same config and seed; the slow
+ones reuse that deployment for plain FedAvg, client-level DP and DP-SGD accounted at the
+sites, and start their own for TLS from generated certificates and for a SuperNode
+killed mid-round.
 """
 
 from __future__ import annotations
@@ -56,38 +57,39 @@ def _gone(pid: int, wait_s: float = 10.0) -> bool:
     return False
 
 
-def test_fedavg_round_over_flower_equals_simulation(deployment: Any, tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "plain.toml", "plain", rounds=1, sites=2)
-    dep = deployment(site_configs(2, share_counts=True))
-    status, rec = dep.run(cfg, tmp_path / "run", stage_timeout_s=60, timeout_s=RUN_TIMEOUT_S)
+def _run_shared(dep: Any, tmp: Path, **kw: Any) -> tuple[Path, str, dict[str, Any]]:
+    cfg = write_config(dep.config, tmp.name, **kw)  # every site's own copy, too
+    status, rec = dep.run(cfg, tmp / "run", stage_timeout_s=90, timeout_s=RUN_TIMEOUT_S)
+    return cfg, status, rec
+
+
+def test_secagg_round_over_flower_equals_simulation(
+    shared_deployment: Any, tmp_path: Path
+) -> None:
+    cfg, status, rec = _run_shared(shared_deployment, tmp_path, secagg=True, rounds=1)
     assert status == "finished:completed"
     assert rec["transport"] == "flower" and rec["final"]["status"] == "completed"
-    assert rec["rounds"][0]["survivors"] == [0, 1]
-    np.testing.assert_allclose(_model(tmp_path / "run"), _simulate(cfg).params.numpy(),
-                               rtol=0, atol=1e-6)
-    _no_leftovers(dep)
-
-
-@pytest.mark.slow
-def test_secagg_round_over_flower_equals_simulation(deployment: Any, tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "sa.toml", "sa", secagg=True, rounds=1)
-    dep = deployment(site_configs())
-    status, rec = dep.run(cfg, tmp_path / "run", stage_timeout_s=60, timeout_s=RUN_TIMEOUT_S)
-    assert status == "finished:completed"
     assert rec["rounds"][0]["survivors"] == [0, 1, 2]
     assert len(rec["rounds"][0]["exchange_s"]) == 5  # one exchange per SecAgg+ stage
     # 32-bit stochastic rounding over [-4, 4]: |error| <= 3 * 8 / 2^32 per weight
     np.testing.assert_allclose(_model(tmp_path / "run"), _simulate(cfg).params.numpy(),
                                rtol=0, atol=1e-6)
     assert rec["example_counts_shared"] == {}
-    _no_leftovers(dep)
 
 
 @pytest.mark.slow
-def test_dp_sgd_over_flower_sites_report_epsilon(deployment: Any, tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "dp.toml", "dp", rounds=2, dp=True, secagg=True)
-    dep = deployment(site_configs())
-    status, rec = dep.run(cfg, tmp_path / "run", stage_timeout_s=90, timeout_s=RUN_TIMEOUT_S)
+def test_client_level_dp_over_flower_equals_simulation(
+    shared_deployment: Any, tmp_path: Path
+) -> None:
+    cfg, status, rec = _run_shared(shared_deployment, tmp_path, client="central", rounds=2)
+    sim = _simulate(cfg)
+    np.testing.assert_allclose(_model(tmp_path / "run"), sim.params.numpy(), rtol=0, atol=1e-6)
+    assert rec["privacy"]["epsilon_client"] == pytest.approx(sim.summary["epsilon_client"])
+
+
+@pytest.mark.slow
+def test_dp_sgd_over_flower_sites_report_epsilon(shared_deployment: Any, tmp_path: Path) -> None:
+    cfg, status, rec = _run_shared(shared_deployment, tmp_path, dp=True, secagg=True)
     sim = _simulate(cfg)
     np.testing.assert_allclose(_model(tmp_path / "run"), sim.params.numpy(), rtol=0, atol=1e-6)
     want = {str(k): v for k, v in sim.summary["epsilon_sample_per_site"].items()}
@@ -101,11 +103,14 @@ def test_dp_sgd_over_flower_sites_report_epsilon(deployment: Any, tmp_path: Path
 @pytest.mark.slow
 def test_tls_from_generated_certificates(deployment: Any, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "plain.toml", "plain", rounds=1)
-    dep = deployment(site_configs(), tls=True)
+    dep = deployment(site_configs(cfg, share_counts=True), tls=True)
     assert "--insecure" not in dep.superlink.popen.args
     status, rec = dep.run(cfg, tmp_path / "run", timeout_s=RUN_TIMEOUT_S)
     assert status == "finished:completed" and rec["rounds"][0]["survivors"] == [0, 1, 2]
     assert "Starting insecure" not in dep.supernodes[0].log_tail(100_000)
+    np.testing.assert_allclose(_model(tmp_path / "run"), _simulate(cfg).params.numpy(),
+                               rtol=0, atol=1e-6)
+    _no_leftovers(dep)
 
 
 def _kill_when(dep: Any, site: int, messages: int) -> threading.Thread:
@@ -130,7 +135,7 @@ def _kill_when(dep: Any, site: int, messages: int) -> threading.Thread:
 def test_supernode_killed_mid_round_is_recovered(deployment: Any, tmp_path: Path) -> None:
     # 4 sites, k = 3, t = 2: losing one site after it sent its masked input is recovered
     cfg = write_config(tmp_path / "sa.toml", "sa", secagg=True, rounds=1, sites=4, k=3)
-    dep = deployment(site_configs(4))
+    dep = deployment(site_configs(cfg, 4))
     # killed when the consistency check reaches it: its masked input is already in
     th = _kill_when(dep, site=3, messages=5)
     status, rec = dep.run(cfg, tmp_path / "run", stage_timeout_s=30, timeout_s=RUN_TIMEOUT_S)
@@ -147,7 +152,7 @@ def test_below_threshold_fails_the_run_with_the_typed_error(
     deployment: Any, tmp_path: Path
 ) -> None:
     cfg = write_config(tmp_path / "sa.toml", "sa", secagg=True, rounds=1)  # 3 sites, t = 2
-    dep = deployment(site_configs())
+    dep = deployment(site_configs(cfg))
     ths = [_kill_when(dep, site=s, messages=2) for s in (1, 2)]
     t0 = time.monotonic()
     with pytest.raises(AbortError, match="threshold|sites ready|no site"):

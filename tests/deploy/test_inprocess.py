@@ -22,9 +22,9 @@ from veil.errors import AbortError  # noqa: E402
 from veil.federation import build_federation, load_config  # noqa: E402
 
 
-def _simulate(path: Path) -> np.ndarray:
-    fed = build_federation(load_config(path))
-    return fed.run().params.numpy()
+def _simulate(path: Path) -> tuple[np.ndarray, dict]:
+    res = build_federation(load_config(path)).run()
+    return res.params.numpy(), res.summary
 
 
 def _deploy(path: Path, grid: FakeGrid, out: Path) -> tuple[DeployServer, dict]:
@@ -34,18 +34,18 @@ def _deploy(path: Path, grid: FakeGrid, out: Path) -> tuple[DeployServer, dict]:
 
 def test_plain_fedavg_equals_simulation_when_counts_are_shared(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "plain.toml", "plain")
-    srv, rec = _deploy(cfg, FakeGrid(site_configs(share_counts=True)), tmp_path / "run")
-    np.testing.assert_allclose(srv.params.numpy(), _simulate(cfg), rtol=0, atol=1e-6)
+    srv, rec = _deploy(cfg, FakeGrid(site_configs(cfg, share_counts=True)), tmp_path / "run")
+    np.testing.assert_allclose(srv.params.numpy(), _simulate(cfg)[0], rtol=0, atol=1e-6)
     assert rec["final"]["status"] == "completed"
     assert sorted(rec["example_counts_shared"]) == ["0", "1", "2"]
 
 
 def test_no_example_count_leaves_a_site_unless_opted_in(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "plain.toml", "plain")
-    grid = FakeGrid(site_configs())
+    grid = FakeGrid(site_configs(cfg))
     srv, rec = _deploy(cfg, grid, tmp_path / "run")
     assert rec["example_counts_shared"] == {}
-    sizes = {len(s.site.data.site(s.site.site_id)[1]) for _, (_, s) in grid.nodes.items()}
+    sizes = {s.site.site.n_examples for _, (_, s) in grid.nodes.items()}
     for _, kind, payload, meta in grid.seen:
         assert "n_examples" not in meta
         if kind == "row":  # WeightedMean's weight column is 1, not the site's size
@@ -55,9 +55,9 @@ def test_no_example_count_leaves_a_site_unless_opted_in(tmp_path: Path) -> None:
 
 def test_secagg_equals_simulation(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "sa.toml", "sa", secagg=True)
-    srv, rec = _deploy(cfg, FakeGrid(site_configs()), tmp_path / "run")
+    srv, rec = _deploy(cfg, FakeGrid(site_configs(cfg)), tmp_path / "run")
     # stochastic rounding to 32 bits over [-4, 4]: |error| <= 3 sites * 8 / 2^32 per weight
-    np.testing.assert_allclose(srv.params.numpy(), _simulate(cfg), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(srv.params.numpy(), _simulate(cfg)[0], rtol=0, atol=1e-6)
     # one exchange per protocol stage: train+advertise, share, masked, consistency, unmask
     assert all(len(r["exchange_s"]) == 5 for r in rec["rounds"])
     # bytes per round, not cumulative: both rounds carry the same protocol traffic
@@ -65,10 +65,36 @@ def test_secagg_equals_simulation(tmp_path: Path) -> None:
     assert set(b0) == {"0", "1", "2"} and b0 == b1
 
 
+def test_client_level_central_dp_equals_simulation(tmp_path: Path) -> None:
+    # DP-FedAvg: clipped at the sites, Gaussian noise added by the coordinator's Server
+    # (seed-derived streams, privacy.secure_rng = false), the client-level ledger at the
+    # coordinator: the same model and the same ε as in simulation
+    cfg = write_config(tmp_path / "cdp.toml", "cdp", client="central")
+    srv, rec = _deploy(cfg, FakeGrid(site_configs(cfg)), tmp_path / "run")
+    params, summary = _simulate(cfg)
+    np.testing.assert_allclose(srv.params.numpy(), params, rtol=0, atol=1e-6)
+    assert rec["privacy"]["epsilon_client"] == pytest.approx(summary["epsilon_client"], rel=1e-9)
+    assert 0 < rec["privacy"]["epsilon_client"] <= 8.0
+    # hidden cohorts (record_cohorts = false): the record keeps counts only
+    assert all("cohort" not in r and "survivors" not in r for r in rec["rounds"])
+    assert all(r["n_summed"] == 3 for r in rec["rounds"])
+
+
+def test_distributed_dp_under_secagg_equals_simulation(tmp_path: Path) -> None:
+    # each site adds its share of discrete Gaussian noise before SecAgg+ (its own seeded
+    # stream); the coordinator only ever holds the noised sum
+    cfg = write_config(tmp_path / "ddp.toml", "ddp", client="distributed", secagg=True)
+    srv, rec = _deploy(cfg, FakeGrid(site_configs(cfg)), tmp_path / "run")
+    params, summary = _simulate(cfg)
+    np.testing.assert_array_equal(srv.params.numpy(), params)  # integer sums: bit-equal
+    assert rec["privacy"]["epsilon_client"] == pytest.approx(summary["epsilon_client"], rel=1e-9)
+    assert rec["pipeline"] == ["clip", "uniform_mean", "quantize", "distributed_dp", "secagg"]
+
+
 def test_secagg_recovers_from_a_site_lost_mid_round(tmp_path: Path) -> None:
     # 4 sites, k = 3, t = 2: every secret keeps >= 2 share holders when one site is lost
     cfg = write_config(tmp_path / "sa.toml", "sa", secagg=True, rounds=1, sites=4, k=3)
-    grid = FakeGrid(site_configs(4))
+    grid = FakeGrid(site_configs(cfg, 4))
     grid.answers_left[1003] = 3  # hello, train+advertise, share; silent from 'masked' on
     srv, rec = _deploy(cfg, grid, tmp_path / "run")
     assert rec["rounds"][0]["survivors"] == [0, 1, 2]
@@ -77,7 +103,7 @@ def test_secagg_recovers_from_a_site_lost_mid_round(tmp_path: Path) -> None:
 
 def test_below_threshold_aborts_with_the_typed_error(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "sa.toml", "sa", secagg=True, rounds=1)
-    grid = FakeGrid(site_configs())
+    grid = FakeGrid(site_configs(cfg))
     grid.answers_left[1001] = 2
     grid.answers_left[1002] = 2  # both lost after advertising: 1 of 3 left, t = 2
     with pytest.raises(AbortError, match="threshold"):
@@ -90,11 +116,10 @@ def test_below_threshold_aborts_with_the_typed_error(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_dp_sgd_is_accounted_at_the_sites(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "dp.toml", "dp", dp=True)
-    srv, rec = _deploy(cfg, FakeGrid(site_configs()), tmp_path / "run")
-    fed = build_federation(load_config(cfg))
-    res = fed.run()
-    np.testing.assert_allclose(srv.params.numpy(), res.params.numpy(), rtol=0, atol=1e-6)
-    sim_eps = {str(k): v for k, v in res.summary["epsilon_sample_per_site"].items()}
+    srv, rec = _deploy(cfg, FakeGrid(site_configs(cfg)), tmp_path / "run")
+    params, summary = _simulate(cfg)
+    np.testing.assert_allclose(srv.params.numpy(), params, rtol=0, atol=1e-6)
+    sim_eps = {str(k): v for k, v in summary["epsilon_sample_per_site"].items()}
     got = rec["privacy"]["epsilon_reported_per_site"]
     assert got.keys() == sim_eps.keys()
     for s, e in got.items():

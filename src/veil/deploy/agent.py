@@ -174,13 +174,11 @@ class _Agent:
         env = _env_from(header, payload)
         run_id = int(header["run_id"])
         try:
-            if env.kind == "hello":
+            if env.kind == "hello":  # a new run: the site rebuilds from its own config
                 from veil.deploy.site import SiteRuntime
-                from veil.federation.config import RunConfig
 
-                cfg = RunConfig.model_validate(env.meta["config"])
                 self.site, self.run_id = None, run_id
-                self.site = SiteRuntime(cfg, header.get("node_config", {}))
+                self.site = SiteRuntime(header.get("node_config", {}))
             if self.site is None or self.run_id != run_id:
                 raise LocalError(f"no site state for run {run_id} (the hello was not received)")
             out = self.site.handle(env)

@@ -58,14 +58,19 @@ class LocalDeployment:
         workdir: where FLWR_HOMEs, logs and the app bundle go.
         sites: one node config per SuperNode (``dataset`` + ``partition-id`` or ``data``).
         tls: serve the SuperLink over TLS with certificates made for 127.0.0.1.
+        isolation: ``"veil"`` (a long-lived site executor per SuperNode, the default) or
+            ``"subprocess"`` (Flower's ClientApp process per message, needed by apps that
+            are not veil's, e.g. Flower's own SecAgg+ in ``veil bench deploy``).
     """
 
     def __init__(
-        self, workdir: str | os.PathLike[str], sites: Sequence[Mapping[str, Any]], tls: bool = False
+        self, workdir: str | os.PathLike[str], sites: Sequence[Mapping[str, Any]],
+        tls: bool = False, isolation: str = "veil",
     ) -> None:
         self.workdir = Path(workdir)
         self.site_configs = [dict(s) for s in sites]
         self.tls = tls
+        self.isolation = isolation
         self.superlink: Proc | None = None
         self.supernodes: list[Proc] = []
         self.root_cert: str | None = None
@@ -104,7 +109,8 @@ class LocalDeployment:
             nc.setdefault("agent-dir", str(agent))
             self.supernodes.append(
                 start_supernode(self.workdir / f"node{i}", self.address, nc, free_port(),
-                                root_cert=self.root_cert, name=f"supernode{i}")
+                                root_cert=self.root_cert, name=f"supernode{i}",
+                                isolation=self.isolation)
             )
         self.app = write_app(self.workdir / "app")
         write_connection(home, self.address, self.root_cert)
@@ -156,6 +162,7 @@ class LocalDeployment:
     def logs(self) -> str:
         """Tails of every process log (for failing tests)."""
         procs = ([self.superlink] if self.superlink else []) + self.supernodes
+        procs += [p.executor for p in self.supernodes if p.executor is not None]
         return "\n".join(f"--- {p.name} ---\n{p.log_tail()}" for p in procs)
 
     def stop(self) -> None:

@@ -1,15 +1,20 @@
-"""The pieces of a deployed run, built from a veil :class:`RunConfig` on each side.
+"""The pieces of a deployed run, built on each side with the simulation's own builders.
 
-The server and every site build the *same* aggregation pipeline from the same config (the
-server needs its decode side, a site its encode side); the model architecture and its
-seeded initial parameters are the same everywhere. Nothing here touches a site's data:
-the server never sees a site's size, and a site calibrates its own DP-SGD noise from its
-own size only (:func:`site_trainer`).
+The coordinator builds a :class:`~veil.federation.server.Server` and every site a
+:class:`~veil.federation.site.Site` from *its own copy* of the same run config, with the
+pipeline of :func:`veil.federation.build.build_pipeline` (the presets: FedAvg,
+DP-FedAvg, distributed DP, quantiser, SecAgg+) and the privacy pieces of
+:func:`veil.privacy.build_privacy` — so stages, noise calibration and ledgers are the
+code the simulation runs. What differs is only who holds what:
 
-Supported over Flower today: plain FedAvg (``Clip``, ``WeightedMean`` / ``UniformMean``
-over ``PlainSum``), SecAgg+ (``Quantize`` + ``SecAggSum``) and sample-level DP-SGD at the
-sites. Client-level and distributed DP are refused with a :class:`ConfigError` (their
-server-side noise and accounting are not wired into the deployment yet).
+* the coordinator holds the server side: cohorts, decode, central DP noise, the server
+  optimiser and the client-level ledger; it never sees a site's data or size;
+* a site holds its data (read by :func:`veil.data.load_site` with the declared schema, or
+  its part of a bundled set), its trainer, its own stage state and privacy streams and
+  its sample-level ledger, calibrated from its own size only.
+
+:func:`fingerprint` is what both sides compare before the first round: the public
+projection of the run config (everything but local paths, run names and output places).
 """
 
 from __future__ import annotations
@@ -18,118 +23,228 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from veil.errors import ConfigError
 
-__all__ = ["DeployPipeline", "build_pipeline", "site_trainer", "check_supported"]
+__all__ = [
+    "require_flower",
+    "check_deployable",
+    "fingerprint",
+    "config_diff",
+    "ServerParts",
+    "server_parts",
+    "SiteParts",
+    "site_parts",
+]
+
+#: keys that may differ between the coordinator's and a site's copy of the run config
+LOCAL_KEYS = ("name", "output_dir", "threads", "policy", "audit")
 
 
-@dataclass(frozen=True)
-class DeployPipeline:
-    """The aggregation pipeline of a deployed run.
-
-    Attributes:
-        pipeline: transforms (site side first) around the summation protocol.
-        secure: whether the summation protocol is SecAgg+ (else a plain sum).
-        weighted: whether a ``WeightedMean`` stage weights updates by example counts.
-    """
-
-    pipeline: Any
-    secure: bool
-    weighted: bool
-
-
-def check_supported(cfg: Any) -> None:
-    """Refuse configs the Flower deployment cannot run yet.
+def require_flower() -> None:
+    """Raise a clear error when Flower (the ``veil[flower]`` extra) is not installed.
 
     Raises:
-        ConfigError: client-level / distributed DP, or a data set a site cannot read alone.
+        ConfigError: ``flwr`` cannot be imported.
     """
-    p = cfg.privacy
-    if p.enabled and p.client_level.enabled:
+    try:
+        import flwr  # noqa: F401
+    except ImportError:
         raise ConfigError(
-            "client-level DP is not supported over Flower yet; run it in simulation or "
-            "disable privacy.client_level",
-            key="privacy.client_level.enabled",
-        )
-    if cfg.federation.dropout_rate:
+            "federation.transport = 'flower' needs Flower on every machine: "
+            "pip install 'veil[flower]' (from a checkout: pip install -e '.[flower]')",
+            key="federation.transport",
+        ) from None
+
+
+def check_deployable(cfg: Any) -> None:
+    """Refuse configs a Flower deployment cannot run as configured.
+
+    Raises:
+        ConfigError: ``federation.transport`` is not ``"flower"``, simulated dropouts or
+            deadlines are set, or the data is a file only the simulation machine has.
+    """
+    f = cfg.federation
+    if f.transport != "flower":
         raise ConfigError(
-            "federation.dropout_rate simulates dropouts; a deployment has real ones: "
-            "set it to 0",
-            key="federation.dropout_rate",
+            f"this config runs in simulation (federation.transport = {f.transport!r}); set "
+            "federation.transport = 'flower' to deploy it",
+            key="federation.transport",
+        )
+    if f.dropout_rate or f.deadline_s is not None:
+        key = "federation.dropout_rate" if f.dropout_rate else "federation.deadline_s"
+        raise ConfigError(
+            f"{key} simulates dropouts; a deployment has real ones (each stage's deadline is "
+            "veil deploy run --stage-timeout): leave it unset",
+            key=key,
+        )
+    if cfg.data.dataset in ("csv", "fashion_mnist") and not cfg.data.files:
+        raise ConfigError(
+            "a deployed site reads its own file: list the sites' files in data.files with "
+            "data.schema (docs/own-data.md), or use a bundled data set",
+            key="data.dataset",
         )
 
 
-def build_pipeline(cfg: Any) -> DeployPipeline:
-    """The pipeline both sides build from ``cfg`` (the same stages as the simulation's).
+def fingerprint(cfg: Any) -> dict[str, Any]:
+    """The public part of the run config both sides must agree on (JSON).
 
-    Raises:
-        ConfigError: unsupported settings (see :func:`check_supported`).
+    Site file paths, names and output places are local; everything that shapes a round
+    (rounds, cohort, stages, bits, privacy targets, the schema...) is in it.
     """
-    from veil.aggregation import Clip, Pipeline, PlainSum, UniformMean, WeightedMean
-    from veil.aggregation.quantize import Quantize
-    from veil.aggregation.secagg import SecAggSum
-
-    check_supported(cfg)
-    a = cfg.aggregation
-    transforms: list[Any] = []
-    if a.clip_norm is not None:
-        transforms.append(Clip(a.clip_norm))
-    weighted = a.weighted_mean and not cfg.privacy.enabled
-    # as in the simulation (aggregation.weighted); never under DP. Weighted under SecAgg,
-    # the weight column needs the declared public bound: no site knows the others' sizes
-    bound = None
-    if weighted and a.summation == "secagg":
-        if a.max_weight is None:
-            raise ConfigError(
-                "a weighted mean under secagg in a deployment needs the public bound on a "
-                "site's example count; set aggregation.max_weight", key="aggregation.max_weight"
-            )
-        bound = a.max_weight
-    transforms.append(WeightedMean(bound, a.quantize_range) if weighted else UniformMean())
-    summation: Any = PlainSum()
-    if a.summation == "secagg":
-        transforms.append(Quantize(clip=a.quantize_range, bits=a.bits))
-        summation = SecAggSum(
-            bits=a.bits,
-            k=a.neighbours,
-            dropout=a.expected_dropout,
-            corrupt=a.corrupt_fraction,
-        )
-    return DeployPipeline(Pipeline(transforms, summation), a.summation == "secagg", weighted)
+    d = cfg.model_dump(mode="json")
+    for k in LOCAL_KEYS:
+        d.pop(k, None)
+    files = d.get("data", {}).get("files")
+    if files:
+        d["data"]["files"] = [
+            {k: v for k, v in e.items() if k not in ("path", "test", "name")} for e in files
+        ]
+    return d
 
 
-def site_trainer(cfg: Any, model: nn.Module, task: str, n_examples: int) -> tuple[Any, Any]:
-    """A site's local trainer and its sample-level privacy hook (``None`` without DP).
+def config_diff(mine: Any, theirs: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two :func:`fingerprint` dicts."""
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        out: list[str] = []
+        for k in sorted(set(mine) | set(theirs)):
+            out += config_diff(mine.get(k), theirs.get(k), f"{prefix}{k}.")
+        return out
+    return [] if mine == theirs else [prefix.rstrip(".") or "config"]
 
-    The DP-SGD noise is calibrated at the site from its own size and the public schedule,
-    exactly as the simulation calibrates it for a site of that size; the hook's ledger
-    charges only this site (it reports its ε, nothing else).
 
-    Raises:
-        ConfigError, BudgetExceededError: from the privacy layer (δ too large for the
-            site's size, planned ε over the target).
-    """
-    from veil.privacy.plan import RoundPlan
-    from veil.training import LocalConfig, Trainer
+def _plan(cfg: Any, sizes: np.ndarray) -> Any:
+    from veil.federation.simulation import make_plan
+    from veil.training import LocalConfig
 
     lc = cfg.local
     local = LocalConfig(lc.epochs, lc.batch_size, lc.lr, lc.momentum, lc.weight_decay)
-    if not (cfg.privacy.enabled and cfg.privacy.sample_level.enabled):
-        return Trainer(model, task, local), None
-    from veil.privacy import build_privacy
+    return make_plan(sizes, cfg.rounds, cfg.cohort, cfg.federation.sampling, local), local
 
-    sizes = np.asarray([n_examples], dtype=np.int64)
-    plan = RoundPlan(
-        rounds=cfg.rounds,
-        n_sites=1,
-        cohort_size=1.0,
-        sampling="fixed",
-        site_sizes=sizes,
-        local_steps=local.epochs * -(-sizes // local.batch_size),
+
+def _privacy(cfg: Any, privacy: Any, plan: Any, model: Any, task: str, local: Any) -> Any:
+    """``build_privacy`` with the run's secure sum (as :func:`build_federation` calls it)."""
+    from veil.privacy import SecureSum, build_privacy
+
+    a = cfg.aggregation
+    secure = (
+        SecureSum(a.bits, a.quantize_range, a.expected_dropout, a.corrupt_fraction)
+        if a.summation == "secagg" else None
     )
-    setup = build_privacy(cfg.privacy, plan, model, task, local, cfg.seed)
-    hook = setup.hooks[0]
-    hook.before_run(plan)
-    return setup.trainer, hook
+    return build_privacy(privacy, plan, model, task, local, cfg.seed, secure_sum=secure)
+
+
+@dataclass
+class ServerParts:
+    """The coordinator's side of a deployed run.
+
+    Attributes:
+        server: the :class:`~veil.federation.server.Server` (pipeline, cohorts, optimiser).
+        model: the architecture (for evaluation).
+        hooks: the client-level privacy hook (empty without client-level DP).
+        plan: the run's public plan (site sizes unknown to the server: placeholders).
+        noise: calibrated client-level noise multipliers, for the record.
+    """
+
+    server: Any
+    model: Any
+    hooks: tuple[Any, ...]
+    plan: Any
+    noise: dict[str, Any]
+
+
+def server_parts(cfg: Any, input_shape: tuple[int, ...], n_classes: int, task: str) -> ServerParts:
+    """Build the coordinator's :class:`Server` and client-level ledger from ``cfg``.
+
+    Raises:
+        ConfigError, BudgetExceededError: from the pipeline and the privacy layer.
+    """
+    from veil.federation.build import build_pipeline
+    from veil.federation.server import Server
+    from veil.federation.server_opt import make_server_optimizer
+    from veil.models import build_model
+    from veil.models.params import flat_params
+
+    check_deployable(cfg)
+    model = build_model(cfg.model.name, input_shape, n_classes, cfg.model.hidden, seed=cfg.seed)
+    # the server knows no site's size: sample-level DP is calibrated and accounted at the
+    # sites, so the server's privacy pieces are the client-level ones only
+    plan, local = _plan(cfg, np.ones(cfg.data.sites, dtype=np.int64))
+    p = cfg.privacy
+    chain, hooks, noise = None, (), {}
+    if p.enabled and p.client_on:
+        server_privacy = p.model_copy(
+            update={"sample_level": p.sample_level.model_copy(update={"enabled": False})}
+        )
+        setup = _privacy(cfg, server_privacy, plan, model, task, local)
+        chain, hooks, noise = setup.chain, tuple(setup.hooks), dict(setup.noise)
+    pipeline = build_pipeline(cfg, chain)
+    f = cfg.federation
+    server = Server(
+        pipeline,
+        make_server_optimizer(f.server_optimizer, f.server_lr, f.server_momentum),
+        flat_params(model),
+        cfg.data.sites,
+        cfg.cohort,
+        f.sampling,
+        cfg.seed,
+        secure_rng=bool(p.secure_rng) if p.enabled else True,
+        secret_cohorts=p.client_on and p.secure_rng,
+    )
+    return ServerParts(server, model, hooks, plan, noise)
+
+
+@dataclass
+class SiteParts:
+    """One site's side of a deployed run.
+
+    Attributes:
+        site: the :class:`~veil.federation.site.Site` (data, streams, stage state, ledger).
+        trainer: its local trainer (DP-SGD when sample-level DP is on).
+        pipeline: the same pipeline the coordinator built (the site runs its encode side).
+        noise: the site's calibrated noise multipliers (kept at the site).
+        n_params: the model's number of parameters.
+    """
+
+    site: Any
+    trainer: Any
+    pipeline: Any
+    noise: dict[str, Any]
+    n_params: int
+
+
+def site_parts(
+    cfg: Any, site_id: int, x: np.ndarray, y: np.ndarray, task: str, n_classes: int
+) -> SiteParts:
+    """Build site ``site_id``'s :class:`Site`, trainer and pipeline from its own config.
+
+    DP-SGD is calibrated from this site's size alone (as the simulation calibrates a site
+    of that size) and its ledger vets δ and the planned ε before the first round.
+
+    Raises:
+        ConfigError, BudgetExceededError: the site cannot take part as configured.
+    """
+    from veil.federation.build import build_pipeline
+    from veil.federation.site import Site, site_streams
+    from veil.models import build_model
+    from veil.models.params import flat_params
+    from veil.training import Trainer
+
+    check_deployable(cfg)
+    model = build_model(
+        cfg.model.name, tuple(x.shape[1:]), n_classes, cfg.model.hidden, seed=cfg.seed
+    )
+    plan, local = _plan(cfg, np.full(cfg.data.sites, len(y), dtype=np.int64))
+    trainer: Any = Trainer(model, task, local)
+    chain, ledger, noise = None, None, {}
+    p = cfg.privacy
+    if p.enabled:
+        setup = _privacy(cfg, p, plan, model, task, local)
+        setup.hook.before_run(plan)  # δ against this site's size, planned ε vs the target
+        trainer = setup.trainer or trainer
+        chain, noise = setup.chain, dict(setup.noise)
+        ledger = setup.site_ledgers[site_id] if setup.site_ledgers else None
+    pipeline = build_pipeline(cfg, chain)
+    secure_rng = bool(p.secure_rng) if p.enabled else True
+    site = Site(site_id, x, y, site_streams(secure_rng, cfg.seed), pipeline.init_site(), ledger)
+    return SiteParts(site, trainer, pipeline, noise, int(flat_params(model).numel()))

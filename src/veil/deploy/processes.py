@@ -41,6 +41,8 @@ __all__ = [
     "free_port",
     "start_superlink",
     "start_supernode",
+    "supernode_command",
+    "executor_command",
     "write_app",
     "write_connection",
     "flwr_run",
@@ -97,6 +99,8 @@ class Proc:
     log: Path
     agent_dir: Path | None = None
     extra_pids: list[int] = field(default_factory=list)
+    #: the site executor started beside a SuperNode (``isolation = "veil"``)
+    executor: Proc | None = None
 
     @property
     def pid(self) -> int:
@@ -121,6 +125,8 @@ class Proc:
 
     def kill(self) -> None:
         """SIGKILL it and its descendants at once (a crash, as in the dropout tests)."""
+        if self.executor is not None:
+            self.executor.kill()
         for pid in [self.pid, *descendants(self.pid)]:
             _signal_group(pid, signal.SIGKILL)
 
@@ -128,6 +134,8 @@ class Proc:
         """SIGTERM the process group, SIGKILL whatever is left after ``timeout_s``; also
         its descendants that left the group (Flower detaches its executors) and the site
         agent this SuperNode started (its PID file), all by PID."""
+        if self.executor is not None:
+            self.executor.stop(timeout_s)
         self.extra_pids.extend(descendants(self.pid))
         _signal_group(self.pid, signal.SIGTERM)
         try:
@@ -247,6 +255,46 @@ def node_config_arg(node_config: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+ISOLATIONS = ("veil", "subprocess")
+
+
+def supernode_command(
+    superlink: str,
+    node_config: Mapping[str, Any],
+    runtime_port: int,
+    root_cert: str | None = None,
+    isolation: str = "veil",
+) -> list[str]:
+    """The SuperNode's command line.
+
+    ``isolation = "veil"``: Flower's SuperNode with its waits capped and
+    ``--isolation process``, for the site executor (:mod:`veil.deploy.executor`) to serve;
+    ``"subprocess"``: plain ``flower-supernode`` (a ClientApp process per message, which
+    forwards to the site agent).
+
+    Raises:
+        ConfigError: unknown isolation, or Flower not installed.
+    """
+    if isolation not in ISOLATIONS:
+        raise ConfigError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}",
+                          key="--isolation")
+    args = ["--superlink", superlink, "--port", str(runtime_port),
+            "--node-config", node_config_arg(node_config)]
+    args += ["--insecure"] if root_cert is None else ["--root-certificates", root_cert]
+    if isolation == "subprocess":
+        return [_bin("flower-supernode"), *args]
+    _bin("flower-supernode")  # Flower is installed
+    return [sys.executable, "-m", "veil.deploy.executor", "supernode", *args,
+            "--isolation", "process"]
+
+
+def executor_command(runtime_port: int, parent_pid: int, pid_file: Path | None) -> list[str]:
+    """The site executor's command line (it serves the SuperNode's runtime API)."""
+    cmd = [sys.executable, "-m", "veil.deploy.executor", "--runtime",
+           f"127.0.0.1:{runtime_port}", "--parent-pid", str(parent_pid)]
+    return cmd + (["--pid-file", str(pid_file)] if pid_file is not None else [])
+
+
 def start_supernode(
     flwr_home: str | os.PathLike[str],
     superlink: str,
@@ -254,26 +302,33 @@ def start_supernode(
     runtime_port: int,
     root_cert: str | None = None,
     name: str = "supernode",
+    isolation: str = "veil",
 ) -> Proc:
-    """Start ``flower-supernode`` for one site.
+    """Start ``flower-supernode`` for one site (and its site executor).
 
     Args:
         flwr_home: FLWR_HOME of the process (one per SuperNode).
         superlink: the SuperLink's ``host:port``.
-        node_config: where the site's data is (``data`` or ``dataset`` + ``partition-id``)
-            and the agent directory (``agent-dir``).
-        runtime_port: local port of the SuperNode's runtime API (its ClientApps use it).
+        node_config: the site's own run config (``config``), where its data is (``data``
+            or ``dataset`` + ``partition-id``) and the agent directory (``agent-dir``).
+        runtime_port: local port of the SuperNode's runtime API (its executor uses it).
         root_cert: CA certificate that signed the SuperLink's certificate (TLS); ``None``
             connects ``--insecure``.
         name: name for logs.
+        isolation: ``"veil"`` (the long-lived site executor) or ``"subprocess"``
+            (Flower's ClientApp process per message); see :func:`supernode_command`.
     """
-    cmd = [_bin("flower-supernode"), "--superlink", superlink, "--port", str(runtime_port),
-           "--node-config", node_config_arg(node_config)]
-    cmd += ["--insecure"] if root_cert is None else ["--root-certificates", root_cert]
+    cmd = supernode_command(superlink, node_config, runtime_port, root_cert, isolation)
     home = Path(flwr_home)
-    proc = _start(name, cmd, flower_env(home), home / f"{name}.log")
-    if node_config.get("agent-dir"):
-        proc.agent_dir = Path(str(node_config["agent-dir"]))
+    env = flower_env(home)
+    proc = _start(name, cmd, env, home / f"{name}.log")
+    agent = Path(str(node_config["agent-dir"])) if node_config.get("agent-dir") else None
+    proc.agent_dir = agent
+    if isolation == "veil":
+        pid_file = agent / "agent.pid" if agent is not None else None
+        proc.executor = _start(f"{name}-executor", executor_command(runtime_port, proc.pid,
+                                                                    pid_file),
+                               env, home / f"{name}-executor.log")
     return proc
 
 

@@ -1,20 +1,30 @@
 """The coordinator of a deployed run (runs inside the Flower ServerApp on the SuperLink).
 
-Per round, through :class:`~veil.transport.flower.GridLink` (one exchange per stage):
+It drives a :class:`~veil.federation.server.Server` — the simulation's own server object,
+built by :func:`veil.deploy.parts.server_parts` from the coordinator's run config — over
+:class:`~veil.transport.flower.GridLink` (one exchange per protocol stage):
 
-1. sample the cohort exactly as the simulation does (seeded by ``(seed, round)``);
-2. ``train``: send the global parameters (and, under SecAgg+, the round's public protocol
-   parameters) to the cohort; each site trains, encodes and answers with its encoded row
-   (plain sum) or its first SecAgg+ message (keys);
+0. ``hello``: the config fingerprint goes to every SuperNode; each site compares it with
+   its own copy and refuses the run on any difference (the record lists refusals);
+1. per round, the server's cohort (:meth:`Server.select_cohort`: seeded by
+   ``(seed, round)``, or secret from the CSPRNG under client-level DP);
+2. ``train``: the global parameters, the stages' broadcast state and, under SecAgg+, the
+   round's public protocol parameters go to the cohort; each site checks them against its
+   own config, trains, encodes and answers with its encoded row (plain sum) or its first
+   SecAgg+ message;
 3. SecAgg+ only: the server party's deadline closes each stage (sites silent by the stage
    timeout are dropped there) and its outbox is the next exchange, until it holds the sum
    or aborts with :class:`~veil.errors.AbortError` (too few survivors);
-4. decode, server optimiser step, evaluation on the server's own test split.
+4. decode (central DP noise included), server optimiser step — :meth:`Server.aggregate`
+   for a plain sum, :meth:`Server.apply_sum` for the sum SecAgg+ computed — then the
+   client-level ledger (the simulation's privacy hook) and evaluation on the public test
+   split of a bundled data set, if the run has one.
 
-The record (``record.json`` in the run directory) has every round's cohort, survivors,
-bytes, exchange times and the ε each site *reported* (sample-level DP is accounted at the
-sites); a round that aborted is recorded with its typed error and the run ends with that
-error (the ServerApp fails, so ``veil deploy run`` exits non-zero).
+The record (``record.json``) has every round's cohort, survivors, bytes, exchange times,
+released measurements and the ε each site *reported* (sample-level DP is accounted at the
+sites); with hidden cohorts (client-level DP, ``privacy.record_cohorts = false``) only
+counts, as in simulation. A round that aborted is recorded with its typed error and the
+run ends with that error (the ServerApp fails, so ``veil deploy run`` exits non-zero).
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from veil.errors import AbortError, ConfigError, PeerError
+from veil.errors import AbortError, ConfigError, InvalidUpdateError, PeerError
 from veil.transport.flower import Envelope, GridLink
 
 __all__ = ["DeployServer", "serve"]
@@ -35,12 +45,15 @@ class DeployServer:
     """Rounds of a veil run over a Flower Grid.
 
     Args:
-        cfg: the run config.
+        cfg: the run config (``federation.transport = "flower"``).
         out_dir: where ``record.json`` and ``model.pt`` go.
         stage_timeout_s: deadline of each exchange (a SecAgg+ stage, or training).
         train_timeout_s: deadline of the training exchange (default: ``stage_timeout_s``).
         nodes_timeout_s: how long to wait for the SuperNodes to connect.
         min_nodes: SuperNodes needed before the first round (default: ``data.sites``).
+
+    Raises:
+        ConfigError: the config cannot be deployed (:func:`veil.deploy.parts.check_deployable`).
     """
 
     def __init__(
@@ -52,50 +65,42 @@ class DeployServer:
         nodes_timeout_s: float = 120.0,
         min_nodes: int | None = None,
     ) -> None:
-        from veil.deploy.parts import build_pipeline
-        from veil.models.params import flat_params
-        from veil.federation.server_opt import make_server_optimizer
+        from veil.deploy.parts import check_deployable
 
+        check_deployable(cfg)
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.stage_timeout_s = float(stage_timeout_s)
         self.train_timeout_s = float(train_timeout_s or stage_timeout_s)
         self.nodes_timeout_s = float(nodes_timeout_s)
         self.min_nodes = int(min_nodes or cfg.data.sites)
-        self.deploy = build_pipeline(cfg)
-        self.test, self.model = self._model_and_test()
-        self.params = flat_params(self.model).clone()
-        f = cfg.federation
-        self.server_opt = make_server_optimizer(f.server_optimizer, f.server_lr, f.server_momentum)
-        self.pipe_state = self.deploy.pipeline.init()
         self.records: list[dict[str, Any]] = []
+        self.site_errors: dict[str, str] = {}
+        self.example_counts: dict[str, int] = {}
+        self.parts: Any = None
+        self.test: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _model_and_test(self) -> tuple[Any, Any]:
-        from veil.deploy.site import BUNDLED
-        from veil.federation import load_data
-        from veil.models import build_model
+    @property
+    def server(self) -> Any:
+        """The :class:`~veil.federation.server.Server` (after :meth:`connect`)."""
+        return self.parts.server
 
-        cfg = self.cfg
-        if cfg.data.dataset not in BUNDLED:
-            raise ConfigError(
-                "the server needs the model's input shape and a public test set: use a "
-                f"bundled data set ({list(BUNDLED)}) as data.dataset for deployed runs",
-                key="data.dataset",
-            )
-        ds = load_data(cfg)  # the server uses only the public test split
-        model = build_model(
-            cfg.model.name, ds.input_shape, ds.n_classes, cfg.model.hidden, seed=cfg.seed
-        )
-        return (ds.x_test, ds.y_test, ds.task), model
+    @property
+    def params(self) -> Any:
+        """The global parameters."""
+        return self.parts.server.params
 
     # ------------------------------------------------------------------ set-up
     def connect(self, grid: Any) -> GridLink:
-        """Wait for the SuperNodes, say hello, and map each site id to its node.
+        """Wait for the SuperNodes, compare configs, map site ids to nodes, build the server.
 
         Raises:
-            AbortError: too few SuperNodes connected in time.
-            ConfigError: two SuperNodes claim the same site id.
+            AbortError: too few SuperNodes connected in time, or too few accepted the run.
+            ConfigError: two SuperNodes claim the same site id, or the sites' example
+                shapes differ.
         """
+        from veil.deploy.parts import fingerprint
+
         t0 = time.monotonic()
         while len(list(grid.get_node_ids())) < self.min_nodes:
             if time.monotonic() - t0 > self.nodes_timeout_s:
@@ -107,12 +112,11 @@ class DeployServer:
             time.sleep(0.2)
         ids = sorted(int(n) for n in grid.get_node_ids())
         probe = GridLink(grid, {f"node:{n}": n for n in ids})
-        hello = Envelope("hello", -1, b"", {"config": self.cfg.model_dump(mode="json")})
+        hello = Envelope("hello", -1, b"", {"fingerprint": fingerprint(self.cfg)})
         # the first message starts each site's agent (loads torch and the site's data)
         replies = probe.exchange({p: hello for p in probe.nodes}, self.nodes_timeout_s)
         nodes: dict[str, int] = {}
-        self.site_errors: dict[str, str] = {}
-        self.example_counts: dict[str, int] = {}
+        shapes: set[tuple[int, ...]] = set()
         for party, env in replies.items():
             if env.kind == "error":
                 self.site_errors[party] = f"{env.meta.get('error')}: {env.meta.get('message')}"
@@ -123,24 +127,33 @@ class DeployServer:
                     f"two SuperNodes claim site {site}", key="node-config.partition-id"
                 )
             nodes[site] = probe.nodes[party]
+            shapes.add(tuple(int(v) for v in env.meta.get("input_shape", ())))
             if "n_examples" in env.meta:
                 self.example_counts[site] = int(env.meta["n_examples"])
         if len(nodes) < self.min_nodes:
             raise AbortError(
                 f"{len(nodes)} of {self.min_nodes} sites ready; refusals: {self.site_errors}"
             )
+        self._build(shapes)
         return GridLink(grid, nodes)
 
-    def cohort(self, r: int) -> np.ndarray:
-        """The sites selected for round ``r`` (the simulation's rule, same seed)."""
-        from veil.federation.runtime import round_half
+    def _build(self, shapes: set[tuple[int, ...]]) -> None:
+        from veil.deploy.parts import server_parts
 
-        n = int(self.cfg.data.sites)
-        cohort = float(self.cfg.cohort)
-        rng = np.random.default_rng([self.cfg.seed, r, 0xC0])
-        if self.cfg.federation.sampling == "poisson":
-            return np.flatnonzero(rng.random(n) < cohort / n)
-        return np.sort(rng.choice(n, size=int(round_half(cohort)), replace=False))
+        cfg = self.cfg
+        if cfg.data.files:  # no data at the coordinator: the shape is the sites' (public)
+            if len(shapes) != 1:
+                raise ConfigError(f"the sites' examples have different shapes {sorted(shapes)}")
+            schema = cfg.data.site_schema
+            shape, n_classes, task = shapes.pop(), schema.label.n_classes, schema.label.task
+        else:  # a bundled set: its public test split and shape
+            from veil.federation.build import load_data
+
+            ds = load_data(cfg)
+            shape, n_classes, task = ds.input_shape, ds.n_classes, ds.task
+            self.test = (ds.x_test, ds.y_test)
+        self.task = task
+        self.parts = server_parts(cfg, tuple(shape), n_classes, task)
 
     # ------------------------------------------------------------------ rounds
     def run(self, grid: Any) -> dict[str, Any]:
@@ -148,24 +161,34 @@ class DeployServer:
 
         Raises:
             AbortError: a round aborted (the record and model are still written).
+            BudgetExceededError: the client-level plan is over budget (before any round).
         """
         from veil.federation.record import MODEL, RECORD, now_iso, write_json_atomic
 
         started, t0 = now_iso(), time.perf_counter()
         link = self.connect(grid)
+        hooks = self.parts.hooks
+        for h in hooks:
+            h.before_run(self.parts.plan)
         record: dict[str, Any] = {
             "name": self.cfg.name,
             "created": started,
             "transport": "flower",
             "config": self.cfg.model_dump(mode="json"),
-            "pipeline": self.deploy.pipeline.describe(),
+            "pipeline": self.server.pipeline.describe(),
             "sites": sorted(link.nodes, key=int),
             "site_refusals": self.site_errors,
             "example_counts_shared": self.example_counts,
+            "evaluation": "public test split of data.dataset" if self.test is not None
+            else "none at the coordinator (the sites' data never leaves them)",
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         aborted: list[str] = []
+        stopped = None
         for r in range(self.cfg.rounds):
+            stopped = next((h.before_round(r) for h in hooks if h.before_round(r)), None)
+            if stopped:
+                break
             rec = self.round(link, r)
             self.records.append(rec)
             if "aborted" in rec:
@@ -177,11 +200,20 @@ class DeployServer:
         record["final"] = {
             "status": "aborted" if aborted else "completed",
             "rounds_completed": sum("aborted" not in x for x in self.records),
+            "stopped_reason": stopped,
             "test_accuracy": acc,
             "wall_s": time.perf_counter() - t0,
             "exchanges": link.stats.exchanges,
         }
-        record["privacy"] = {"epsilon_reported_per_site": self._last_epsilons()}
+        privacy: dict[str, Any] = {}
+        for h in hooks:
+            privacy.update(h.summary())
+        if self.cfg.privacy.hide_cohorts:
+            privacy["epsilon_reported_per_site"] = "hidden (it would tell who took part)"
+        else:
+            privacy["epsilon_reported_per_site"] = self._last_epsilons()
+        record["privacy"] = privacy
+        record["privacy_noise"] = self.parts.noise
         import torch
 
         torch.save({"params": self.params, "config": record["config"]}, self.out_dir / MODEL)
@@ -198,69 +230,99 @@ class DeployServer:
 
     def round(self, link: GridLink, r: int) -> dict[str, Any]:
         """One round; the global model changes only if it succeeds."""
-        from veil.aggregation import DecodeContext
         from veil.deploy.site import state_to_meta
+        from veil.federation.hooks import RoundInfo
+        from veil.federation.simulation import hide_membership
+        from veil.privacy.release import release_measurements
 
         t0 = time.perf_counter()
+        server, cfg = self.server, self.cfg
         up_before = dict(link.stats.bytes_up)
-        cohort = self.cohort(r)
+        cohort = np.asarray([u for u in server.select_cohort(r) if str(int(u)) in link.nodes],
+                            dtype=np.int64)
         rec: dict[str, Any] = {"round": r, "cohort": cohort.tolist()}
-        pipe = self.deploy.pipeline
         meta: dict[str, Any] = {
-            "cohort_size": int(len(cohort)),
-            "pipeline_state": state_to_meta(self.pipe_state),
+            "cohort_size": server.cohort_size,
+            "pipeline_state": state_to_meta(server.broadcast()),
         }
         party = None
-        if self.deploy.secure:
-            from veil.protocols.secagg import SecAggServer
-
-            scfg = pipe.summation.config(cohort, self._encoded_dim(), r)
-            meta["secagg"] = {
-                "site_ids": list(scfg.site_ids), "dim": scfg.dim, "bits": scfg.bits,
-                "k": scfg.k, "t": scfg.threshold, "graph_seed": scfg.graph_seed.hex(),
-            }
-            party = SecAggServer(scfg)
-            party.start()
-        payload = self.params.numpy().astype(np.float32).tobytes()
-        env = Envelope("train", r, payload, meta)
         exchanges: list[float] = []
-        replies = link.exchange({str(u): env for u in cohort if str(u) in link.nodes},
-                                self.train_timeout_s)
-        exchanges.append(link.stats.seconds[-1])
-        rec["epsilon_reported"] = {
-            p: float(e.meta["epsilon"]) for p, e in replies.items() if "epsilon" in e.meta
-        }
-        rec["site_errors"] = {
-            p: f"{e.meta.get('error')}: {e.meta.get('message')}"
-            for p, e in replies.items() if e.kind == "error"
-        }
+        events: tuple[Any, ...] = ()
+        survivors = np.asarray([], dtype=np.int64)
         try:
+            if server.pipeline.summation.name == "secagg":
+                party = self._secagg_party(cohort, r, meta)
+            payload = server.params.numpy().astype(np.float32).tobytes()
+            env = Envelope("train", r, payload, meta)
+            replies = link.exchange({str(int(u)): env for u in cohort}, self.train_timeout_s)
+            exchanges.append(link.stats.seconds[-1])
+            rec["epsilon_reported"] = {
+                p: float(e.meta["epsilon"]) for p, e in replies.items() if "epsilon" in e.meta
+            }
+            rec["site_errors"] = {
+                p: f"{e.meta.get('error')}: {e.meta.get('message')}"
+                for p, e in replies.items() if e.kind == "error"
+            }
             if party is None:
-                rows = {p: e for p, e in replies.items() if e.kind == "row"}
+                rows = {int(p): e for p, e in replies.items() if e.kind == "row"}
                 if not rows:
                     raise AbortError(f"round {r} aborted: no site sent its update")
-                survivors = np.asarray(sorted(int(p) for p in rows), dtype=np.int64)
-                total = np.sum([np.frombuffer(rows[str(u)].payload, np.float64)
-                                for u in survivors], axis=0)
+                ids = np.asarray(sorted(rows), dtype=np.int64)
+                encoded = np.stack([np.frombuffer(rows[int(u)].payload, np.float64) for u in ids])
+                res = server.aggregate(encoded, ids, r)
             else:
-                total, survivors = self._secagg(link, party, replies, r, exchanges)
-        except AbortError as exc:
+                total, sids = self._secagg(link, party, replies, r, exchanges)
+                res = server.apply_sum(total, sids, r)
+        except (AbortError, InvalidUpdateError) as exc:
             rec.update(aborted=f"{type(exc).__name__}: {exc}", survivors=[])
         else:
-            dctx = DecodeContext(round=r, survivors=survivors, cohort_size=int(len(cohort)))
-            self.pipe_state, agg, meas, _ = pipe.decode(self.pipe_state, total, dctx)
-            import torch
+            survivors, events = np.asarray(res.survivors, dtype=np.int64), res.dp_events
+            dp = cfg.privacy.client_level.mechanism if cfg.privacy.client_on else None
+            debug = cfg.privacy.enabled and cfg.privacy.debug_unnoised_statistics
+            rec.update(survivors=survivors.tolist(),
+                       measurements=release_measurements(res.measurements, dp, debug=debug))
+        if self.test is not None and ((r + 1) % cfg.federation.eval_every == 0
+                                      or r + 1 == cfg.rounds):
+            from veil.federation.simulation import evaluate
 
-            step = self.server_opt.step(self.params.double().numpy(), agg)
-            self.params = torch.from_numpy(step.astype(np.float32))
-            rec.update(survivors=survivors.tolist(), measurements=meas)
-            self._evaluate(rec)
+            x, y = self.test
+            rec["test_loss"], rec["test_accuracy"] = evaluate(
+                self.parts.model, server.params, x, y, self.task)
+        info = RoundInfo(round=r, cohort=cohort, survivors=survivors, dp_events=events,
+                         measurements=rec.setdefault("measurements", {}))
+        for h in self.parts.hooks:
+            rec.update(h.after_round(info))
         rec["exchange_s"] = exchanges
         # payload bytes each site sent this round
         rec["bytes_up"] = {p: n - up_before.get(p, 0) for p, n in link.stats.bytes_up.items()
                            if n - up_before.get(p, 0)}
         rec["duration_s"] = time.perf_counter() - t0
+        if cfg.privacy.hide_cohorts:  # only counts, as the simulation records them
+            hide_membership(rec)
+            for key in ("epsilon_reported", "site_errors", "bytes_up"):
+                rec.pop(key, None)
         return rec
+
+    def _secagg_party(self, cohort: np.ndarray, r: int, meta: dict[str, Any]) -> Any:
+        """The server's SecAgg+ party of round ``r`` (its public parameters into ``meta``)."""
+        from veil.deploy.site import encoded_dim
+        from veil.federation.config import MIN_SECURE_COHORT
+        from veil.protocols.secagg import SecAggServer
+
+        if len(cohort) < MIN_SECURE_COHORT:
+            raise AbortError(f"round {r} aborted: {len(cohort)} sites available, SecAgg+ needs "
+                             f"{MIN_SECURE_COHORT}")
+        server = self.server
+        dim = encoded_dim(server.pipeline, server.params.numel(), server.cohort_size)
+        scfg = server.pipeline.summation.config(cohort, dim, r)
+        meta["secagg"] = {
+            "site_ids": list(scfg.site_ids), "dim": scfg.dim, "bits": scfg.bits,
+            "k": scfg.k, "t": scfg.threshold, "graph_seed": scfg.graph_seed.hex(),
+            "session": scfg.session.hex(),
+        }
+        party = SecAggServer(scfg)
+        party.start()
+        return party
 
     def _secagg(
         self, link: GridLink, party: Any, replies: dict[str, Envelope], r: int,
@@ -282,22 +344,6 @@ class DeployServer:
             exchanges.append(link.stats.seconds[-1])
         res = party.result
         return res.total, np.asarray(res.survivors, dtype=np.int64)
-
-    def _encoded_dim(self) -> int:
-        from veil.aggregation import EncodeContext
-        from veil.crypto.prg import SecureRng
-
-        zero = np.zeros((1, self.params.numel()), dtype=np.float32)
-        ctx = EncodeContext(round=0, site_ids=np.asarray([0]), weights=np.ones(1),
-                            rng=SecureRng.fresh(), cohort_size=1)
-        enc, _ = self.deploy.pipeline.encode(self.pipe_state, zero, ctx)
-        return int(enc.shape[1])
-
-    def _evaluate(self, rec: dict[str, Any]) -> None:
-        from veil.federation.runtime import evaluate
-
-        x, y, task = self.test
-        rec["test_loss"], rec["test_accuracy"] = evaluate(self.model, self.params, x, y, task)
 
 
 def serve(grid: Any, context: Any) -> None:

@@ -1,20 +1,27 @@
-"""One site of a deployed run: its own data, trainer, encode side, protocol party and ledger.
+"""One site of a deployed run: a :class:`~veil.federation.site.Site` answering the coordinator.
 
 A :class:`SiteRuntime` lives in the site's own process (the agent beside its SuperNode,
-:mod:`veil.deploy.agent`) for the whole run, so the SecAgg+ party's secrets stay in that
-process's memory between stages. It answers the server's envelopes:
+:mod:`veil.deploy.agent`) for the whole run, so the SecAgg+ party's secrets and the site's
+stage state stay in that process's memory between stages and rounds. It is built from the
+site's **own copy of the run config** (``config`` in the SuperNode's node config) and its
+own data; the coordinator's messages never configure it:
 
-``hello``  → the site's id (and its number of examples only if the SuperNode's node config
-            opts in with ``share-example-counts = true``);
-``train``  → local training from the broadcast parameters, the pipeline's encode side on
-            this one row, then either the encoded row (plain sum) or the first SecAgg+
-            message (the row is the party's private input and never leaves unmasked);
+``hello``  → the coordinator's config fingerprint is compared with the site's own; any
+            difference (rounds, cohort, stages, privacy targets...) is refused naming the
+            keys. The reply: the site's id and example shape (its number of examples only
+            if the node config opts in with ``share-example-counts = true``);
+``train``  → the round's parameters are checked against the site's own config (round
+            order, cohort size, the stages' broadcast state, SecAgg+ n/k/t/bits/dim);
+            then local training, the site's ledger, the pipeline's encode side with the
+            site's own state and stream, and either the encoded row (plain sum) or the
+            first SecAgg+ message (the row is the party's private input);
 ``stage``  → the SecAgg+ party's next message.
 
-Where the data comes from (the SuperNode's ``--node-config``):
+Where the data comes from (the node config):
 
-* ``data = "/path/site.csv"`` — the site's own CSV file (label column from the run config's
-  ``data.label``, or ``label = "..."`` in the node config); its training split is used;
+* ``data = "/path/site.csv"`` (and ``test = ...`` if the run's ``data.files`` entry has a
+  test file) — the site's own file, read by :func:`veil.data.load_site` with the run's
+  declared ``data.schema`` (the simulation's per-site preprocessing and holdout);
 * ``dataset = "digits"`` (or another bundled set) with ``partition-id = i`` — the bundled
   set, partitioned exactly as the simulation of the same config partitions it, part ``i``.
 
@@ -24,15 +31,18 @@ Where the data comes from (the SuperNode's ``--node-config``):
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from veil.errors import ConfigError, DataError, LocalError
+from veil.errors import BudgetExceededError, ConfigError, DataError, LocalError
 from veil.transport.flower import Envelope
 
-__all__ = ["SiteRuntime", "load_site_data", "node_flag"]
+__all__ = [
+    "SiteRuntime", "SiteData", "load_site_data", "node_flag", "state_to_meta", "encoded_dim",
+]
 
 BUNDLED = ("digits", "breast_cancer", "diabetes")
 
@@ -43,96 +53,148 @@ def node_flag(node_config: Mapping[str, Any], key: str) -> bool:
     return v is True or str(v).lower() in ("1", "true", "yes")
 
 
-def load_site_data(cfg: Any, node_config: Mapping[str, Any]) -> tuple[Any, int]:
-    """This site's training data (a :class:`~veil.data.Dataset`) and its site id.
+@dataclasses.dataclass(frozen=True)
+class SiteData:
+    """A site's own training (and test) data.
 
-    Raises:
-        ConfigError: the node config names no data, or a partition id out of range.
-        DataError: the file cannot be read.
+    Attributes:
+        x, y: training features and labels.
+        x_test, y_test: the site's test split (empty for a bundled set's part).
+        task: ``"classification"`` or ``"regression"``.
+        n_classes: number of classes (1 for regression).
     """
-    from veil.data import Dataset, load_csv, partition
 
+    x: np.ndarray
+    y: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    task: str
+    n_classes: int
+
+    def __repr__(self) -> str:  # never the data
+        return f"SiteData(n={len(self.y)}, task={self.task!r})"
+
+
+def _site_id(node_config: Mapping[str, Any], n_sites: int) -> int:
     if "partition-id" not in node_config:
         raise ConfigError(
             "the SuperNode's node config needs partition-id = <this site's id>",
             key="node-config.partition-id",
         )
     site = int(node_config["partition-id"])
-    if "data" in node_config:
-        label = str(node_config.get("label") or cfg.data.label or "")
-        if not label:
-            raise ConfigError(
-                "a site's CSV needs a label column: set data.label in the run config or "
-                'label = "..." in the node config',
-                key="node-config.label",
-            )
-        ds = load_csv(
-            str(node_config["data"]), label, cfg.data.task, cfg.data.test_fraction, cfg.seed
-        )
-        return ds, site
-    name = str(node_config.get("dataset", cfg.data.dataset))
-    if name not in BUNDLED:
+    if not 0 <= site < n_sites:
         raise ConfigError(
-            f"node config names no data: set data = '/path/to/site.csv', or dataset = one of "
-            f"{list(BUNDLED)} with partition-id",
+            f"partition-id {site} not in [0, {n_sites}) (data.sites of the run config)",
+            key="node-config.partition-id",
+        )
+    return site
+
+
+def _own_file(cfg: Any, site: int, node_config: Mapping[str, Any]) -> SiteData:
+    """The site's file through :func:`veil.data.load_site`, as ``load_sites`` reads entry i."""
+    from veil.data import load_site
+
+    if "data" not in node_config:
+        raise ConfigError(
+            "the run config lists each site's file (data.files): point this SuperNode at its "
+            "own with data = '/path/to/site.csv' (veil deploy supernode --data)",
             key="node-config.data",
         )
-    from veil.federation import load_data
+    entry = cfg.data.files[site]
+    test = node_config.get("test")
+    if entry.test is not None and test is None:
+        raise ConfigError(
+            f"data.files[{site}] has a separate test file: give this site's with test = "
+            "'/path/to/test.csv' (veil deploy supernode --test)",
+            key="node-config.test",
+        )
+    src = entry.model_copy(update={"path": str(node_config["data"]),
+                                   "test": None if test is None else str(test)})
+    # load_sites seeds site i's holdout with this value (the same split as in simulation)
+    seed = int(np.random.SeedSequence([cfg.seed, site]).generate_state(1)[0] >> 1)
+    split = load_site(src, cfg.data.site_schema, seed)
+    schema = cfg.data.site_schema
+    return SiteData(split.x_train, split.y_train, split.x_test, split.y_test,
+                    schema.label.task, schema.label.n_classes)
 
-    full = load_data(cfg.model_copy(update={"data": cfg.data.model_copy(update={"dataset": name})}))
-    n = int(node_config.get("num-partitions", cfg.data.sites))
-    if not 0 <= site < n:
-        raise ConfigError(f"partition-id {site} not in [0, {n})", key="node-config.partition-id")
-    labels = (
-        full.y_train
-        if full.task == "classification"
-        else np.zeros(len(full.y_train), dtype=np.int64)
-    )
+
+def load_site_data(cfg: Any, node_config: Mapping[str, Any]) -> tuple[SiteData, int]:
+    """This site's data and its site id, from its node config.
+
+    Raises:
+        ConfigError: the node config names no data, or a partition id out of range.
+        DataError: the file cannot be read.
+    """
+    from veil.data import partition
+
+    site = _site_id(node_config, int(cfg.data.sites))
+    if cfg.data.files:
+        return _own_file(cfg, site, node_config), site
+    name = str(node_config.get("dataset", cfg.data.dataset))
+    if name != cfg.data.dataset or name not in BUNDLED:
+        raise ConfigError(
+            f"node config names no data for data.dataset = {cfg.data.dataset!r}: use a "
+            f"bundled set ({list(BUNDLED)}) as in the run config, or list the sites' files "
+            "in data.files and give each SuperNode its own with data = '/path'",
+            key="node-config.data",
+        )
+    from veil.federation.build import load_data
+
+    full = load_data(cfg)
+    labels = (full.y_train if full.task == "classification"
+              else np.zeros(len(full.y_train), dtype=np.int64))
     scheme = cfg.data.partition
     if full.task != "classification" and scheme == "dirichlet":
         scheme = "iid"
-    part = partition(labels, n, scheme, cfg.data.alpha, seed=cfg.seed)[site]
+    part = partition(labels, int(cfg.data.sites), scheme, cfg.data.alpha, seed=cfg.seed)[site]
     if len(part) == 0:
         raise DataError(f"partition {site} of {name} is empty")
-    ds = Dataset(
-        full.name, full.x_train[part], full.y_train[part], full.x_test[:0], full.y_test[:0],
-        full.task, full.n_classes,
-    )
-    return ds, site
+    empty = full.x_test[:0]
+    return SiteData(full.x_train[part], full.y_train[part], empty, full.y_test[:0],
+                    full.task, full.n_classes), site
 
 
 class SiteRuntime:
-    """A site for one run, built from the run config and the SuperNode's node config.
+    """A site for one run, built from its own run config and its node config.
 
     Args:
-        cfg: the run's :class:`~veil.federation.RunConfig` (sent by the server).
-        node_config: the SuperNode's node config (where this site's data is).
+        node_config: the SuperNode's node config (``config``: the site's copy of the run
+            config; where its data is).
 
     Raises:
         ConfigError, DataError, BudgetExceededError: the site cannot take part.
     """
 
-    def __init__(self, cfg: Any, node_config: Mapping[str, Any]) -> None:
-        from veil.deploy.parts import build_pipeline, site_trainer
-        from veil.training import SiteData
-        from veil.models import build_model
+    def __init__(self, node_config: Mapping[str, Any]) -> None:
+        from veil.deploy.parts import fingerprint, site_parts
+        from veil.federation.config import load_config
+        from veil.federation.server import round_half
+        from veil.training import SiteData as Stacked
 
-        self.cfg = cfg
-        ds, self.site_id = load_site_data(cfg, node_config)
-        self.n_examples = len(ds.y_train)
+        if not node_config.get("config"):
+            raise ConfigError(
+                "the SuperNode's node config needs config = '/path/to/run.toml': the site's "
+                "own copy of the run config (a site never takes its rounds from the server)",
+                key="node-config.config",
+            )
+        self.cfg = cfg = load_config(str(node_config["config"]))
+        self.fingerprint = fingerprint(cfg)
+        data, self.site_id = load_site_data(cfg, node_config)
+        self.input_shape = tuple(int(v) for v in data.x.shape[1:])
         self.share_counts = node_flag(node_config, "share-example-counts")
-        model = build_model(
-            cfg.model.name, ds.input_shape, ds.n_classes, cfg.model.hidden, seed=cfg.seed
-        )
-        self.trainer, self.privacy = site_trainer(cfg, model, ds.task, self.n_examples)
-        self.deploy = build_pipeline(cfg)
+        parts = site_parts(cfg, self.site_id, data.x, data.y, data.task, data.n_classes)
+        self.site, self.trainer, self.pipeline = parts.site, parts.trainer, parts.pipeline
+        self.secure = self.pipeline.summation.name == "secagg"
+        self.cohort_size = round_half(cfg.cohort)
+        self.init_state = self.pipeline.init()
         # the trainer reads site i's rows at index i and seeds its batches with i: hold
         # this site's data at its own id (other slots hold one placeholder row each)
-        slot = np.arange(self.n_examples)
-        parts = [slot[:1]] * self.site_id + [slot]
-        self.data = SiteData(ds.x_train, ds.y_train, parts)
+        slot = np.arange(len(data.y))
+        self.data = Stacked(data.x, data.y, [slot[:1]] * self.site_id + [slot])
+        self.dim = encoded_dim(self.pipeline, parts.n_params, self.cohort_size)
         self.party: Any = None
-        self.epsilon: float | None = None
+        self.last_round = -1
+        self.accepted = False
 
     def __repr__(self) -> str:
         return f"SiteRuntime(site={self.site_id})"
@@ -142,13 +204,15 @@ class SiteRuntime:
         """Answer one envelope from the server (``None``: nothing to send).
 
         Raises:
-            LocalError, PeerError, AbortError: from training or the protocol party.
+            ConfigError: the coordinator's config or round parameters differ from this
+                site's own config (the site refuses the run or the round).
+            LocalError, PeerError, AbortError, BudgetExceededError: from training, the
+                ledger or the protocol party.
         """
         if env.kind == "hello":
-            meta: dict[str, Any] = {"site": self.site_id}
-            if self.share_counts:
-                meta["n_examples"] = self.n_examples
-            return Envelope("hello", -1, b"", meta)
+            return self._hello(env)
+        if not self.accepted:
+            raise ConfigError(f"site {self.site_id}: no accepted run (the hello was refused)")
         if env.kind == "train":
             return self._train(env)
         if env.kind == "stage":
@@ -158,47 +222,144 @@ class SiteRuntime:
             return self._from_party(env.round)
         raise LocalError(f"site {self.site_id}: unknown message kind {env.kind!r}")
 
+    def _hello(self, env: Envelope) -> Envelope:
+        from veil.deploy.parts import config_diff
+
+        theirs = env.meta.get("fingerprint")
+        diff = config_diff(self.fingerprint, theirs if isinstance(theirs, dict) else {})
+        if diff:
+            raise ConfigError(
+                f"site {self.site_id} refuses the run: the coordinator's run config differs "
+                f"from this site's own in {diff[:8]}; give both the same config",
+                key="node-config.config",
+            )
+        self.accepted = True
+        meta: dict[str, Any] = {"site": self.site_id, "input_shape": list(self.input_shape)}
+        if self.share_counts:
+            meta["n_examples"] = self.site.n_examples
+        return Envelope("hello", -1, b"", meta)
+
+    def _refuse(self, what: str, got: Any, want: Any) -> ConfigError:
+        return ConfigError(
+            f"site {self.site_id} refuses the round: {what} is {got!r}, its own config says "
+            f"{want!r}", key=what,
+        )
+
+    def _broadcast_state(self, raw: Any) -> Any:
+        """The stages' server state of this round, checked against the site's own stages.
+
+        A stage whose state is fixed by the config (a fixed clip, DP-FedAvg's C) must hold
+        the site's own value; only an adaptive clip may move (to a positive finite C).
+        """
+        from veil.aggregation.base import PipelineState
+        from veil.aggregation.dp_fedavg import AdaptiveDPFedAvg
+
+        init = self.init_state.transforms
+        if raw is None:
+            return self.init_state
+        if not isinstance(raw, list) or len(raw) != len(init):
+            raise self._refuse("pipeline state", raw, [state_to_meta(self.init_state)])
+        out = []
+        for stage, mine, theirs in zip(self.pipeline.transforms, init, raw):
+            if mine is None or theirs is None:
+                if mine is not theirs:
+                    raise self._refuse(f"state of stage {stage.name}", theirs, None)
+                out.append(None)
+                continue
+            try:
+                state = type(mine)(**theirs)
+            except TypeError:
+                raise self._refuse(f"state of stage {stage.name}", theirs,
+                                   dataclasses.asdict(mine)) from None
+            if isinstance(stage, AdaptiveDPFedAvg):
+                if not all(isinstance(v, float) and math.isfinite(v) and v > 0
+                           for v in dataclasses.asdict(state).values()):
+                    raise self._refuse(f"state of stage {stage.name}", theirs, "C > 0")
+            elif state != mine:
+                raise self._refuse(f"state of stage {stage.name}", theirs,
+                                   dataclasses.asdict(mine))
+            out.append(state)
+        return PipelineState(tuple(out))
+
+    def _check_round(self, r: int, meta: Mapping[str, Any]) -> Any:
+        if not self.last_round < r < self.cfg.rounds:
+            raise self._refuse("round", r, f"after {self.last_round}, below {self.cfg.rounds}")
+        if meta.get("cohort_size") != self.cohort_size:
+            raise self._refuse("federation.cohort_size", meta.get("cohort_size"),
+                               self.cohort_size)
+        if self.secure and not isinstance(meta.get("secagg"), Mapping):
+            raise self._refuse("aggregation.summation", "plain", "secagg")
+        if not self.secure and "secagg" in meta:
+            raise self._refuse("aggregation.summation", "secagg", "plain")
+        if self.site.ledger is not None:
+            nxt = self.site.ledger.next_epsilon()
+            target = self.cfg.privacy.target_epsilon
+            if nxt > target + 1e-9:
+                raise BudgetExceededError(
+                    f"site {self.site_id}: round {r} would bring its sample-level ε to "
+                    f"{nxt:.3f} > {target:g}; it sits this round out"
+                )
+        return self._broadcast_state(meta.get("pipeline_state"))
+
+    def _secagg_config(self, r: int, s: Mapping[str, Any], dim: int) -> Any:
+        """The round's SecAgg+ parameters: n, k, t, bits and d as the site's own config
+        gives them for this cohort; only the public graph seed and session come from the
+        coordinator."""
+        from veil.federation.config import MIN_SECURE_COHORT
+
+        try:
+            ids = tuple(sorted(int(u) for u in s["site_ids"]))
+            graph_seed, session = bytes.fromhex(s["graph_seed"]), bytes.fromhex(s["session"])
+        except (KeyError, TypeError, ValueError):
+            raise self._refuse("secagg parameters", dict(s), "site_ids, graph_seed, session")\
+                from None
+        n_sites = int(self.cfg.data.sites)
+        if (self.site_id not in ids or len(set(ids)) != len(ids)
+                or any(not 0 <= u < n_sites for u in ids)):
+            raise self._refuse("cohort", list(ids), f"distinct ids in [0, {n_sites}) with "
+                               f"{self.site_id}")
+        most = n_sites if self.cfg.federation.sampling == "poisson" else self.cohort_size
+        if not MIN_SECURE_COHORT <= len(ids) <= most:
+            raise self._refuse("cohort size", len(ids), f"{MIN_SECURE_COHORT}..{most}")
+        own = self.pipeline.summation.config(np.asarray(ids), dim, r)
+        for key, want in (("dim", own.dim), ("bits", own.bits), ("k", own.k),
+                          ("t", own.threshold)):
+            if s.get(key) != want:
+                raise self._refuse(f"secagg {key}", s.get(key), want)
+        return dataclasses.replace(own, graph_seed=graph_seed, session=session)
+
     def _train(self, env: Envelope) -> Envelope:
         import torch
 
         from veil.aggregation import EncodeContext
-        from veil.aggregation.base import PipelineState, check_updates
-        from veil.privacy.plan import RoundInfo
-        from veil.protocols.secagg import SecAggClient, SecAggConfig
+        from veil.aggregation.base import check_updates
+        from veil.federation.site import SiteStreams
+        from veil.protocols.secagg import SecAggClient
 
         r, meta = env.round, env.meta
+        broadcast = self._check_round(r, meta)
+        scfg = self._secagg_config(r, meta["secagg"], self.dim) if self.secure else None
+        self.last_round = r
+        site = self.site
         params = torch.from_numpy(np.frombuffer(env.payload, dtype=np.float32).copy())
         ids = np.asarray([self.site_id], dtype=np.int64)
-        update = self.trainer.train(params, self.data, ids, self.cfg.seed, r).numpy()
+        streams = SiteStreams([site] * (self.site_id + 1))  # only index site_id is read
+        update = self.trainer.train(params, self.data, ids, self.cfg.seed, r, streams).numpy()
         if not check_updates(update).all():
             raise LocalError(f"site {self.site_id}: local training produced NaN/inf")
-        if self.privacy is not None:
-            self.privacy.after_round(
-                RoundInfo(round=r, cohort=np.asarray([0]), survivors=np.asarray([0]),
-                          dp_events=(), measurements={})
-            )
-            self.epsilon = float(self.privacy.epsilon_per_site()[0])
-        pipe = self.deploy.pipeline
-        state = _state_from_meta(pipe.init(), meta.get("pipeline_state"))
-        weight = float(self.n_examples) if self.share_counts else 1.0
-        ctx = EncodeContext(
-            round=r,
-            site_ids=ids,
-            weights=np.asarray([weight]),
-            rng=_site_rng(self.cfg, r, self.site_id),
-            cohort_size=int(meta["cohort_size"]),
-        )
-        encoded, _ = pipe.encode(PipelineState(state), update, ctx)  # measurements stay here
+        if site.ledger is not None:
+            site.ledger.charge()  # the site's own ledger: charged for every round it trains
+        weight = float(site.n_examples) if self.share_counts or self.secure else 1.0
+        ctx = EncodeContext(round=r, site_ids=ids, weights=np.asarray([weight]),
+                            rngs=[site.stream("encode", r)], cohort_size=self.cohort_size)
+        encoded, states, _ = self.pipeline.encode_sites(broadcast, [site.stage_state], update,
+                                                        ctx)  # measurements stay here
+        site.stage_state = states[0]
         out_meta: dict[str, Any] = {"site": self.site_id}
-        if self.epsilon is not None:
-            out_meta["epsilon"] = self.epsilon
-        if not self.deploy.secure:
+        if site.epsilon() is not None:
+            out_meta["epsilon"] = site.epsilon()
+        if not self.secure:
             return Envelope("row", r, np.asarray(encoded[0], dtype=np.float64).tobytes(), out_meta)
-        s = meta["secagg"]
-        scfg = SecAggConfig(
-            r, tuple(int(u) for u in s["site_ids"]), int(s["dim"]), int(s["bits"]),
-            int(s["k"]), int(s["t"]), bytes.fromhex(s["graph_seed"]),
-        )
         self.party = SecAggClient(scfg, self.site_id, np.asarray(encoded[0]))
         self.party.start()
         return self._from_party(r, out_meta)
@@ -209,26 +370,19 @@ class SiteRuntime:
         return Envelope("stage", r, payload, dict(meta or {"site": self.site_id}))
 
 
-def _site_rng(cfg: Any, r: int, site: int) -> Any:
-    """This site's privacy randomness for round ``r`` (fresh OS entropy unless the run
-    asks for reproducible seed-derived streams)."""
-    from veil.crypto.prg import SecureRng
-
-    if cfg.privacy.secure_rng:
-        return SecureRng.fresh()
-    return SecureRng.from_seed(cfg.seed, f"deploy/round{r}/site{site}")
-
-
 def state_to_meta(state: Any) -> list[Any]:
     """Broadcast form of a pipeline state (public values: clip norms...)."""
     return [None if s is None else dataclasses.asdict(s) for s in state.transforms]
 
 
-def _state_from_meta(init: Any, raw: Any) -> tuple[Any, ...]:
-    if raw is None:
-        return tuple(init.transforms)
-    if len(raw) != len(init.transforms):
-        raise LocalError("pipeline state does not match this site's pipeline")
-    return tuple(
-        s if r is None or s is None else type(s)(**r) for s, r in zip(init.transforms, raw)
-    )
+def encoded_dim(pipeline: Any, n_params: int, cohort_size: int) -> int:
+    """Length of an encoded row (what the summation protocol sums), from a zero update
+    encoded with a throw-away stream (nothing of it is sent)."""
+    from veil.aggregation import EncodeContext
+    from veil.crypto.prg import SecureRng
+
+    zero = np.zeros((1, int(n_params)), dtype=np.float32)
+    ctx = EncodeContext(round=0, site_ids=np.asarray([0]), weights=np.ones(1),
+                        rngs=[SecureRng.fresh()], cohort_size=int(cohort_size))
+    enc, _, _ = pipeline.encode_sites(pipeline.init(), None, zero, ctx)
+    return int(enc.shape[1])
