@@ -85,7 +85,7 @@ def anomaly_scores(updates: np.ndarray) -> AnomalyScores:
     norm = np.linalg.norm(x, axis=1)
     ref = np.median(x, axis=0)
     ref_norm = float(np.linalg.norm(ref))
-    cos = (x @ ref) / np.maximum(norm * ref_norm, 1e-12)
+    cos = np.einsum("id,d->i", x, ref) / np.maximum(norm * ref_norm, 1e-12)
     # cosines live in [-1, 1]: a floor of 1e-3 keeps a tight honest cluster from flagging
     return AnomalyScores(norm, cos, robust_z(norm), robust_z(cos, floor=1e-3))
 
