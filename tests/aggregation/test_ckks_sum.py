@@ -212,5 +212,9 @@ def test_config_builds_quantize_then_ckks_and_refuses_what_cannot_fit() -> None:
     # 60-bit rows leave no room for a scale in a 60-bit CKKS prime
     with pytest.raises(ConfigError, match="aggregation.bits"):
         build_pipeline(parse_config({"aggregation": {"summation": "ckks", "bits": 60}}))
+    # deployment has no CKKS roles: refused rather than silently summed in the clear
+    with pytest.raises(ConfigError, match="simulation only"):
+        build_pipeline(parse_config({"federation": {"transport": "flower"},
+                                     "aggregation": {"summation": "ckks"}}))
     with pytest.raises(ConfigError, match="at least 3"):
         parse_config({"data": {"sites": 2}, "aggregation": {"summation": "ckks"}})

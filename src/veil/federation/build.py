@@ -244,6 +244,8 @@ def build_pipeline(
             seed=cfg.seed, quantize_range=a.quantize_range, cohort_bound=int(most_sites),
         )
         summation = payload_sum or summation
+    if a.summation == "ckks" or a.strong_summation is not None:
+        _simulation_only(cfg)
     if a.summation == "secagg":
         from veil.aggregation.secagg import SecAggSum
 
@@ -286,3 +288,22 @@ def build_pipeline(
         step = a.quantize_range * 2.0 * cfg.cohort / (2 ** (a.bits - 1) - 1) if a.secure else 0.0
         return defended_pipeline(chain, summation, replace(defences, step=step))
     return Pipeline(chain, summation)
+
+
+def _simulation_only(cfg: RunConfig) -> None:
+    """CKKS and tiered summations run in the simulation only (deploy has no roles for them).
+
+    Raises:
+        ConfigError: ``federation.transport`` is not ``"simulation"``.
+    """
+    if cfg.federation.transport != "simulation":
+        from veil.errors import ConfigError
+
+        a = cfg.aggregation
+        key = "aggregation.summation" if a.summation == "ckks" else "aggregation.strong_summation"
+        raise ConfigError(
+            "CKKS and tiered summations run in simulation only (federation.transport = "
+            "'simulation'); a deployment would fall back to a plain sum: use "
+            "aggregation.summation = 'secagg'",
+            key=key,
+        )
