@@ -85,7 +85,8 @@ def test_conv_and_avgpool_fold_into_one_dense_map() -> None:
     rng = np.random.default_rng(1)
     xs = rng.uniform(0, 1, size=(4, 1, 8, 8))
     comp = compile_model(model, xs)
-    assert comp.depth == 1 and len(comp.steps) == 1  # one matrix for conv + pool + linear
+    # one matrix for conv + pool + linear, and as the only map it needs no rescale (depth 0)
+    assert comp.depth == 0 and len(comp.steps) == 1
     res = run_inference(model, xs, xs, compiled=comp)
     assert np.max(np.abs(res.outputs - evaluate(model, xs))) < 1e-3
 

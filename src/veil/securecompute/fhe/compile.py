@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from veil.crypto.ckks import CkksParams, choose_params, normalise_steps
+from veil.errors import ConfigError
 from veil.models.ir import (
     GELU,
     Argmax,
@@ -42,7 +43,9 @@ from veil.models.ir import (
     UnsupportedModelError,
     evaluate_layer,
 )
-from veil.securecompute.fhe.matvec import DenseMap, batch_block, next_pow2
+from veil.securecompute.fhe.featurewise import FeatureMap
+from veil.securecompute.fhe.layout import estimate_cost, feature_steps, row_steps
+from veil.securecompute.fhe.matvec import DenseMap, next_pow2
 from veil.securecompute.fhe.poly import ChebPoly, approximate, best_baby, plan_depth
 
 __all__ = ["Plan", "Compiled", "compile_model", "FOREST_REASON", "PolyStep"]
@@ -72,6 +75,10 @@ class Plan:
         input_affine: (shift, scale): the client encrypts (x - shift) / scale. Not the identity
             only when the model starts with an activation: its polynomial's interval
             normalisation moves to the client (saving a level; the interval is public).
+        layout: ``rows`` (samples side by side, :mod:`.matvec`) or ``features`` (one
+            ciphertext holds k features of up to ``seg`` samples, :mod:`.featurewise`).
+        seg / in_map / out_map: the feature-major layout (segment size; feature per
+            ciphertext and segment of the input and of the output).
     """
 
     params: CkksParams
@@ -83,10 +90,15 @@ class Plan:
     out_features: int
     task: str
     input_affine: tuple[float, float] = (0.0, 1.0)
+    layout: str = "rows"
+    seg: int = 0
+    in_map: tuple[tuple[int, ...], ...] = ()
+    out_map: tuple[tuple[int, ...], ...] = ()
 
     @property
     def per_ciphertext(self) -> int:
-        return self.params.slots // self.block
+        """Samples per ciphertext (``rows``) or per chunk of ciphertexts (``features``)."""
+        return self.seg if self.layout == "features" else self.params.slots // self.block
 
 
 @dataclass
@@ -151,7 +163,8 @@ def _segments(model: Model) -> list[tuple[str, Any]]:
         elif type(layer) in _ACT_NAMES:
             segs.append(("act", _ACT_NAMES[type(layer)]))
         else:
-            raise UnsupportedModelError(f"fhe backend: unsupported layer {i} {type(layer).__name__}")
+            raise UnsupportedModelError(
+                f"fhe backend: unsupported layer {i} {type(layer).__name__}")
     if not segs:
         raise UnsupportedModelError("fhe backend: nothing to compute")
     return segs
@@ -166,6 +179,7 @@ def _compile_once(
     batch: int = 1,
     scale_bits: int = 26,
     ranges: dict[int, tuple[float, float]] | None = None,
+    layout: str = "rows",
 ) -> Compiled:
     """Compile ``model`` for CKKS with fixed polynomial degrees (see :func:`compile_model`).
 
@@ -180,6 +194,7 @@ def _compile_once(
             at this scale is used, and its spare bits raise the scale (up to 40).
         ranges: fixed [lo, hi] per activation index (overrides calibration; used when the
             model was trained with these polynomials).
+        layout: ``rows`` or ``features`` (see :class:`Plan`).
 
     Raises:
         UnsupportedModelError: a layer CKKS cannot evaluate here (message says what to use).
@@ -193,10 +208,14 @@ def _compile_once(
     act_report = []
     act_idx = 0
     max_abs = 1.0
+    l1 = 1.0  # bound on every partial sum of the first dense map (for a no-rescale product)
     input_affine = (0.0, 1.0)
     for kind, payload in segs:
         if kind == "dense":
             w, b = _affine_matrix(payload, shape)
+            if not dense and x.size:
+                flat = np.abs(x.reshape(len(x), -1))
+                l1 = max(l1, float((flat @ np.abs(w).T + np.abs(b)).max()))
             for layer in payload:
                 x = evaluate_layer(layer, x)
             shape = x.shape[1:]  # the IR shape; the ciphertext holds it flattened (C order)
@@ -227,52 +246,60 @@ def _compile_once(
             kinds.append(("act", PolyStep(poly, best_baby(poly.degree))))
             act_idx += 1
         max_abs = max(max_abs, float(np.abs(x).max()) if x.size else 1.0)
-    depth = sum(1 if k == "dense" else v.depth for k, v in kinds)
-    # ring slots: every padded vector must fit (one sample), or every block (a batch)
-    dense_idx = [i for i, (k, _) in enumerate(kinds) if k == "dense"]
-    last_dense = dense_idx[-1] if dense_idx else -1
-    period = next_pow2(int(np.prod(model.input_shape)))
-    widths, blocks = [period], [period]
-    for i in dense_idx:
-        w, _ = dense[kinds[i][1]]
-        final = i == last_dense and i == len(kinds) - 1
-        need, period = batch_block(w, period, final)
-        widths += [next_pow2(w.shape[0]), next_pow2(w.shape[1])]
-        blocks.append(need)
-    block_need = max(widths) if batch == 1 else max(blocks)
-    integer_bits = max(8, int(math.ceil(math.log2(4 * max_abs))) + 2)
-    params = choose_params(depth, scale_bits=scale_bits, integer_bits=integer_bits,
-                           min_slots=block_need)
+    if layout not in ("rows", "features"):
+        raise ConfigError(f"layout must be rows or features, got {layout!r}", key="fhe.layout")
+    out_features = dense[-1][0].shape[0] if kinds[-1][0] == "dense" else int(np.prod(shape))
+    if len(kinds) == 1 and kinds[0][0] == "dense":  # one dense map: no rescale (depth 0)
+        # Decrypted at scale Δ·ws: slots hold Δ·x times ws·w, ws = 2^(wb - log2 max|w|), and
+        # every partial sum is below Δ·ws·l1. The data prime's bits are split evenly between
+        # Δ and wb (an encoding error is ~sqrt(N)/scale in the slots, input and weights
+        # alike); rotations act on products only (baby size 1), so key switching's additive
+        # noise is negligible at that scale.
+        wexp = int(math.ceil(math.log2(max(float(np.abs(dense[0][0]).max()), 1e-30))))
+        spread = int(math.ceil(math.log2(8 * l1))) - wexp
+        for prime in _SINGLE_PRIME_BITS:
+            wb = (prime - spread) // 2
+            scale_bits = prime - spread - wb
+            if min(wb, scale_bits) >= _SINGLE_SCALE_BITS:
+                break
+        weight_scale = float(2.0 ** (wb - wexp))
+        depth, integer_bits = 0, wb - wexp + int(math.ceil(math.log2(8 * l1)))
+    else:
+        weight_scale = 0.0
+        depth = sum(1 if k == "dense" else v.depth for k, v in kinds)
+        integer_bits = max(8, int(math.ceil(math.log2(4 * max_abs))) + 2)
+    in_features = int(np.prod(model.input_shape))
+    if layout == "features":
+        params = choose_params(depth, scale_bits=scale_bits, integer_bits=integer_bits,
+                               max_scale_bits=40 if depth else scale_bits)
+        steps, plan_kw = feature_steps(kinds, dense, in_features, batch, params, weight_scale)
+        block = params.slots
+    else:
+        params, steps, block = row_steps(kinds, dense, model, batch, scale_bits, depth,
+                                          integer_bits, weight_scale)
+        plan_kw = {}
     slots = params.slots
-    block = slots if batch == 1 else block_need
-    steps: list[Any] = []
-    period = next_pow2(int(np.prod(model.input_shape)))
-    in_period = period
-    relin = False
-    for i, (k, v) in enumerate(kinds):
-        if k == "dense":
-            w, b = dense[v]
-            dm = DenseMap(w, b, period, block, slots, final=(i == last_dense and i == len(kinds) - 1))
-            period = dm.out_period
-            steps.append(dm)
-        else:
-            relin = True
-            steps.append(v)
-    rot = sorted(normalise_steps([s for st in steps if isinstance(st, DenseMap) for s in st.steps], slots))
-    out_features = int(np.prod(model.output_shape)) if not isinstance(model.layers[-1], Argmax) else 0
-    if out_features == 0 or isinstance(model.layers[-1], Argmax):
-        out_features = dense[-1][0].shape[0] if kinds[-1][0] == "dense" else int(np.prod(shape))
-    plan = Plan(params, tuple(rot), relin, int(np.prod(model.input_shape)), in_period, block,
-                out_features, model.task, input_affine)
+    relin = any(not isinstance(st, DenseMap | FeatureMap) for st in steps)
+    rot = sorted(normalise_steps([s for st in steps if isinstance(st, DenseMap | FeatureMap)
+                                  for s in st.steps], slots))
+    plan = Plan(params, tuple(rot), relin, in_features, next_pow2(in_features), block,
+                out_features, model.task, input_affine, layout=layout, **plan_kw)
     report = {
         "depth": depth,
         "poly_degree_n": params.poly_degree,
         "coeff_bits": list(params.coeff_bits),
         "rotation_keys": len(rot),
+        "layout": layout,
         "activations": act_report,
-        "dense_maps": [(d.weight.shape, d.rotations) for d in steps if isinstance(d, DenseMap)],
+        "dense_maps": [(d.weight.shape, d.rotations) for d in steps
+                       if isinstance(d, DenseMap | FeatureMap)],
+        "cost": estimate_cost(plan, steps, batch),
     }
     return Compiled(plan, steps, report)
+
+
+_SINGLE_PRIME_BITS = (54, 60)  # a depth-0 chain [q, q]: N = 4096 allows 2 x 54 bits, 8192 60
+_SINGLE_SCALE_BITS = 20  # least input (and weight) scale of a depth-0 circuit
 
 
 AUTO_DEGREES = (3, 5, 7, 11, 15, 23, 31)
@@ -293,8 +320,10 @@ def compile_model(
     (evaluated in plaintext, :func:`approx_forward`) agrees with the model on the calibration
     inputs: the argmax on at least ``min_agreement`` of them (classification) or within
     ``max_rel_err`` (regression). The accuracy cost of the approximation is reported in
-    ``report["approximation"]`` either way. Other arguments: see :func:`_compile_once`
-    (``margin``, ``batch``, ``scale_bits``, ``ranges``).
+    ``report["approximation"]`` either way. ``layout="auto"`` (default) packs one sample per
+    ciphertext for a batch of 1 and otherwise takes whichever of ``rows`` and ``features``
+    :func:`estimate_cost` finds cheaper (``report["layout"]``). Other arguments: see
+    :func:`_compile_once` (``margin``, ``batch``, ``scale_bits``, ``ranges``, ``layout``).
 
     Raises:
         UnsupportedModelError: a layer CKKS cannot evaluate here (message says what to use).
@@ -308,9 +337,13 @@ def compile_model(
     has_act = any(type(layer) in _ACT_NAMES for layer in model.layers)
     candidates = AUTO_DEGREES if degree == "auto" and has_act else (
         (15,) if degree == "auto" else (degree,))
+    layout = kw.pop("layout", "auto")
+    if layout == "auto":
+        layout = "rows" if kw.get("batch", 1) == 1 else "auto"
+    first = "rows" if layout == "auto" else layout
     comp = None
     for d in candidates:
-        comp = _compile_once(model, x, degree=d, **kw)  # type: ignore[arg-type]
+        comp = _compile_once(model, x, degree=d, layout=first, **kw)  # type: ignore[arg-type]
         got = approx_forward(comp, model, probe)[:, : want.shape[1]]
         if model.task == "classification" and want.shape[1] > 1:
             acc = {"agreement": float(np.mean(got.argmax(1) == want.argmax(1)))}
@@ -323,6 +356,13 @@ def compile_model(
         if ok:
             break
     assert comp is not None
+    if layout == "auto":  # the cheaper layout for this batch, same polynomials
+        d = comp.report["approximation"]["degree"]
+        other = _compile_once(model, x, degree=d, layout="features", **kw)
+        if other.report["cost"] < comp.report["cost"]:
+            other.report["approximation"] = comp.report["approximation"]
+            other.report["rows_cost"] = comp.report["cost"]
+            comp = other
     return comp
 
 
@@ -331,7 +371,7 @@ def approx_forward(compiled: Compiled, model: Model, x: np.ndarray) -> np.ndarra
     shift, scale = compiled.plan.input_affine
     y = (np.asarray(x, dtype=np.float64).reshape(len(x), -1) - shift) / scale
     for st in compiled.steps:
-        if isinstance(st, DenseMap):
+        if isinstance(st, DenseMap | FeatureMap):
             y = y @ st.weight.T + st.bias
         else:
             p = st.poly

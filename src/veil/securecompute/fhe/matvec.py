@@ -25,6 +25,7 @@ batches (:func:`batch_block`); an elementwise map (diagonal 0 only) packs sample
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,12 +33,21 @@ import numpy as np
 
 from veil.errors import ConfigError
 
-__all__ = ["next_pow2", "DenseMap", "tile", "batch_block"]
+__all__ = ["next_pow2", "DenseMap", "tile", "batch_block", "cheapest_pow2"]
 
 
 def next_pow2(n: int) -> int:
     """Smallest power of two ≥ n (≥ 1)."""
     return 1 << max(0, math.ceil(math.log2(max(1, n))))
+
+
+def cheapest_pow2(limit: int, cost: Callable[[int], int]) -> int:
+    """The power of two b ≤ ``limit`` (at least 1) with the least ``cost(b)``, smallest on ties."""
+    best, b = (cost(1), 1), 2
+    while b <= limit:
+        best = min(best, (cost(b), b))
+        b *= 2
+    return best[1]
 
 
 def tile(vec: np.ndarray, period: int, block: int, slots: int) -> np.ndarray:
@@ -81,6 +91,9 @@ class DenseMap:
         block: slots per sample (``slots`` for one sample per ciphertext).
         slots: slots per ciphertext.
         final: the last layer (its output is read only at slots [0, out) of each block).
+        rescale: drop a prime after the product (False: the result keeps scale
+            Δ·``weight_scale`` — a circuit that is this one map, decrypted without a rescale).
+        weight_scale: plaintext scale of the diagonals when ``rescale`` is False.
     """
 
     weight: np.ndarray
@@ -89,6 +102,8 @@ class DenseMap:
     block: int
     slots: int
     final: bool = False
+    rescale: bool = True
+    weight_scale: float = 0.0
     out_period: int = field(init=False)
     _plain: dict[tuple[Any, ...], Any] = field(init=False, default_factory=dict, repr=False)
 
@@ -97,6 +112,8 @@ class DenseMap:
         n = self.period
         if n_in > n or n & (n - 1) or self.block % n or self.slots % self.block:
             raise ConfigError(f"bad layout: in={n_in} period={n} block={self.block}")
+        if not self.rescale and self.weight_scale <= 0:
+            raise ConfigError("rescale=False needs a positive weight_scale")
         self.batched = self.block < self.slots
         mp = next_pow2(m)
         if self.batched and not self.final and mp < n:
@@ -161,16 +178,19 @@ class DenseMap:
         return ks, gs
 
     def _best_baby(self) -> int:
-        """The power-of-two baby size with the fewest rotations (zero diagonals skipped)."""
-        best, b = None, 1
-        while b <= self.ndiag:
+        """The power-of-two baby size with the fewest rotations (zero diagonals skipped).
+
+        Without a rescale the baby size is 1: every rotation then acts on products (scale
+        Δ·Δ_w), where key switching's additive noise (~2^15 here) is negligible, not on the
+        input at scale Δ."""
+        if not self.rescale:
+            return 1
+
+        def cost(b: int) -> int:
             ks, gs = self._split(b)
-            cost = sum(1 for k in ks if k) + sum(1 for g in gs if g)
-            if best is None or cost < best[0]:
-                best = (cost, b)
-            b *= 2
-        assert best is not None
-        return best[1]
+            return sum(1 for k in ks if k) + sum(1 for g in gs if g)
+
+        return cheapest_pow2(self.ndiag, cost)
 
     @property
     def steps(self) -> list[int]:
@@ -188,12 +208,18 @@ class DenseMap:
         key = (i, tuple(like.parms_id()))
         pt = self._plain.get(key)
         if pt is None:
-            pt = ev.encode(self._diags[i], like)
+            pt = ev.encode(self._diags[i], like,
+                           scale=None if self.rescale else self.weight_scale)
             self._plain[key] = pt
         return pt
 
+    @property
+    def products(self) -> int:
+        """Plaintext products per ciphertext."""
+        return len(self.nonzero)
+
     def apply(self, ev: Any, x: Any) -> Any:
-        """The product on one ciphertext (uses one level)."""
+        """The product on one ciphertext (uses one level, none if ``rescale`` is False)."""
         ks, gs = self._split(self.baby)
         babies = {k: (ev.rotate(x, k) if k else x) for k in ks}
         outer = []
@@ -206,7 +232,9 @@ class DenseMap:
                 terms.append(ev.mul_plain(babies[k], self._pt(ev, i, x), rescale=False))
             inner = ev.add_many(terms)
             outer.append(ev.rotate(inner, g * self.baby) if g else inner)
-        z = ev.rescale(ev.add_many(outer))
+        z = ev.add_many(outer)
+        if self.rescale:
+            z = ev.rescale(z)
         for s in self.fold_steps:
             z = ev.add(z, ev.rotate(z, s))
         for s in self.replicate_steps:

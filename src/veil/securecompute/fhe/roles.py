@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from veil.crypto.ckks import EvaluationKeys, Evaluator, KeyOwner
-from veil.errors import ConfigError, LocalError
+from veil.errors import ConfigError, LocalError, MalformedMessageError
 from veil.securecompute.fhe.compile import Compiled, Plan
+from veil.securecompute.fhe.featurewise import FeatureMap, pack_features, unpack_features
 from veil.securecompute.fhe.matvec import DenseMap, tile
 from veil.securecompute.fhe.poly import evaluate_poly
 
@@ -84,7 +85,11 @@ class FheClient:
         vectors = []
         for start in range(0, len(x), per):
             chunk = x[start : start + per]
-            vectors.append(np.concatenate([tile(r, p.in_period, p.block, p.block) for r in chunk]))
+            if p.layout == "features":
+                vectors += pack_features(chunk, p.in_map, p.seg, p.params.slots)
+            else:
+                vectors.append(np.concatenate([tile(r, p.in_period, p.block, p.block)
+                                               for r in chunk]))
         blob = self._owner.encrypt(vectors)
         self.traffic.add("inputs", len(blob))
         return blob
@@ -98,7 +103,16 @@ class FheClient:
         """
         p = self.plan
         rows = []
-        for vec in self._owner.decrypt(blob):
+        vecs = self._owner.decrypt(blob)
+        if p.layout == "features":
+            per, g = p.seg, len(p.out_map)
+            for c, start in enumerate(range(0, n_samples, per)):
+                chunk = vecs[c * g : (c + 1) * g]
+                if len(chunk) == g:
+                    rows.append(unpack_features(chunk, p.out_map, p.seg,
+                                                min(per, n_samples - start), p.out_features))
+            vecs = []
+        for vec in vecs:
             blocks = vec.reshape(-1, p.block)[:, : p.out_features]
             rows.append(blocks)
         out = np.concatenate(rows)[:n_samples] if rows else np.zeros((0, p.out_features))
@@ -160,7 +174,23 @@ class FheServer:
         """
         ev = self.evaluator
         outs = []
-        for ct in ev.load(blob):
+        cts = ev.load(blob)
+        if self.plan.layout == "features":
+            per = len(self.plan.in_map)
+            if len(cts) % per:
+                raise MalformedMessageError(
+                    f"inputs: {len(cts)} ciphertexts, not a multiple of {per} (one chunk)")
+            for start in range(0, len(cts), per):
+                chunk = cts[start : start + per]
+                for st in self.compiled.steps:
+                    if isinstance(st, FeatureMap):
+                        chunk = st.apply(ev, chunk)
+                    else:
+                        coeffs = np.asarray(st.poly.coeffs)
+                        chunk = [evaluate_poly(ev, c, coeffs, st.baby) for c in chunk]
+                outs += chunk
+            cts = []
+        for ct in cts:
             for st in self.compiled.steps:
                 if isinstance(st, DenseMap):
                     ct = st.apply(ev, ct)
