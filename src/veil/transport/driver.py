@@ -326,8 +326,8 @@ def drive(
     def hold(to: str) -> bool:
         return policy.fixed_deadlines and to in by_id and by_id[to].expects_deadline
 
+    opened = time.monotonic()  # the first stage opens with the start calls
     run([(pid, p.stage, p.start) for pid, p in by_id.items() if not silent(pid)])
-    opened = time.monotonic()
     while True:
         while pending:
             batch, pending[:] = list(pending), []
