@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -135,25 +135,31 @@ class CkksServer:
     def __init__(self, keys: EvaluationKeys) -> None:
         self.evaluator = Evaluator(keys)
 
-    def add(self, blobs: list[bytes]) -> bytes:
+    def add(self, blobs: Iterable[bytes]) -> bytes:
         """Step 2: the slot-wise sum of the sites' ciphertexts, framed for the decryptor.
+
+        The uploads are added as they come (an iterator is consumed one blob at a time:
+        memory is one upload plus the running sum).
 
         Raises:
             AbortError: nothing to add.
             InvalidUpdateError: the sites sent different numbers of ciphertexts.
             IntegrityError, MalformedMessageError: a blob under another key, or corrupt.
         """
-        if not blobs:
-            raise AbortError("no ciphertexts to add")
         ev = self.evaluator
-        acc = ev.load(blobs[0])
-        for b in blobs[1:]:
+        acc: list[Any] | None = None
+        for b in blobs:
             cts = ev.load(b)
+            if acc is None:
+                acc = cts
+                continue
             if len(cts) != len(acc):
                 raise InvalidUpdateError(
                     f"a site sent {len(cts)} ciphertexts, another {len(acc)}: rows differ in width"
                 )
             acc = [ev.add(a, c) for a, c in zip(acc, cts)]
+        if acc is None:
+            raise AbortError("no ciphertexts to add")
         return ev.dump(acc)
 
     def __repr__(self) -> str:
@@ -320,18 +326,21 @@ class CkksSum:
             )
         d = x.shape[1]
         server = self.server()
-        blobs, site_s = [], []
+        site_s: list[float] = []
         sent: dict[int, int] = {}
         received: dict[int, int] = {}
-        for i in senders:
-            t0 = time.perf_counter()
-            blob = self.site(ids[i]).encrypt(self._centred(x[i]))
-            site_s.append(time.perf_counter() - t0)
-            blobs.append(blob)
-            sent[ids[i]] = len(blob)
+
+        def uploads() -> Iterator[bytes]:  # each site encrypts as the server takes its upload
+            for i in senders:
+                t0 = time.perf_counter()
+                blob = self.site(ids[i]).encrypt(self._centred(x[i]))
+                site_s.append(time.perf_counter() - t0)
+                sent[ids[i]] = len(blob)
+                yield blob
+
         t0 = time.perf_counter()
-        total_ct = server.add(blobs)
-        server_s = time.perf_counter() - t0
+        total_ct = server.add(uploads())
+        server_s = time.perf_counter() - t0 - sum(site_s)
         order = senders[round % len(senders) :] + senders[: round % len(senders)]
         dec = next((i for i in order if drops.get(ids[i]) != "before_decrypt"), None)
         if dec is None:
