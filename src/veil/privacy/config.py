@@ -91,9 +91,9 @@ class ClientLevelConfig(_Frozen):
         clip_norm: L2 bound on each site's update (the initial value when adaptive).
         adaptive: adaptive clipping settings (``None`` = fixed clip norm).
         mechanism: ``"central"`` (the server adds Gaussian noise to the sum) or
-            ``"distributed"`` (each site adds discrete Gaussian noise before SecAgg+, so the
-            server never holds an un-noised sum; needs aggregation.summation = 'secagg' and a
-            fixed-size cohort).
+            ``"distributed"`` (each site adds discrete Gaussian noise before the secure sum,
+            so the server never holds an un-noised sum; needs aggregation.summation =
+            'secagg' or 'ckks' and a fixed-size cohort).
     """
 
     enabled: bool = False
