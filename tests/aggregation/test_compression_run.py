@@ -37,7 +37,7 @@ def test_config_builds_each_scheme_where_it_composes(tmp_path) -> None:
                             summation="secagg", quantize_range=0.1), dim=650)
     q = p.transforms[-1]
     assert isinstance(q, QSGD) and q.scale == 0.1 and q.cohort_bound == 4
-    assert isinstance(p.summation, SecAggSum) and p.summation.bits == q.ring_bits == 8
+    assert isinstance(p.summation, SecAggSum) and p.summation.bits == q.ring_bits == 4  # 4·3
     p = build_pipeline(_cfg(tmp_path, compression="qsgd"), dim=650)
     assert isinstance(p.summation, PayloadSum) and p.transforms[-1].scale is None
     p = build_pipeline(_cfg(tmp_path, compression="randk+qsgd", summation="secagg"), dim=650)

@@ -15,8 +15,8 @@ Two scales, two places in a pipeline:
   ``4 + ⌈d·b/8⌉`` bytes (plus ``passthrough`` float32 coordinates, e.g. a weight).
 * **shared scale** (``scale=R``, secure sums): every site uses the public range ``R``
   (values beyond it are clipped: a stated bias) and emits its integer codes into the ring
-  ``Z_2^B`` with ``B = max(8, bitlen(n · L))`` for a cohort bound ``n``, so the sum of up
-  to ``n`` sites' codes never wraps; SecAgg+ then masks and sends ``B`` bits per
+  ``Z_2^B`` with ``B = bitlen(n · L)`` for a cohort bound ``n``, so the sum of up to
+  ``n`` sites' codes never wraps (the masks of SecAgg+ are uniform on any ring width); SecAgg+ then masks and sends ``B`` bits per
   coordinate. The server reads ``Σv ≈ R · (2 S / L − m)`` from the code sum ``S`` of ``m``
   survivors. Sites with different scales could not be summed under a mask, which is why
   the secure mode shares one.
@@ -90,7 +90,7 @@ class QSGD:
     @property
     def ring_bits(self) -> int:
         """B, the ring width a sum of ``cohort_bound`` sites' codes needs (shared scale)."""
-        return max(8, (int(self.cohort_bound or 1) * self.levels).bit_length())
+        return (int(self.cohort_bound or 1) * self.levels).bit_length()
 
     def domain(self, upstream: Domain) -> Domain:
         """Float vectors in; float (own scale) or ``Z_2^B`` (shared scale) out."""
