@@ -349,6 +349,7 @@ def test_config_keys_reach_the_round() -> None:
     assert time.monotonic() - t0 >= 5 * 0.05  # every stage lasted its deadline
     assert np.array_equal(res.total, rows.sum(0) % 2**summ.bits)
     assert res.measurements["fixed_deadlines"] == 1.0
+    assert res.measurements["critical_path_s"] >= 5 * 0.05  # the modelled latency too
     for bad in ({"summation": "plain", "pad_messages": True},
                 {"summation": "secagg", "fixed_deadlines": True},
                 {"summation": "secagg", "stage_deadline_s": 0.1, "site_delay_s": 0.1}):

@@ -322,6 +322,9 @@ class SecAggSum:
         meas.update({f"count_{s}": float(c) for s, c in out.stage_counts.items()})
         meas["refused_messages"] = float(len(trace.errors))
         meas["critical_path_s"] = trace.critical_path_s()
+        if self.fixed_deadlines:  # deployed, no stage ends before its deadline
+            floor = len(STAGES) * float(self.stage_deadline_s or 0.0)
+            meas["critical_path_s"] = max(meas["critical_path_s"], floor)
         meas["site_time_max_s"] = max(
             (sum(t.values()) for t in trace.site_time_s.values()), default=0.0
         )
