@@ -124,3 +124,12 @@ def test_record_cli_table_and_report_show_the_compressed_bytes(tmp_path) -> None
     assert fmt_bytes(want) in con.export_text()
     html = build_html(rec)
     assert "qsgd" in html and f"{want / 1024:.1f} KiB" in html
+
+
+def test_deployment_refuses_compression(tmp_path) -> None:
+    from veil.deploy.parts import check_deployable
+
+    raw = _cfg(tmp_path, compression="randk").model_dump(exclude_unset=True)
+    raw["federation"] = {**raw["federation"], "transport": "flower"}
+    with pytest.raises(ConfigError, match="simulation only"):
+        check_deployable(parse_config(raw))

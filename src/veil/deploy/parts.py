@@ -78,6 +78,9 @@ def check_deployable(cfg: Any) -> None:
             "veil deploy run --stage-timeout): leave it unset",
             key=key,
         )
+    if cfg.aggregation.compression != "none":  # the Flower messages carry dense rows
+        raise ConfigError("aggregation.compression runs in simulation only (a deployment "
+                          "sends dense updates); leave it 'none'", key="aggregation.compression")
     if cfg.data.dataset in ("csv", "fashion_mnist") and not cfg.data.files:
         raise ConfigError(
             "a deployed site reads its own file: list the sites' files in data.files with "
