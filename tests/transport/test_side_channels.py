@@ -151,12 +151,11 @@ def test_in_process_rounds_look_the_same_to_the_server_with_the_protections_on()
 
 def test_in_process_control_the_server_tells_the_slow_site_without_them() -> None:
     base, _ = _driven("base", False)
-    data, _ = _driven("data", False)
     slow, _ = _driven("slow", False)
-    assert base.log == data.log  # in process, data alone changes no metadata of SecAgg+
-    assert base.log != slow.log  # but a slower site shows in when the server is called
+    assert base.log != slow.log  # a slower site shows in when the server is called
     late = {b for st, kind, p, _, b in slow.log if kind == "in" and st == "advertise"}
-    assert max(late) >= 2 and {b for st, k, _, _, b in base.log if k == "in"} == {0}
+    assert min(late) >= 2  # 120 ms late: every message of the stage, in the third bucket
+    assert all(b < 4 for _, kind, _, _, b in base.log if kind == "in")  # before the deadline
 
 
 # ---- TCP + mutual TLS: run_party in threads ------------------------------------------
