@@ -2,8 +2,9 @@
 
 The guide's ``toml`` block is the run config; each ``veil ...`` line of its ``bash``
 blocks runs with ``SUPERLINK_HOST=127.0.0.1`` and a free ``SUPERLINK_PORT``: the
-certificates, the SuperLink, the SuperNodes (site 0 with its own CSV file, sites 1 and 2
-with their part of the bundled set), the run and the record summary. The SuperLink and
+certificates, the SuperLink, the SuperNodes (three hospitals, each with its own copy of
+the config and its own CSV file from examples/own_sites under /data/ of its "machine"
+directory), the run and the record summary. The SuperLink and
 SuperNodes run in the foreground as the guide says, so the test starts them as
 background processes and kills them (and their children) by PID at the end.
 """
@@ -18,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("flwr", reason="needs the flower extra: pip install -e '.[flower]'")
@@ -26,6 +26,7 @@ pytest.importorskip("flwr", reason="needs the flower extra: pip install -e '.[fl
 from veil.deploy.processes import Proc, _wait_port, free_port  # noqa: E402
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "deployment.md"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "own_sites"
 VEIL = str(Path(sys.executable).parent / "veil")
 
 
@@ -46,21 +47,6 @@ def _argv(cmd: str, env: dict[str, str]) -> list[str]:
     return [VEIL, *words[1:]]
 
 
-def _site_csv(path: Path) -> None:
-    """Site 0's own file: its part of digits as a CSV with a header and a label column."""
-    from veil.data import load_digits, partition
-
-    ds = load_digits(seed=0)
-    part = partition(ds.y_train, 3, "iid", 0.5, seed=0)[0]
-    cols = [f"f{i}" for i in range(ds.x_train.shape[1])] + ["label"]
-    rows = np.column_stack([ds.x_train[part], ds.y_train[part]])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        f.write(",".join(cols) + "\n")
-        for r in rows:
-            f.write(",".join(f"{v:g}" for v in r[:-1]) + f",{int(r[-1])}\n")
-
-
 def _background(name: str, argv: list[str], cwd: Path) -> Proc:
     log = cwd / f"{name}.log"
     with open(log, "ab") as f:
@@ -77,24 +63,31 @@ def test_every_command_of_the_guide(tmp_path: Path) -> None:
     coord = tmp_path / "coordinator"
     coord.mkdir()
     (coord / "deploy.toml").write_text(_blocks("toml")[0])
+    for name in ("hospital_a", "hospital_b", "hospital_c", "hospital_c_test"):
+        shutil.copy(EXAMPLE / f"{name}.csv", coord)  # where the simulation reads them
     env = {"SUPERLINK_HOST": "127.0.0.1", "SUPERLINK_PORT": str(free_port())}
     procs: list[Proc] = []
     try:
-        certs, superlink, csv_site, bundled_site, run, show = cmds
+        certs, superlink, csv_site, test_site, run, show = cmds
         subprocess.run(_argv(certs, env), cwd=coord, check=True, timeout=120)
         sl = _background("superlink", _argv(superlink, env), coord)
         procs.append(sl)
         _wait_port(sl, "127.0.0.1", int(env["SUPERLINK_PORT"]), 120)
         sites = []
-        for i, cmd in enumerate([csv_site, bundled_site, bundled_site]):
+        a_site, c_site = csv_site, test_site
+        plans = [(a_site, {}), (a_site, {"--partition-id 0": "--partition-id 1",
+                                        "hospital_a": "hospital_b"}), (c_site, {})]
+        for i, (cmd, subst) in enumerate(plans):
             d = tmp_path / f"site{i}"
-            d.mkdir()
+            (d / "data").mkdir(parents=True)
             shutil.copy(coord / "certs" / "ca.crt", d / "ca.crt")
-            argv = _argv(cmd.replace("--partition-id 1", f"--partition-id {i}"), env)
-            if "--data" in argv:
-                csv = d / "data" / "site0.csv"
-                _site_csv(csv)
-                argv[argv.index("--data") + 1] = str(csv)
+            shutil.copy(coord / "deploy.toml", d / "deploy.toml")  # the site's own copy
+            for k, v in subst.items():
+                cmd = cmd.replace(k, v)
+            argv = [w.replace("/data/", f"{d}/data/") for w in _argv(cmd, env)]
+            for w in argv:
+                if w.startswith(f"{d}/data/"):
+                    shutil.copy(EXAMPLE / Path(w).name, w)
             argv += ["--port", str(free_port()), "--agent-dir", str(_agent_dir(i))]
             sites.append(_background(f"site{i}", argv, d))
         procs.extend(sites)

@@ -5,8 +5,10 @@ Sub-commands (guide: docs/deployment.md):
 * ``veil deploy certs DIR --host NAME...`` — a CA and the SuperLink's TLS certificate;
 * ``veil deploy superlink --home DIR [--host 0.0.0.0] [--port P] [--certs DIR]`` — runs
   ``flower-superlink`` in the foreground (this process becomes it: stop it by its PID);
-* ``veil deploy supernode --home DIR --superlink HOST:PORT --partition-id I (--data CSV |
-  --dataset NAME) [--root-cert CA]`` — runs ``flower-supernode`` for one site;
+* ``veil deploy supernode --home DIR --superlink HOST:PORT --config RUN.toml
+  --partition-id I [--data FILE [--test FILE] | --dataset NAME] [--root-cert CA]`` — runs
+  ``flower-supernode`` for one site, with the site executor beside it (the site's own
+  run config and data stay on its machine);
 * ``veil deploy run CONFIG --home DIR --superlink HOST:PORT --out DIR [--root-cert CA]`` —
   submits the run, waits for it, prints the summary; exit 0 when every round completed, 1
   when the run failed or a round aborted;
@@ -49,18 +51,22 @@ def register(sub: Any) -> None:
     n = d.add_parser("supernode", help="start one site's SuperNode (foreground)")
     n.add_argument("--home", required=True, help="FLWR_HOME of this SuperNode")
     n.add_argument("--superlink", required=True, help="the SuperLink's HOST:PORT")
+    n.add_argument("--config", required=True, help="this site's own copy of the run config "
+                   "(the site refuses a coordinator whose config differs)")
     n.add_argument("--partition-id", type=int, required=True, help="this site's id")
-    src = n.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="this site's own CSV file")
-    src.add_argument("--dataset", help="a bundled data set (digits, breast_cancer, diabetes)")
-    n.add_argument("--num-partitions", type=int, help="parts of the bundled set (default: "
-                   "data.sites of the run)")
-    n.add_argument("--label", help="label column of --data (default: data.label of the run)")
+    src = n.add_mutually_exclusive_group()
+    src.add_argument("--data", help="this site's own file (the run config's data.files "
+                     "entry and data.schema say how it is read)")
+    src.add_argument("--dataset", help="a bundled data set (default: data.dataset of the run)")
+    n.add_argument("--test", help="this site's own test file (if its data.files entry has one)")
     n.add_argument("--share-example-counts", action="store_true",
                    help="let the server weight by this site's number of examples")
     n.add_argument("--root-cert", help="ca.crt from `veil deploy certs` (omit: --insecure)")
     n.add_argument("--port", type=int, default=9094, help="local port of its runtime API")
-    n.add_argument("--agent-dir", help="private directory of the site agent's socket")
+    n.add_argument("--agent-dir", help="private directory of the site's executor/agent")
+    n.add_argument("--isolation", choices=["veil", "subprocess"], default="veil",
+                   help="veil: one long-lived site executor beside the SuperNode (default); "
+                   "subprocess: Flower's ClientApp process per message")
 
     r = d.add_parser("run", help="submit a veil run and wait for it")
     r.add_argument("config", help="the veil TOML run config (read on the SuperLink machine)")
@@ -111,24 +117,53 @@ def run(args: argparse.Namespace) -> int:
             cmd.append("--insecure")
         return _exec(cmd, args.home)
     if step == "supernode":
-        nc: dict[str, Any] = {"partition-id": args.partition_id}
-        if args.data:
-            nc["data"] = os.path.abspath(args.data)
-        else:
-            nc["dataset"] = args.dataset
-        for key in ("num_partitions", "label", "agent_dir"):
-            if getattr(args, key):
-                nc[key.replace("_", "-")] = getattr(args, key)
-        if args.share_example_counts:
-            nc["share-example-counts"] = True
-        cmd = [pr._bin("flower-supernode"), "--superlink", args.superlink, "--port",
-               str(args.port), "--node-config", pr.node_config_arg(nc)]
-        cmd += (["--root-certificates", os.path.abspath(args.root_cert)] if args.root_cert
-                else ["--insecure"])
-        return _exec(cmd, args.home)
+        return _supernode(args)
     if step == "show":
         return _show(args.dir)
     return _run(args)
+
+
+def _check_config(path: str) -> Any:
+    """The run config, checked for a deployment (Flower installed, transport = flower)."""
+    from veil.deploy.parts import check_deployable, require_flower
+    from veil.federation.config import load_config
+
+    require_flower()
+    cfg = load_config(path)
+    check_deployable(cfg)
+    return cfg
+
+
+def _supernode(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    from veil.deploy import processes as pr
+
+    _check_config(args.config)
+    nc: dict[str, Any] = {"partition-id": args.partition_id,
+                          "config": os.path.abspath(args.config)}
+    if args.data:
+        nc["data"] = os.path.abspath(args.data)
+    elif args.dataset:
+        nc["dataset"] = args.dataset
+    if args.test:
+        nc["test"] = os.path.abspath(args.test)
+    if args.agent_dir:
+        nc["agent-dir"] = os.path.abspath(args.agent_dir)
+    if args.share_example_counts:
+        nc["share-example-counts"] = True
+    root = os.path.abspath(args.root_cert) if args.root_cert else None
+    cmd = pr.supernode_command(args.superlink, nc, args.port, root, args.isolation)
+    home = Path(args.home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    if args.isolation == "veil":  # the site executor outlives nothing: it follows this PID
+        pid_file = Path(nc.get("agent-dir", home)) / "agent.pid"
+        with open(home / "executor.log", "ab") as log:
+            subprocess.Popen(pr.executor_command(args.port, os.getpid(), pid_file),
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                             env=pr.flower_env(home), start_new_session=True)
+    return _exec(cmd, str(home))
 
 
 def _show(run_dir: str) -> int:
@@ -164,6 +199,7 @@ def _run(args: argparse.Namespace) -> int:
     from veil.deploy.local import read_result
     from veil.errors import AbortError
 
+    _check_config(args.config)
     home = Path(args.home).resolve()
     root = os.path.abspath(args.root_cert) if args.root_cert else None
     pr.write_connection(home, args.superlink, root)
