@@ -10,12 +10,17 @@ rows (what ``Quantize(bits=32)`` emits), no dropout:
   server's work does not depend on the values); ``decrypt_s`` — the decryptor's time;
   ``decryptor_bytes_received`` — the summed ciphertexts it downloads; ``correct`` — the
   rounded decryption equals the exact integer sum.
+  ``round_cpu_s`` — every party's work in the round, *modelled* as n × the median site +
+  server + decrypt (only ``SITE_SAMPLES`` sites really encrypt).
 * **SecAgg+** (:func:`veil.bench.secagg` cell: every party's real state machine in
   process, k and t from ``choose_k`` at 0 % dropout, 5 % corrupt): ``site_s`` (median
-  site), ``server_s`` (all stages), ``bytes_per_site``.
+  site), ``server_s`` (all stages), ``bytes_per_site``, ``wall_s`` (the whole round with
+  every party run one after another: measured, compared with CKKS's ``round_cpu_s``).
 
-Ratios CKKS ÷ SecAgg+ are taken within the run. Dropout tolerance and trust assumptions are
-properties of the protocols, listed in ``protocols`` (and in docs/ckks-aggregation.md).
+Cells below d = 1M run ``REPEATS`` times, the two protocols alternating, and report
+field-wise medians. Ratios CKKS ÷ SecAgg+ are taken within the run. Dropout tolerance and
+trust assumptions are properties of the protocols, listed in ``protocols`` (and in
+docs/ckks-aggregation.md).
 Targets (``targets_met``): every CKKS sum exact; parameters 128-bit; CKKS bytes per value at
 d = 1M within 2 % of the analytic size of a seeded ciphertext (N 64-bit coefficients for
 N values, two per complex slot: the packing is as tight as SEAL's format allows); and,
@@ -36,6 +41,21 @@ __all__ = ["run"]
 
 BITS = 32
 SITE_SAMPLES = 3
+REPEATS = 3
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Field-wise median of repeated cells (booleans: all true; other values: the first)."""
+    out: dict[str, Any] = {}
+    for k, v in runs[0].items():
+        if isinstance(v, bool):
+            out[k] = all(r[k] for r in runs)
+        elif isinstance(v, (int, float)):
+            out[k] = statistics.median(r[k] for r in runs)
+        else:
+            out[k] = v
+    out["repeats"] = len(runs)
+    return out
 
 
 def _ckks_cell(n: int, d: int) -> dict[str, Any]:
@@ -82,6 +102,8 @@ def _ckks_cell(n: int, d: int) -> dict[str, Any]:
         # one 64-bit word per coefficient, N coefficients per N values (seed for the rest)
         "analytic_bytes_per_value": 8 * p.poly_degree * -(-d // p.poly_degree) / d,
         "decryptor_bytes_received": len(total),
+        # every party's work in one round, modelled: n x the median site + server + decrypt
+        "round_cpu_s": n * statistics.median(site_s) + server_s + decrypt_s,
     }
 
 
@@ -98,26 +120,30 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     Args:
         quick: n ∈ {5, 10}, d ∈ {5k, 26k} (seconds) instead of n ∈ {10, 100},
-            d ∈ {26,122, 1M}.
+            d ∈ {650, 26,122, 1M}.
 
     Returns:
         ``{"benchmark", "rows", "protocols", "targets_met", "ckks_wins", "machine", ...}``.
     """
     from veil.bench._machine import machine_info
 
-    ns, ds = ((5, 10), (5_000, 26_122)) if quick else ((10, 100), (26_122, 1_000_000))
+    # the issue's d = 26k (digits MLP) and 1M, plus the digits logreg (650): where CKKS wins
+    ns, ds = ((5, 10), (5_000, 26_122)) if quick else ((10, 100), (650, 26_122, 1_000_000))
     load_before = os.getloadavg()
     t_start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for n in ns:
         for d in ds:
-            ck = _ckks_cell(n, d)
-            sa = _secagg_cell(n, d)
+            reps = 1 if d >= 1_000_000 else REPEATS  # alternating, medians (noisy machine)
+            runs = [(_ckks_cell(n, d), _secagg_cell(n, d)) for _ in range(reps)]
+            ck = _median([c for c, _ in runs])
+            sa = _median([a for _, a in runs])
             row: dict[str, Any] = {"n": n, "d": d, "ckks": ck, "secagg": sa}
             if "skipped" not in sa:
                 row["ratio_bytes_ckks_vs_secagg"] = ck["bytes_per_site"] / sa["bytes_per_site"]
                 row["ratio_site_s_ckks_vs_secagg"] = ck["site_s"] / sa["site_s"]
                 row["ratio_server_s_ckks_vs_secagg"] = ck["server_s"] / sa["server_s"]
+                row["ratio_round_cpu_s_ckks_vs_secagg"] = ck["round_cpu_s"] / sa["wall_s"]
             rows.append(row)
     big = [r for r in rows if r["d"] == max(ds)]
     met = {
@@ -134,6 +160,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             "fewer_bytes": r.get("ratio_bytes_ckks_vs_secagg", 9e9) < 1,
             "faster_site": r.get("ratio_site_s_ckks_vs_secagg", 9e9) < 1,
             "faster_server": r.get("ratio_server_s_ckks_vs_secagg", 9e9) < 1,
+            "less_round_cpu": r.get("ratio_round_cpu_s_ckks_vs_secagg", 9e9) < 1,
         }
         for r in rows
     }
