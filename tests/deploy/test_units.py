@@ -90,3 +90,40 @@ def test_a_failed_run_is_never_a_success(tmp_path: Path) -> None:
     ok = _record(tmp_path, "completed", aborted=False)
     assert read_result(ok, "finished:completed")["final"]["status"] == "completed"
     assert main(["deploy", "show", str(ok)]) == 0
+
+
+def test_one_key_makes_a_simulation_config_a_deployed_one(tmp_path: Path) -> None:
+    from tests.deploy.configs import write_config
+    from veil.deploy.parts import check_deployable, config_diff, fingerprint
+    from veil.federation import load_config
+
+    path = write_config(tmp_path / "run.toml", "x")
+    cfg = load_config(path)
+    check_deployable(cfg)  # transport = "flower"
+    sim = load_config(path, {"federation.transport": "simulation"})
+    with pytest.raises(ConfigError, match="federation.transport = 'flower'"):
+        check_deployable(sim)
+    from veil.cli.main import main
+
+    assert main(["deploy", "run", str(tmp_path / "sim.toml"), "--home", str(tmp_path),
+                 "--superlink", "127.0.0.1:1", "--out", str(tmp_path / "o")]) == 2
+    (tmp_path / "sim.toml").write_text(path.read_text().replace('"flower"', '"simulation"'))
+    assert main(["deploy", "run", str(tmp_path / "sim.toml"), "--home", str(tmp_path),
+                 "--superlink", "127.0.0.1:1", "--out", str(tmp_path / "o")]) == 2
+    with pytest.raises(ConfigError, match="dropout_rate"):
+        check_deployable(load_config(path, {"federation.dropout_rate": 0.1}))
+    # local keys may differ between the coordinator's and a site's copy; round keys not
+    other = load_config(path, {"name": "y", "output_dir": "/elsewhere", "rounds": 5,
+                               "aggregation.clip_norm": 2.0})
+    assert config_diff(fingerprint(cfg), fingerprint(other)) == ["aggregation.clip_norm",
+                                                                 "rounds"]
+
+
+def test_a_missing_flower_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from veil.deploy.parts import require_flower
+
+    monkeypatch.setitem(sys.modules, "flwr", None)  # import flwr raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'veil\[flower\]'"):
+        require_flower()

@@ -1,7 +1,9 @@
 """The Flower ServerApp and ClientApp of a veil deployment (``veil.deploy.apps:server`` /
 ``veil.deploy.apps:client``; the FAB written by :mod:`veil.deploy.fab` points at them).
 
-The ClientApp is a thin forwarder (it imports neither torch nor the site's data): Flower
+The ClientApp is used only with ``isolation = "subprocess"`` (by default a site's
+messages are answered by its site executor, :mod:`veil.deploy.executor`, and no ClientApp
+runs). It is a thin forwarder (it imports neither torch nor the site's data): Flower
 starts it afresh for every message, it hands the veil envelope to the SuperNode's site
 agent (:mod:`veil.deploy.agent`) and returns the agent's answer. The ServerApp runs
 :func:`veil.deploy.server.serve`.

@@ -267,10 +267,11 @@ def supernode_command(
 ) -> list[str]:
     """The SuperNode's command line.
 
-    ``isolation = "veil"``: Flower's SuperNode with its waits capped and
-    ``--isolation process``, for the site executor (:mod:`veil.deploy.executor`) to serve;
-    ``"subprocess"``: plain ``flower-supernode`` (a ClientApp process per message, which
-    forwards to the site agent).
+    Flower's SuperNode with its fixed waits capped (:func:`veil.deploy.executor.fast_supernode`);
+    ``isolation = "veil"``: ``--isolation process``, for the site executor
+    (:mod:`veil.deploy.executor`) to serve; ``"subprocess"``: Flower's own ClientApp
+    process per message (veil's forwards to the site agent; other apps run as Flower runs
+    them).
 
     Raises:
         ConfigError: unknown isolation, or Flower not installed.
@@ -281,11 +282,9 @@ def supernode_command(
     args = ["--superlink", superlink, "--port", str(runtime_port),
             "--node-config", node_config_arg(node_config)]
     args += ["--insecure"] if root_cert is None else ["--root-certificates", root_cert]
-    if isolation == "subprocess":
-        return [_bin("flower-supernode"), *args]
     _bin("flower-supernode")  # Flower is installed
     return [sys.executable, "-m", "veil.deploy.executor", "supernode", *args,
-            "--isolation", "process"]
+            "--isolation", "process" if isolation == "veil" else "subprocess"]
 
 
 def executor_command(runtime_port: int, parent_pid: int, pid_file: Path | None) -> list[str]:
