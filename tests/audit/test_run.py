@@ -43,6 +43,7 @@ def test_audit_run_writes_audit_json_and_log(tmp_path: Path) -> None:
     assert one["m"] == 40 and one["claimed_epsilon"] == 1.0
     assert one["exceeds_claim"] == (one["epsilon_lower"] > 1.0)
     assert set(out["inversion"]["views"]) == {"single_site", "secure_sum", "dp"}
+    assert 0 < out["inversion"]["sum_average_psnr"] < 100  # the secure-sum view's reference
     assert AuditLog(log).verify().ok and AuditLog(log).entries()[0]["kind"] == "audit"
 
 

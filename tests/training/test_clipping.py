@@ -8,10 +8,8 @@ import torch
 from opacus import GradSampleModule
 from torch import nn
 
-from veil.training import LocalConfig, SiteData
 from veil.models import MLP, LogisticRegression, SmallCNN
-from veil.training import PerExampleClipper
-from veil.training import dpsgd_trainer
+from veil.training import LocalConfig, PerExampleClipper, SiteData, dpsgd_trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook")
 

@@ -9,9 +9,16 @@ import pytest
 import torch
 
 from veil.crypto.prg import SecureRng
-from veil.training import LocalConfig, SiteData, flat_params
 from veil.models import MLP
-from veil.training import Trainer, dpsgd_trainer, gaussian_noise, poisson_batches
+from veil.training import (
+    LocalConfig,
+    SiteData,
+    Trainer,
+    dpsgd_trainer,
+    flat_params,
+    gaussian_noise,
+    poisson_batches,
+)
 
 
 def _data(n_sites: int = 3, n: int = 60, f: int = 5) -> SiteData:

@@ -9,6 +9,7 @@ from torch import nn
 
 from veil.data import load_diabetes, load_digits, partition
 from veil.errors import ConfigError
+from veil.models import build_model
 from veil.training import (
     LocalConfig,
     SiteData,
@@ -17,7 +18,6 @@ from veil.training import (
     flat_params,
     train_site_reference,
 )
-from veil.models import build_model
 
 ATOL = 1e-5
 

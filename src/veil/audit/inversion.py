@@ -205,7 +205,9 @@ def inversion_experiment(
 
     Returns:
         JSON-ready dict: ``truth`` images, and per view ``psnr``, ``ssim``, ``images``,
-        plus ``noise_psnr`` (PSNR of random uniform images, the chance level).
+        plus ``noise_psnr`` (PSNR of random uniform images, the chance level) and
+        ``sum_average_psnr`` / ``sum_average_ssim``: the average of all images in the sum
+        scored against the victim's (what the secure-sum view scores by blending alone).
 
     Raises:
         ConfigError: no batches.
@@ -239,4 +241,10 @@ def inversion_experiment(
         }
     g = np.random.default_rng(seed)
     out["noise_psnr"] = float(np.mean([psnr(g.random(x0[0].shape), t) for t in x0]))
+    # the right reference for the secure-sum view: the sum is the gradient of every site's
+    # batch at once, so a reconstruction from it is at best a blend of all n·b images; the
+    # average of those images, scored against the victim's, is what a blend alone scores
+    blend = np.concatenate([np.asarray(x, dtype=np.float64) for x, _ in batches]).mean(0)
+    out["sum_average_psnr"] = float(np.mean([psnr(blend, t) for t in x0]))
+    out["sum_average_ssim"] = float(np.mean([ssim(blend, t) for t in x0]))
     return out

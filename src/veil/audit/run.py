@@ -37,7 +37,7 @@ from veil.errors import ConfigError, DataError
 from veil.federation.record import RunRecord
 
 __all__ = ["audit_run", "claimed_epsilon", "load_run_model", "load_run_data", "released_model",
-           "summary_rows", "AUDIT", "CANARIES"]
+           "summary_rows", "attack_results", "AUDIT", "CANARIES"]
 
 AUDIT = "audit.json"
 CANARIES = "canaries.npz"
@@ -290,7 +290,7 @@ def summary_rows(out: dict[str, Any]) -> list[tuple[str, str]]:
                          "needed to detect a violation)"))
     else:
         rows.append(("ε̂ (one-run audit)", "no canaries in this run (audit.canaries = N)"))
-    for name, r in _attack_results(out.get("membership") or {}).items():
+    for name, r in attack_results(out.get("membership") or {}).items():
         nn_ = r.get("n_nonmembers")
         tpr = r.get("tpr_at_fpr") or {}
         t01 = (f(100 * tpr.get("0.001", math.nan), "{:.2f} %")
@@ -308,13 +308,15 @@ def summary_rows(out: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _attack_results(mem: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def attack_results(mem: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each membership attack's result by its plain name (``"loss threshold"``,
+    ``"LiRA (online)"``, ``"LiRA (offline)"``), from ``audit.json``'s ``membership``."""
     out: dict[str, dict[str, Any]] = {}
     for name, r in mem.items():
         if name == "lira" and isinstance(r, dict):
             for v in ("online", "offline"):
                 if isinstance(r.get(v), dict):
-                    out[f"LiRA {v}"] = r[v]
+                    out[f"LiRA ({v})"] = r[v]
         elif isinstance(r, dict) and "auc" in r:
-            out[name] = r
+            out["loss threshold" if name == "loss" else name] = r
     return out

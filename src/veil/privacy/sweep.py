@@ -134,12 +134,18 @@ def _plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     if finite:
         ax.plot([e for e, _ in finite], [a for _, a in finite], "o-", label="DP")
         ax.set_xscale("log")
+        from matplotlib.ticker import NullFormatter, NullLocator
+
+        # ticks at the swept ε values, written as plain numbers (not 10^0 powers)
+        ax.set_xticks([e for e, _ in finite], [f"{e:g}" for e, _ in finite])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     for r in rows:
         if math.isinf(r["epsilon"]):
             ax.axhline(r["accuracy"], ls="--", color="grey", label="non-private (ε = ∞)")
             break
-    ax.set_xlabel("ε (δ fixed)")
-    ax.set_ylabel("test accuracy")
+    ax.set_xlabel("target ε (log scale; δ the same for every run)")
+    ax.set_ylabel("final test accuracy (R² for regression)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")

@@ -17,6 +17,7 @@ __all__ = [
     "epsilon_figure",
     "inversion_figure",
     "roc_figure",
+    "visible_roc",
 ]
 
 _BLUE, _ORANGE, _GREEN, _RED, _GREY = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f"
@@ -39,12 +40,20 @@ def _encode(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _round_axis(ax: Any) -> None:
+    """x axis of a per-round figure: integer rounds, numbered from 1 as the CLI does."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("round (from 1)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _series(rounds: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
     xs, ys = [], []
     for i, r in enumerate(rounds):
         v = r.get(key)
         if isinstance(v, (int, float)):
-            xs.append(int(r.get("round", i)))
+            xs.append(int(r.get("round", i)) + 1)  # 1-based, as the CLI prints rounds
             ys.append(float(v))
     return xs, ys
 
@@ -64,7 +73,7 @@ def accuracy_figure(rounds: Sequence[dict[str, Any]]) -> str | None:
         ax2 = ax.twinx()
         ax2.plot(xl, yl, "s--", color=_ORANGE, ms=2, label="test loss")
         ax2.set_ylabel("test loss", color=_ORANGE)
-    ax.set_xlabel("round")
+    _round_axis(ax)
     ax.grid(alpha=0.3)
     ax.set_title("Utility per round")
     return _encode(fig)
@@ -83,7 +92,7 @@ def epsilon_figure(rounds: Sequence[dict[str, Any]], target: float | None) -> st
             ax.plot(x, y, "o-", ms=3, color=c, label=labels[k])
     if target is not None:
         ax.axhline(target, color=_RED, ls="--", lw=1, label=f"budget ε = {target:g}")
-    ax.set_xlabel("round")
+    _round_axis(ax)
     ax.set_ylabel("cumulative ε")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -100,7 +109,7 @@ def bytes_figure(rounds: Sequence[dict[str, Any]]) -> str | None:
         m = r.get("bytes_per_site_mean")
         if not vals and not isinstance(m, (int, float)):
             continue
-        xs.append(int(r.get("round", i)))
+        xs.append(int(r.get("round", i)) + 1)  # 1-based, as the CLI prints rounds
         mean.append(float(m) if isinstance(m, (int, float)) else sum(vals) / len(vals))
         lo.append(min(vals) if vals else mean[-1])
         hi.append(max(vals) if vals else mean[-1])
@@ -112,7 +121,7 @@ def bytes_figure(rounds: Sequence[dict[str, Any]]) -> str | None:
     ax.fill_between(xs, [v / k for v in lo], [v / k for v in hi], color=_BLUE, alpha=0.2,
                     label="min–max over sites")
     ax.plot(xs, [v / k for v in mean], "o-", ms=3, color=_BLUE, label="mean per site")
-    ax.set_xlabel("round")
+    _round_axis(ax)
     ax.set_ylabel("KiB sent per site")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
@@ -121,19 +130,38 @@ def bytes_figure(rounds: Sequence[dict[str, Any]]) -> str | None:
     return _encode(fig)
 
 
-def roc_figure(curves: dict[str, dict[str, list[float]]]) -> str | None:
-    """Log-log ROC curves of the membership attacks, with the chance diagonal."""
+def visible_roc(curve: dict[str, list[float]], floor: float) -> list[tuple[float, float]]:
+    """The ROC points a figure draws: none below the lowest resolvable FPR ``floor``."""
+    return [(f, t) for f, t in zip(curve["fpr"], curve["tpr"]) if f >= floor * (1 - 1e-9)]
+
+
+def roc_figure(
+    curves: dict[str, dict[str, list[float]]], floors: dict[str, float] | None = None
+) -> str | None:
+    """Log-log ROC curves of the membership attacks, with the chance diagonal.
+
+    Args:
+        curves: attack name → ``{"fpr": [...], "tpr": [...]}``.
+        floors: attack name → the lowest FPR its non-members resolve (1 / non-members);
+            the curve is not drawn below it, and the axis starts at the lowest floor.
+    """
     curves = {k: v for k, v in curves.items() if v and v.get("fpr")}
     if not curves:
         return None
+    floors = floors or {}
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    lo = 1e-4
+    lo = min(floors.values()) if floors else 1e-4
     ax.plot([lo, 1], [lo, 1], color=_GREY, ls=":", label="chance")
     for (name, c), col in zip(curves.items(), (_BLUE, _ORANGE, _GREEN, _RED)):
-        fpr = [max(f, lo) for f in c["fpr"]]
-        tpr = [max(t, lo) for t in c["tpr"]]
-        ax.step(fpr, tpr, where="post", color=col, label=name)
+        pts = visible_roc(c, floors.get(name, lo))
+        if not pts:
+            continue
+        ax.step([f for f, _ in pts], [max(t, lo) for _, t in pts], where="post", color=col,
+                label=name)
+    if floors:
+        ax.axvline(lo, color=_GREY, lw=0.8, ls="--")
+        ax.text(lo, 1.0, " 1 / non-members", fontsize=7, va="top", color=_GREY)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo, 1)
@@ -155,7 +183,7 @@ def inversion_figure(inv: dict[str, Any]) -> str | None:
     if truth is None or not views:
         return None
     rows = [("original", np.asarray(truth), None)]
-    titles = {"single_site": "one site's update", "secure_sum": "secure sum",
+    titles = {"single_site": "one site's update", "secure_sum": "secure sum\n(target: the sum)",
               "dp": "update with DP noise"}
     for k, v in views.items():
         rows.append((titles.get(k, k), np.asarray(v["images"]), v))

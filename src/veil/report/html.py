@@ -8,14 +8,16 @@ Every optional key may be missing; the page says so instead of failing.
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import json
-import math
 from pathlib import Path
 from typing import Any
 
+from veil.audit.run import attack_results
 from veil.errors import DataError
 from veil.report import figures
+from veil.report.attacks import attack_section
+from veil.report.common import e, img, num, pct, table, td
+from veil.report.ledger import claimed, privacy_section
 
 __all__ = ["render_report", "build_html", "REPORT"]
 
@@ -52,56 +54,10 @@ pre{background:#f5f6f8;padding:10px;overflow:auto;font-size:12px}
 """
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x))
+_e, _num, _pct, _img, _table, _td = e, num, pct, img, table, td
 
 
-def _num(v: Any, fmt: str = "{:.3f}", none: str = "—") -> str:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-        return none
-    return fmt.format(v)
-
-
-def _pct(v: Any) -> str:
-    return _num(v * 100 if isinstance(v, (int, float)) else None, "{:.2f} %")
-
-
-def _img(uri: str | None, alt: str) -> str:
-    return (
-        f'<img src="{uri}" alt="{_e(alt)}">'
-        if uri
-        else f'<p class="note">No data for {_e(alt)}.</p>'
-    )
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    h = "".join(f"<th>{_e(c)}</th>" for c in head)
-    body = "".join("<tr>" + "".join(rows_c for rows_c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
-
-
-def _td(v: str, num: bool = False) -> str:
-    return f'<td class="n">{v}</td>' if num else f"<td>{v}</td>"
-
-
-def _claimed(
-    record: dict[str, Any], audit: dict[str, Any] | None
-) -> tuple[float | None, float | None]:
-    """(ε spent, ε budget) — the same reading of the record as the audit uses."""
-    from veil.audit.run import claimed_epsilon
-
-    eps, _delta = claimed_epsilon(record)
-    if eps is None and audit:
-        eps = audit.get("claimed_epsilon")
-    pv = record.get("privacy") or {}
-    target = pv.get("privacy_target_epsilon", pv.get("target_epsilon"))
-    if target is None and (record.get("config", {}).get("privacy") or {}).get("enabled"):
-        target = record["config"]["privacy"].get("target_epsilon")
-
-    def ok(v: Any) -> float | None:
-        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-    return ok(eps), ok(target)
+_claimed = claimed
 
 
 def _accounting(record: dict[str, Any]) -> str:
@@ -109,7 +65,7 @@ def _accounting(record: dict[str, Any]) -> str:
     pv = record.get("privacy") or {}
     out = []
     if pv.get("private") is False:
-        out.append("<p class='bad'><b>NOT PRIVATE.</b> "
+        out.append("<p class='flag'><b>NOT PRIVATE.</b> "
                    f"{_e(pv.get('not_private_reason', 'the run is marked not private'))}</p>")
     acct = pv.get("privacy_accounting")
     if isinstance(acct, dict):
@@ -124,8 +80,12 @@ def _accounting(record: dict[str, Any]) -> str:
 def _cards(record: dict[str, Any], audit: dict[str, Any] | None) -> str:
     final = record.get("final") or {}
     eps, target = _claimed(record, audit)
+    if (final.get("metrics") or {}).get("task") == "regression":  # test_accuracy holds R²
+        headline = ("final R² (test data)", _num(final.get("test_accuracy"), "{:.3f}"), "")
+    else:
+        headline = ("final test accuracy", _pct(final.get("test_accuracy")), "")
     cards = [
-        ("final test accuracy", _pct(final.get("test_accuracy")), ""),
+        headline,
         (
             "rounds completed",
             _e(final.get("rounds_completed", len(record.get("rounds") or []))),
@@ -150,10 +110,18 @@ def _cards(record: dict[str, Any], audit: dict[str, Any] | None) -> str:
     one = (audit or {}).get("one_run")
     if one:
         bad = bool(one.get("exceeds_claim"))
-        cards.append(("ε̂ (one-run audit, 95 %)", _num(one.get("epsilon_lower"), "{:.2f}"),
-                      "bad" if bad else "good"))
+        top = f" (≤ {_num(one.get('epsilon_max'), '{:.2f}')} possible)" \
+            if one.get("epsilon_max") is not None else ""
+        if eps is None:  # nothing to compare with: neither a pass nor a fail
+            cards.append((f"ε̂ with {one.get('m')} canaries: lower bound only, no DP",
+                          _num(one.get("epsilon_lower"), "{:.2f}") + top, ""))
+        else:
+            blind = isinstance(one.get("epsilon_max"), (int, float)) and one["epsilon_max"] <= eps
+            cards.append((f"ε̂ (one-run audit, {one.get('m')} canaries)",
+                          _num(one.get("epsilon_lower"), "{:.2f}") + top,
+                          "bad" if bad else "" if blind else "good"))
     mem = (audit or {}).get("membership") or {}
-    aucs = [r.get("auc") for r in _attacks(mem).values()]
+    aucs = [r.get("auc") for r in attack_results(mem).values()]
     if aucs:
         cards.append(("best MIA AUC", _num(max(a for a in aucs if a is not None), "{:.3f}"), ""))
     return '<div class="cards">' + "".join(
@@ -161,131 +129,47 @@ def _cards(record: dict[str, Any], audit: dict[str, Any] | None) -> str:
         for k, v, c in cards) + "</div>"
 
 
-def _attacks(mem: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for name, r in mem.items():
-        if name == "lira" and isinstance(r, dict):
-            for v in ("online", "offline"):
-                if isinstance(r.get(v), dict):
-                    out[f"LiRA ({v})"] = r[v]
-        elif isinstance(r, dict) and "auc" in r:
-            out["loss threshold" if name == "loss" else name] = r
-    return out
+def _warnings(record: dict[str, Any]) -> str:
+    """Red boxes for what must not be missed: a failed run, a site never in the model."""
+    final = record.get("final") or {}
+    out = []
+    if final.get("failed"):
+        out.append(f"<p class='flag'>⚠ The run failed: {_e(final['failed'])}. It released no "
+                   "model.</p>")
+    bad = final.get("sites_rejected_every_round") or []
+    if bad:
+        out.append(
+            f"<p class='flag'>⚠ Site(s) {_e(', '.join(str(s) for s in bad))} sent an invalid "
+            "(NaN/inf) update in every round they were selected for: their data is not in "
+            "the model. Check their data and the learning rate.</p>"
+        )
+    return "".join(out)
 
 
-def _privacy_section(record: dict[str, Any], audit: dict[str, Any] | None) -> str:
-    rounds = record.get("rounds") or []
-    eps, target = _claimed(record, audit)
-    pv = record.get("privacy") or {}
-    parts = ["<section><h2>Privacy spent</h2>"]
-    if eps is None and not pv:
-        parts.append('<p class="note">This run used no differential privacy: the released model '
-                     "carries no formal bound on what it reveals about training examples.</p>")
-    fig = figures.epsilon_figure(rounds, target)
-    if fig:
-        parts.append(_img(fig, "ε per round"))
-    if pv:
-        rows = [[_td(_e(k)), _td(_e(json.dumps(v) if isinstance(v, (dict, list)) else v))]
-                for k, v in pv.items()]
-        parts.append(_table(["ledger", "value"], rows))
-    parts.append("</section>")
-    return "".join(parts)
+def _quality(record: dict[str, Any]) -> str:
+    """The final model's metrics on the test data and, with data.files, on each site's own."""
+    from veil.models.metrics import METRIC_LABELS, Metrics, metrics_table
 
-
-def _attack_section(audit: dict[str, Any] | None) -> str:
-    if not audit:
-        return (
-            '<section><h2>What the attacks achieved</h2><p class="note">No audit yet: run '
-            "<code>veil audit RUN</code> to attack this run, then render the report again.</p>"
-            "</section>"
-        )
-    parts = ["<section><h2>What the attacks achieved</h2>"]
-    att = _attacks(audit.get("membership") or {})
-    if att:
-        parts.append(
-            "<h3>Membership inference against the released model</h3><div class='row'><div>"
-        )
-        rows = [[_td(_e(n)), _td(_num(r.get("auc")), True),
-                 _td(_pct((r.get("tpr_at_fpr") or {}).get("0.001")), True),
-                 _td(_pct((r.get("tpr_at_fpr") or {}).get("0.01")), True),
-                 _td(_e(f"{r.get('n_members', '?')} / {r.get('n_nonmembers', '?')}"), True)]
-                for n, r in att.items()]
-        parts.append(
-            _table(["attack", "AUC", "TPR @ 0.1 % FPR", "TPR @ 1 % FPR", "members / non"], rows)
-        )
-        parts.append('<p class="note">AUC 0.5 and TPR equal to the FPR mean the attacker does no '
-                     "better than guessing. TPR at low FPR is what matters: it counts examples "
-                     "identified with confidence.</p>")
-        lira = (audit.get("membership") or {}).get("lira") or {}
-        if lira.get("reference_training"):
-            parts.append(f'<p class="note">LiRA reference models: {_e(lira.get("n_refs"))} × '
-                         f'{_e(lira["reference_training"])}.</p>')
-        parts.append("</div><div>")
-        parts.append(
-            _img(figures.roc_figure({n: r.get("roc") or {} for n, r in att.items()}), "ROC")
-        )
-        parts.append("</div></div>")
-    one = audit.get("one_run")
-    parts.append("<h3>One-run canary audit (Steinke, Nasr &amp; Jagielski 2023)</h3>")
-    if one:
-        eh, ec = one.get("epsilon_lower"), one.get("claimed_epsilon")
-        if one.get("exceeds_claim"):
-            parts.append(
-                f'<p class="flag">⚠ Empirical lower bound ε̂ = {_num(eh, "{:.2f}")} exceeds '
-                f"the claimed ε = {_num(ec, '{:.2f}')}: the privacy guarantee does not hold "
-                "(a bug in the mechanism, its accounting or its implementation).</p>"
-            )
-        else:
-            parts.append(
-                f'<p class="ok">ε̂ = {_num(eh, "{:.2f}")} ≤ claimed ε = '
-                f"{_num(ec, '{:.2f}', 'none (no DP)')}: consistent with the guarantee.</p>"
-            )
-        rows = [[_td(_e(k)), _td(_e(_num(one.get(k), "{:.4g}") if isinstance(one.get(k), float)
-                                    else one.get(k)), True)]
-                for k in ("epsilon_lower", "claimed_epsilon", "m", "k_pos", "k_neg", "v", "delta",
-                          "confidence") if k in one]
-        parts.append(_table(["quantity", "value"], rows))
-        parts.append(f'<p class="note">{_e(one.get("m"))} canaries (mislabelled examples), each '
-                     "inserted with probability ½; the auditor guesses membership from their loss. "
-                     "ε̂ is the largest ε that the number of correct guesses rules out with the "
-                     "stated confidence (valid lower bound; ε̂ above ε signals a bug).</p>")
-    else:
-        parts.append('<p class="note">This run inserted no canaries, so there is no ε̂.</p>')
-    inv = audit.get("inversion")
-    parts.append("<h3>Gradient inversion against what the server sees</h3>")
-    if inv:
-        parts.append("<div class='row'><div>")
-        parts.append(_img(figures.inversion_figure(inv), "gradient inversion"))
-        parts.append("</div><div>")
-        names = {"single_site": "one site's update (no SecAgg)",
-                 "secure_sum": f"secure sum of {inv.get('n_sites', 'n')} sites",
-                 "dp": f"clipped + DP noise (σ = {inv.get('noise_multiplier', '?')})"}
-        rows = [
-            [
-                _td(_e(names.get(k, k))),
-                _td(_num(v.get("psnr"), "{:.1f}"), True),
-                _td(_num(v.get("ssim"), "{:.2f}"), True),
-            ]
-            for k, v in (inv.get("views") or {}).items()
-        ]
-        rows.append(
-            [
-                _td("random images (chance)"),
-                _td(_num(inv.get("noise_psnr"), "{:.1f}"), True),
-                _td(""),
-            ]
-        )
-        if inv.get("mean_image_psnr") is not None:
-            rows.append([_td("the average training image"),
-                         _td(_num(inv.get("mean_image_psnr"), "{:.1f}"), True), _td("")])
-        parts.append(_table(["what the server sees", "PSNR (dB)", "SSIM"], rows))
-        parts.append(f'<p class="note">A batch of {_e(inv.get("batch_size"))} images at one site, '
-                     "one local SGD step at the released model. Higher PSNR/SSIM = the attacker "
-                     "sees the images.</p></div></div>")
-    else:
-        parts.append('<p class="note">Not run (needs image data).</p>')
-    parts.append("</section>")
-    return "".join(parts)
+    final = record.get("final") or {}
+    met, sites = final.get("metrics"), final.get("site_metrics")
+    if not isinstance(met, dict) and not sites:
+        return ""
+    p = ["<section><h2>How good the model is</h2>"]
+    if isinstance(met, dict):
+        rows = [[_td(_e(METRIC_LABELS.get(k, k))), _td(_num(v), True)] for k, v in met.items()
+                if k not in ("task", "n", "notes")]
+        p.append(f"<p>On the test data ({_e(met.get('n', '?'))} examples, "
+                 f"{_e(met.get('task', ''))}):</p>" + _table(["metric", "value"], rows))
+    if isinstance(sites, dict) and sites:
+        try:
+            header, rows = metrics_table({k: Metrics.from_dict(v) for k, v in sites.items()})
+        except DataError:
+            header, rows = ["site"], []
+        p.append("<p>On each site's own test data:</p>" + _table(
+            header, [[_td(_e(c), i > 0) for i, c in enumerate(r)] for r in rows]))
+    if final.get("metrics_error"):
+        p.append(f"<p class='note'>Metrics not computed: {_e(final['metrics_error'])}</p>")
+    return "".join(p) + "</section>"
 
 
 def build_html(record: dict[str, Any], audit: dict[str, Any] | None = None,
@@ -300,7 +184,7 @@ def build_html(record: dict[str, Any], audit: dict[str, Any] | None = None,
          f"<div class='meta'>created {_e(record.get('created', '?'))} · veil "
          f"{_e(record.get('veil_version', '?'))} · report rendered "
          f"{_e(_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC'))}</div>",
-         _cards(record, audit)]
+         _cards(record, audit), _warnings(record)]
     p.append("<section><h2>What was protected, and how</h2><h3>Threat model</h3>")
     p.append(
         f"<p>{_e(record.get('threat_model') or 'No threat model recorded.')}</p>"
@@ -319,12 +203,15 @@ def build_html(record: dict[str, Any], audit: dict[str, Any] | None = None,
               ("partition", data.get("partition")), ("sites", plan.get("n_sites")),
               ("cohort per round", plan.get("cohort_size")), ("rounds", plan.get("rounds")),
               ("model parameters", plan.get("n_parameters"))] if v is not None]) + "</section>")
+    p.append(_quality(record))
     p.append("<section><h2>What it cost</h2><div class='row'>")
     p.append(_img(figures.accuracy_figure(rounds), "accuracy per round"))
     p.append(_img(figures.bytes_figure(rounds), "bytes per site per round"))
-    p.append("</div></section>")
-    p.append(_privacy_section(record, audit))
-    p.append(_attack_section(audit))
+    p.append("</div><p class='note'>Rounds are numbered from 1, as <code>veil train</code> "
+             "prints them (record.json counts them from 0 in its <code>round</code> key).</p>"
+             "</section>")
+    p.append(privacy_section(record, audit))
+    p.append(attack_section(audit))
     if policy is not None:
         from veil.report.synth import policy_html
 

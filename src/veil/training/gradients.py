@@ -157,7 +157,8 @@ class PlainGradients:
         """Per-site gradients by autograd over stacked parameters ``(n, d)`` → ``(n, d)``;
         ``masks``: each dropout layer's per-site masks (:class:`DropoutPlan`)."""
         n = params.shape[0]
-        leaves = {k: v.detach().requires_grad_(True) for k, v in views(params, (self.names, self.shapes, self.numels)).items()}
+        layout = (self.names, self.shapes, self.numels)
+        leaves = {k: v.detach().requires_grad_(True) for k, v in views(params, layout).items()}
         if masks is None:
             out = self._forward(leaves, xb)
         else:
@@ -314,7 +315,8 @@ class _Noised:
     ) -> torch.Tensor:
         """``(Σ_i c_i g_i + σ C ξ) / (q n)`` per site; no noise for sites past their steps."""
         s = self.src
-        sums, _ = s.clipper.clipped_sum(views(params, (s.names, s.shapes, s.numels)), xb, yb, mb, s.max_grad_norm)
+        layout = (s.names, s.shapes, s.numels)
+        sums, _ = s.clipper.clipped_sum(views(params, layout), xb, yb, mb, s.max_grad_norm)
         n = yb.shape[0]
         g = torch.cat([sums[k].reshape(n, -1) for k in s.names], dim=1)
         for i in range(n):
