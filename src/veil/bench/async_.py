@@ -118,6 +118,8 @@ class _StopAt:
 def _one(task: str, tail: str, mode: str, rounds: int, target: float) -> dict[str, Any]:
     import numpy as np
 
+    from veil.federation.buffered import BufferedSimulation
+    from veil.federation.buffered_config import BufferedConfig
     from veil.federation.build import build_federation
     from veil.federation.latency import LatencyModel
 
@@ -128,11 +130,10 @@ def _one(task: str, tail: str, mode: str, rounds: int, target: float) -> dict[st
     cpu = time.process_time()
     res = fed.run()
     cpu = time.process_time() - cpu
-    if mode != "buffered":  # each round waits for its slowest site
-        b = {**BUFFER, **TAILS[tail]}
-        lat = LatencyModel(fed.n_sites, _SEED, LATENCY["latency_s"], LATENCY["latency_spread"],
-                           b["latency_tail"], b.get("slow_fraction", 0.2),
-                           b.get("slow_factor", 10.0), b.get("pareto_shape", 1.5))
+    if not isinstance(fed, BufferedSimulation):  # each round waits for its slowest site
+        lat = LatencyModel.from_config(fed.n_sites, _SEED, LATENCY["latency_s"],
+                                       LATENCY["latency_spread"],
+                                       BufferedConfig(**{**BUFFER, **TAILS[tail]}))
         clock = np.cumsum([max(lat.seconds(s, r["round"]) for s in r["cohort"])
                            for r in res.rounds])
         slow = lat.slow
@@ -152,7 +153,7 @@ def _one(task: str, tail: str, mode: str, rounds: int, target: float) -> dict[st
         "slow_site_share": round(sum(s in slow for s in members) / max(1, len(members)), 3),
         "cpu_s": round(cpu, 1),
     }
-    if mode == "buffered":
+    if isinstance(fed, BufferedSimulation):
         sched = fed.schedule()
         out["stale_dropped"] = sched["stale_dropped"]
         out["mean_staleness"] = round(float(np.mean([s for r in res.rounds

@@ -172,26 +172,25 @@ class BufferedSimulation(Simulation):
         if k is None:
             raise ConfigError("buffered mode needs a buffer size",
                               key="federation.buffered.buffer_size")
-        concurrency = kwargs.pop("cohort", None)
-        super().__init__(*args, cohort=float(k), **kwargs)  # the server sums K per update
+        concurrency = kwargs.get("cohort")
+        kwargs["cohort"] = float(k)  # the server sums K contributions per update
+        super().__init__(*args, **kwargs)
         self.buffered = buffered
         self.buffer_size = int(k)
         self.concurrency = min(self.n_sites, int(round(concurrency or self.n_sites)))
         if self.concurrency < 1:
             raise ConfigError("buffered mode needs at least one site training",
                               key="federation.cohort_size")
-        self.latency = latency if latency is not None else LatencyModel(
-            self.n_sites, self.seed, self.latency_s, self.latency_spread,
-            buffered.latency_tail, buffered.slow_fraction, buffered.slow_factor,
-            buffered.pareto_shape,
+        self.latency = latency if latency is not None else LatencyModel.from_config(
+            self.n_sites, self.seed, self.latency_s, self.latency_spread, buffered
         )
         self.sim_time_s = 0.0
         self.jobs: list[_Job] = []
         self.site_jobs = np.zeros(self.n_sites, dtype=np.int64)
         self.jobs_started = 0
         self.started = False
-        self.totals = {"stale_dropped": 0, "lost": 0}
-        self._since = {"stale_dropped": 0, "lost": 0, "train_s": 0.0}
+        self.totals: dict[str, int] = {"stale_dropped": 0, "lost": 0}
+        self._since: dict[str, float] = {"stale_dropped": 0, "lost": 0, "train_s": 0.0}
 
     # ---------------------------------------------------------------- planning
     def plan(self) -> RoundPlan:
@@ -296,12 +295,12 @@ class BufferedSimulation(Simulation):
             "buffer_size": self.buffer_size,
             "staleness": stale[order].tolist(),
             "staleness_weights": [float(w) for w in weights[order]],
-            "stale_dropped": self._since["stale_dropped"],
-            "lost": self._since["lost"],
+            "stale_dropped": int(self._since["stale_dropped"]),
+            "lost": int(self._since["lost"]),
             "train_s": self._since["train_s"],
         }
         for k in ("stale_dropped", "lost"):
-            self.totals[k] += self._since[k]
+            self.totals[k] += int(self._since[k])
         self._since = {"stale_dropped": 0, "lost": 0, "train_s": 0.0}
         events, survivors = self.aggregate_updates(rec, r, ids, rows, {})
         self._finish(rec, r, t0, events, survivors, ids)

@@ -25,10 +25,14 @@ time: nothing waits; it is data-independent and public.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from veil.errors import ConfigError
+
+if TYPE_CHECKING:
+    from veil.federation.buffered_config import BufferedConfig
 
 __all__ = ["LatencyModel", "TAILS"]
 
@@ -82,6 +86,15 @@ class LatencyModel:
             rng = np.random.default_rng([self.seed, 0x5105])
             slow = frozenset(int(s) for s in rng.choice(self.n_sites, n_slow, replace=False))
         object.__setattr__(self, "slow", slow)
+
+    @classmethod
+    def from_config(
+        cls, n_sites: int, seed: int, latency_s: float, spread: float, buffered: BufferedConfig
+    ) -> LatencyModel:
+        """The model of ``federation.latency_s``/``latency_spread`` and the tail keys of
+        ``[federation.buffered]``."""
+        return cls(n_sites, seed, latency_s, spread, buffered.latency_tail,
+                   buffered.slow_fraction, buffered.slow_factor, buffered.pareto_shape)
 
     def seconds(self, site: int, job: int) -> float:
         """Duration of ``site``'s job number ``job`` (simulated seconds)."""
