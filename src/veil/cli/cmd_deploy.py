@@ -64,6 +64,10 @@ def register(sub: Any) -> None:
     n.add_argument("--root-cert", help="ca.crt from `veil deploy certs` (omit: --insecure)")
     n.add_argument("--port", type=int, default=9094, help="local port of its runtime API")
     n.add_argument("--agent-dir", help="private directory of the site's executor/agent")
+    n.add_argument("--identity", help="this site's enrolled key (site-<id>.key from `veil "
+                   "identity new`): SecAgg+ runs its malicious-server mode; needs --roster")
+    n.add_argument("--roster", help="the enrolled sites' roster.json (`veil identity roster`)")
+    n.add_argument("--roster-digest", help="pin the roster to this digest (hex)")
     n.add_argument("--isolation", choices=["veil", "subprocess"], default="veil",
                    help="veil: one long-lived site executor beside the SuperNode (default); "
                    "subprocess: Flower's ClientApp process per message")
@@ -81,6 +85,8 @@ def register(sub: Any) -> None:
     r.add_argument("--min-nodes", type=int, default=0, help="SuperNodes to wait for "
                    "(0: data.sites)")
     r.add_argument("--timeout", type=float, default=3600.0, help="give up after this long")
+    r.add_argument("--roster", help="the enrolled sites' roster.json: SecAgg+ runs its "
+                   "malicious-server mode (every site needs --identity and --roster)")
 
     w = d.add_parser("show", help="summarise a deployed run's record (per round)")
     w.add_argument("dir", help="the run directory given to `veil deploy run --out`")
@@ -151,6 +157,11 @@ def _supernode(args: argparse.Namespace) -> int:
         nc["test"] = os.path.abspath(args.test)
     if args.agent_dir:
         nc["agent-dir"] = os.path.abspath(args.agent_dir)
+    for key in ("identity", "roster"):
+        if getattr(args, key):
+            nc[key] = os.path.abspath(getattr(args, key))
+    if args.roster_digest:
+        nc["roster-digest"] = args.roster_digest
     if args.share_example_counts:
         nc["share-example-counts"] = True
     root = os.path.abspath(args.root_cert) if args.root_cert else None
@@ -211,6 +222,7 @@ def _run(args: argparse.Namespace) -> int:
         "stage-timeout": float(args.stage_timeout),
         "train-timeout": float(args.train_timeout),
         "min-nodes": int(args.min_nodes),
+        "roster": os.path.abspath(args.roster) if args.roster else "",
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "record.json").unlink(missing_ok=True)

@@ -123,8 +123,12 @@ class LocalDeployment:
         train_timeout_s: float | None = None,
         timeout_s: float = 600.0,
         check: bool = True,
+        roster: str | os.PathLike[str] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Submit the veil run ``config`` and wait for it.
+
+        Args:
+            roster: the enrolled sites' roster file (SecAgg+'s malicious-server mode).
 
         Returns:
             ``(Flower status, record)``.
@@ -141,6 +145,7 @@ class LocalDeployment:
             "stage-timeout": float(stage_timeout_s),
             "train-timeout": float(train_timeout_s or 0.0),
             "min-nodes": len(self.supernodes),
+            "roster": str(Path(roster).resolve()) if roster else "",
         }
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,8 @@ __all__ = [
     "server_parts",
     "SiteParts",
     "site_parts",
+    "malicious_config",
+    "load_roster",
 ]
 
 #: keys that may differ between the coordinator's and a site's copy of the run config
@@ -251,3 +253,52 @@ def site_parts(
     secure_rng = bool(p.secure_rng) if p.enabled else True
     site = Site(site_id, x, y, site_streams(secure_rng, cfg.seed), pipeline.init_site(), ledger)
     return SiteParts(site, trainer, pipeline, noise, int(flat_params(model).numel()))
+
+
+def malicious_config(
+    summation: Any, site_ids: Any, dim: int, round: int, roster: Any, session: bytes
+) -> Any:
+    """SecAgg+'s round parameters in the malicious-server mode, for a deployment.
+
+    The simulation's :meth:`SecAggSum.config` holds every site's identity; a deployed
+    coordinator and each site hold only the pinned roster (public keys), so the round's
+    (k, t) are chosen here with the same rules: ``choose_k(model="malicious")``, or for a
+    configured k the threshold above (k + c)/2, then ``check_malicious``. The graph seed
+    comes from the signed advertisements (the protocol derives it), not from the server.
+
+    Raises:
+        InsecureParametersError: (k, t) do not hold against a malicious server.
+    """
+    from veil.protocols.secagg import SecAggConfig, choose_k
+    from veil.protocols.secagg.graph import check_malicious, corrupt_bound
+
+    ids = tuple(sorted(int(i) for i in site_ids))
+    n = len(ids)
+    if summation.k is None:
+        gp = choose_k(n, summation.dropout, summation.corrupt, model="malicious")
+        k, t = gp.k, gp.t
+    else:
+        k = min(int(summation.k), n - 1)
+        t = (k + corrupt_bound(n, k, summation.corrupt)) // 2 + 1
+    if summation.threshold is not None:
+        t = int(summation.threshold)
+    check_malicious(n, k, t, summation.corrupt)
+    return SecAggConfig(round, ids, int(dim), summation.bits, k, t, bytes(32), roster, session)
+
+
+def load_roster(path: str, pinned_digest: str | None = None) -> Any:
+    """The enrolled sites' roster file (``veil identity roster``), digest checked.
+
+    Raises:
+        ConfigError: unreadable or malformed file.
+        IntegrityError: the digest does not match (or is not the pinned one).
+    """
+    from pathlib import Path
+
+    from veil.crypto.identity import Roster
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the roster {path}: {exc}", key="roster") from None
+    return Roster.from_json(text, pinned_digest)

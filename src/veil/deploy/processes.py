@@ -333,7 +333,7 @@ def start_supernode(
 
 VEIL_RUN_CONFIG = {
     "veil-config": "", "out-dir": "", "stage-timeout": 30.0, "train-timeout": 0.0,
-    "nodes-timeout": 120.0, "min-nodes": 0,
+    "nodes-timeout": 120.0, "min-nodes": 0, "roster": "",
 }
 
 

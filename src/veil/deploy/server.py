@@ -51,6 +51,9 @@ class DeployServer:
         train_timeout_s: deadline of the training exchange (default: ``stage_timeout_s``).
         nodes_timeout_s: how long to wait for the SuperNodes to connect.
         min_nodes: SuperNodes needed before the first round (default: ``data.sites``).
+        roster: the enrolled sites' :class:`~veil.crypto.identity.Roster`: SecAgg+ runs
+            its malicious-server mode (signed advertisements and survivor lists); ``None``:
+            the semi-honest mode (an honest-but-curious coordinator).
 
     Raises:
         ConfigError: the config cannot be deployed (:func:`veil.deploy.parts.check_deployable`).
@@ -64,6 +67,7 @@ class DeployServer:
         train_timeout_s: float | None = None,
         nodes_timeout_s: float = 120.0,
         min_nodes: int | None = None,
+        roster: Any = None,
     ) -> None:
         from veil.deploy.parts import check_deployable
 
@@ -79,6 +83,7 @@ class DeployServer:
         self.example_counts: dict[str, int] = {}
         self.parts: Any = None
         self.test: tuple[np.ndarray, np.ndarray] | None = None
+        self.roster = roster
 
     @property
     def server(self) -> Any:
@@ -179,6 +184,9 @@ class DeployServer:
             "sites": sorted(link.nodes, key=int),
             "site_refusals": self.site_errors,
             "example_counts_shared": self.example_counts,
+            "threat_model": (
+                f"malicious server (SecAgg+ with the enrolled roster {self.roster.digest().hex()})"
+                if self.roster is not None else "honest-but-curious server"),
             "evaluation": "public test split of data.dataset" if self.test is not None
             else "none at the coordinator (the sites' data never leaves them)",
         }
@@ -315,11 +323,18 @@ class DeployServer:
         server = self.server
         dim = encoded_dim(server.pipeline, server.params.numel(), server.cohort_size)
         scfg = server.pipeline.summation.config(cohort, dim, r)
+        if self.roster is not None:
+            from veil.deploy.parts import malicious_config
+
+            scfg = malicious_config(server.pipeline.summation, cohort, dim, r, self.roster,
+                                    scfg.session)
         meta["secagg"] = {
             "site_ids": list(scfg.site_ids), "dim": scfg.dim, "bits": scfg.bits,
             "k": scfg.k, "t": scfg.threshold, "graph_seed": scfg.graph_seed.hex(),
             "session": scfg.session.hex(),
         }
+        if self.roster is not None:
+            meta["secagg"]["roster_digest"] = self.roster.digest().hex()
         party = SecAggServer(scfg)
         party.start()
         return party
@@ -351,12 +366,16 @@ def serve(grid: Any, context: Any) -> None:
 
     Flower run-config keys: ``veil-config`` (path of the veil TOML on the SuperLink's
     machine), ``out-dir`` (run directory), ``stage-timeout``, ``train-timeout``,
-    ``nodes-timeout``, ``min-nodes`` (0: ``data.sites``).
+    ``nodes-timeout``, ``min-nodes`` (0: ``data.sites``), ``roster`` (path of the enrolled
+    sites' roster on the SuperLink's machine; empty: the semi-honest mode).
     """
     from veil.federation.config import load_config
 
+    from veil.deploy.parts import load_roster
+
     rc = context.run_config
     cfg = load_config(str(rc["veil-config"]))
+    roster = load_roster(str(rc["roster"])) if rc.get("roster") else None
     DeployServer(
         cfg,
         str(rc["out-dir"]),
@@ -364,4 +383,5 @@ def serve(grid: Any, context: Any) -> None:
         train_timeout_s=float(rc.get("train-timeout", 0.0)) or None,
         nodes_timeout_s=float(rc.get("nodes-timeout", 120.0)),
         min_nodes=int(rc.get("min-nodes", 0)) or None,
+        roster=roster,
     ).run(grid)

@@ -154,6 +154,35 @@ def load_site_data(cfg: Any, node_config: Mapping[str, Any]) -> tuple[SiteData, 
                     full.task, full.n_classes), site
 
 
+def _enrolment(node_config: Mapping[str, Any], site: int) -> tuple[Any, Any]:
+    """The roster and this site's signing key (node config ``roster`` + ``identity``; an
+    optional ``roster-digest`` pins the roster), or ``(None, None)`` when not enrolled.
+
+    Raises:
+        ConfigError: one without the other, unreadable files, or a key the roster does
+            not enrol for this site.
+        IntegrityError: the roster's digest does not match.
+    """
+    from veil.crypto.identity import SiteIdentity
+    from veil.deploy.parts import load_roster
+
+    has = [k for k in ("roster", "identity") if node_config.get(k)]
+    if not has:
+        return None, None
+    if len(has) != 2:
+        raise ConfigError(
+            "an enrolled site needs both roster = '/path/roster.json' and identity = "
+            "'/path/site-<id>.key' in its node config", key=f"node-config.{has[0]}",
+        )
+    digest = node_config.get("roster-digest")
+    roster = load_roster(str(node_config["roster"]), str(digest) if digest else None)
+    identity = SiteIdentity.load(site, str(node_config["identity"]))
+    if site not in roster or roster.key_of(site) != identity.public:
+        raise ConfigError(f"the roster does not enrol this key as site {site}",
+                          key="node-config.identity")
+    return roster, identity
+
+
 class SiteRuntime:
     """A site for one run, built from its own run config and its node config.
 
@@ -192,6 +221,7 @@ class SiteRuntime:
         slot = np.arange(len(data.y))
         self.data = Stacked(data.x, data.y, [slot[:1]] * self.site_id + [slot])
         self.dim = encoded_dim(self.pipeline, parts.n_params, self.cohort_size)
+        self.roster, self.identity = _enrolment(node_config, self.site_id)
         self.party: Any = None
         self.last_round = -1
         self.accepted = False
@@ -321,12 +351,23 @@ class SiteRuntime:
         most = n_sites if self.cfg.federation.sampling == "poisson" else self.cohort_size
         if not MIN_SECURE_COHORT <= len(ids) <= most:
             raise self._refuse("cohort size", len(ids), f"{MIN_SECURE_COHORT}..{most}")
-        own = self.pipeline.summation.config(np.asarray(ids), dim, r)
+        if self.roster is not None:  # enrolled: only the malicious-server mode, this roster
+            digest = self.roster.digest().hex()
+            if s.get("roster_digest") != digest:
+                raise self._refuse("secagg roster", s.get("roster_digest"), digest)
+            from veil.deploy.parts import malicious_config
+
+            own = malicious_config(self.pipeline.summation, ids, dim, r, self.roster, session)
+        elif s.get("roster_digest") is not None:
+            raise self._refuse("secagg roster", s.get("roster_digest"), None)
+        else:
+            own = self.pipeline.summation.config(np.asarray(ids), dim, r)
+            own = dataclasses.replace(own, graph_seed=graph_seed, session=session)
         for key, want in (("dim", own.dim), ("bits", own.bits), ("k", own.k),
                           ("t", own.threshold)):
             if s.get(key) != want:
                 raise self._refuse(f"secagg {key}", s.get(key), want)
-        return dataclasses.replace(own, graph_seed=graph_seed, session=session)
+        return own
 
     def _train(self, env: Envelope) -> Envelope:
         import torch
@@ -360,7 +401,7 @@ class SiteRuntime:
             out_meta["epsilon"] = site.epsilon()
         if not self.secure:
             return Envelope("row", r, np.asarray(encoded[0], dtype=np.float64).tobytes(), out_meta)
-        self.party = SecAggClient(scfg, self.site_id, np.asarray(encoded[0]))
+        self.party = SecAggClient(scfg, self.site_id, np.asarray(encoded[0]), self.identity)
         self.party.start()
         return self._from_party(r, out_meta)
 
