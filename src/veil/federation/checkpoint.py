@@ -23,6 +23,10 @@ from veil.errors import ConfigError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "pack", "unpack", "CHECKPOINT"]
 
+#: the fix a corrupt or foreign checkpoint names
+AFRESH = ("start afresh with `veil train --restart CONFIG` (the earlier files are kept in "
+          "RUN/previous-N/)")
+
 CHECKPOINT = "checkpoint.pt"
 _FORMAT = 2
 
@@ -72,11 +76,11 @@ def unpack(img: Any, tensors: Mapping[str, torch.Tensor], template: Any = None) 
         return out
     if "__dataclass__" in img:
         if not (dataclasses.is_dataclass(template) and not isinstance(template, type)):
-            raise ConfigError("checkpoint state does not match this run's stages; start afresh")
+            raise ConfigError("checkpoint state does not match this run's stages; " + AFRESH)
         fields = {k: unpack(v, tensors, getattr(template, k, None))
                   for k, v in img["__dataclass__"].items()}
         return dataclasses.replace(template, **fields)
-    raise ConfigError("checkpoint holds an unknown state entry; start afresh")
+    raise ConfigError("checkpoint holds an unknown state entry; " + AFRESH)
 
 
 def save_checkpoint(state: Mapping[str, Any], run_dir: Path) -> Path:
@@ -111,11 +115,11 @@ def load_checkpoint(run_dir: Path, template: Any = None) -> dict[str, Any]:
         img = json.loads(raw["state"])
     except Exception as e:  # corrupt, truncated, or not ours
         raise ConfigError(
-            f"checkpoint {path} is unreadable ({type(e).__name__}); start afresh"
+            f"checkpoint {path} is unreadable ({type(e).__name__}); {AFRESH}"
         ) from None
     if not isinstance(raw, dict) or raw.get("format") != _FORMAT:
-        raise ConfigError(f"checkpoint {path} has an unknown format; start afresh")
+        raise ConfigError(f"checkpoint {path} has an unknown format; " + AFRESH)
     out = unpack(img, raw["tensors"], template)
     if not isinstance(out, dict):
-        raise ConfigError(f"checkpoint {path} has an unknown format; start afresh")
+        raise ConfigError(f"checkpoint {path} has an unknown format; " + AFRESH)
     return out
