@@ -46,7 +46,8 @@ from veil.models.ir import (
 from veil.securecompute.fhe.featurewise import FeatureMap
 from veil.securecompute.fhe.layout import estimate_cost, feature_steps, row_steps
 from veil.securecompute.fhe.matvec import DenseMap, next_pow2
-from veil.securecompute.fhe.poly import ChebPoly, approximate, best_baby, plan_depth
+from veil.securecompute.fhe.poly import ChebPoly, approximate, best_baby, evaluate_poly, plan_depth
+from veil.securecompute.fhe.sign import CompositeRelu, CompositeStep, composite_relu
 
 __all__ = ["Plan", "Compiled", "compile_model", "FOREST_REASON", "PolyStep"]
 
@@ -111,6 +112,15 @@ class PolyStep:
     @property
     def depth(self) -> int:
         return plan_depth(self.poly.degree, self.baby)[0]
+
+    @property
+    def products(self) -> int:
+        """Ciphertext products per ciphertext."""
+        return plan_depth(self.poly.degree, self.baby)[1]
+
+    def apply(self, ev: Any, t: Any) -> Any:
+        """The polynomial on a ciphertext holding t = (x - mid) / half."""
+        return evaluate_poly(ev, t, np.asarray(self.poly.coeffs), self.baby)
 
 
 @dataclass
@@ -229,7 +239,13 @@ def _compile_once(
                 c, h = (hi + lo) / 2, max((hi - lo) / 2, 1e-3) * margin
                 lo, hi = c - h, c + h
             deg = degree.get(payload, 15) if isinstance(degree, dict) else degree
-            poly = approximate(payload, lo, hi, deg)
+            step: PolyStep | CompositeStep
+            if deg == COMPOSITE and payload == "relu":
+                poly: ChebPoly | CompositeRelu = composite_relu(lo, hi)
+                step = CompositeStep(poly)  # type: ignore[arg-type]
+            else:
+                poly = approximate(payload, lo, hi, _COMPOSITE_ELSE if deg == COMPOSITE else deg)
+                step = PolyStep(poly, best_baby(poly.degree))
             if kinds and kinds[-1][0] == "dense":  # fold t = (x - mid)/half into the matrix
                 wb = dense[kinds[-1][1]]
                 wb[0] = wb[0] / poly.half
@@ -241,9 +257,12 @@ def _compile_once(
                 dense.append([np.eye(n) / poly.half, -np.full(n, poly.mid) / poly.half])
                 kinds.append(("dense", len(dense) - 1))
             x = poly(x)
-            act_report.append({"activation": payload, "lo": lo, "hi": hi, "degree": deg,
+            act_report.append({"activation": payload, "lo": lo, "hi": hi,
+                               "degree": deg if deg != COMPOSITE else poly.degree,
+                               "form": "composite-sign" if isinstance(step, CompositeStep)
+                               else "chebyshev",
                                "max_err": poly.max_err})
-            kinds.append(("act", PolyStep(poly, best_baby(poly.degree))))
+            kinds.append(("act", step))
             act_idx += 1
         max_abs = max(max_abs, float(np.abs(x).max()) if x.size else 1.0)
     if layout not in ("rows", "features"):
@@ -302,7 +321,9 @@ _SINGLE_PRIME_BITS = (54, 60)  # a depth-0 chain [q, q]: N = 4096 allows 2 x 54 
 _SINGLE_SCALE_BITS = 20  # least input (and weight) scale of a depth-0 circuit
 
 
-AUTO_DEGREES = (3, 5, 7, 11, 15, 23, 31)
+COMPOSITE = "composite"  # ReLU as x(1 + sign x)/2, sign a composite polynomial (.sign)
+_COMPOSITE_ELSE = 63  # what "composite" means for the smooth activations
+AUTO_DEGREES: tuple[int | str, ...] = (3, 5, 7, 11, 15, 23, 31, 47, 63, COMPOSITE)
 
 
 def compile_model(
@@ -311,7 +332,7 @@ def compile_model(
     *,
     degree: int | dict[str, int] | str = "auto",
     min_agreement: float = 0.995,
-    max_rel_err: float = 1e-2,
+    max_rel_err: float = 1e-3,
     **kw: Any,
 ) -> Compiled:
     """Compile ``model`` for CKKS.
@@ -335,7 +356,9 @@ def compile_model(
 
     want = evaluate(model, probe).reshape(len(probe), -1)
     has_act = any(type(layer) in _ACT_NAMES for layer in model.layers)
-    candidates = AUTO_DEGREES if degree == "auto" and has_act else (
+    has_relu = any(isinstance(layer, ReLU) for layer in model.layers)
+    auto = tuple(d for d in AUTO_DEGREES if has_relu or d != COMPOSITE)
+    candidates = auto if degree == "auto" and has_act else (
         (15,) if degree == "auto" else (degree,))
     layout = kw.pop("layout", "auto")
     if layout == "auto":
@@ -374,6 +397,5 @@ def approx_forward(compiled: Compiled, model: Model, x: np.ndarray) -> np.ndarra
         if isinstance(st, DenseMap | FeatureMap):
             y = y @ st.weight.T + st.bias
         else:
-            p = st.poly
-            y = np.polynomial.chebyshev.chebval(y, np.asarray(p.coeffs))
+            y = st.poly.eval_t(y)
     return y

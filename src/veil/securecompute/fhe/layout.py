@@ -18,7 +18,6 @@ import numpy as np
 from veil.crypto.ckks import CkksParams, choose_params
 from veil.securecompute.fhe.featurewise import FeatureMap, input_map, segment_for
 from veil.securecompute.fhe.matvec import DenseMap, batch_block, next_pow2
-from veil.securecompute.fhe.poly import plan_depth
 
 if TYPE_CHECKING:
     from veil.models.ir import Model
@@ -103,6 +102,6 @@ def estimate_cost(plan: Plan, steps: list[Any], batch: int) -> float:
             cost += _COST["rotation"] * st.rotations + _COST["plain_product"] * st.products
             cts = st.groups if isinstance(st, FeatureMap) else 1
         else:
-            cost += _COST["product"] * plan_depth(st.poly.degree, st.baby)[1] * cts
+            cost += _COST["product"] * st.products * cts
     cost += _COST["ciphertext"] * cts
     return float(cost * reqs * ring)

@@ -67,8 +67,12 @@ class ChebPoly:
     def degree(self) -> int:
         return len(self.coeffs) - 1
 
+    def eval_t(self, t: np.ndarray) -> np.ndarray:
+        """The series at normalised inputs t = (x - mid) / half."""
+        return C.chebval(np.asarray(t), np.asarray(self.coeffs))
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return C.chebval((np.asarray(x) - self.mid) / self.half, np.asarray(self.coeffs))
+        return self.eval_t((np.asarray(x) - self.mid) / self.half)
 
 
 def approximate(name: str, lo: float, hi: float, degree: int) -> ChebPoly:

@@ -29,7 +29,6 @@ from veil.errors import ConfigError, LocalError, MalformedMessageError
 from veil.securecompute.fhe.compile import Compiled, Plan
 from veil.securecompute.fhe.featurewise import FeatureMap, pack_features, unpack_features
 from veil.securecompute.fhe.matvec import DenseMap, tile
-from veil.securecompute.fhe.poly import evaluate_poly
 
 __all__ = ["FheClient", "FheServer", "Traffic"]
 
@@ -186,8 +185,7 @@ class FheServer:
                     if isinstance(st, FeatureMap):
                         chunk = st.apply(ev, chunk)
                     else:
-                        coeffs = np.asarray(st.poly.coeffs)
-                        chunk = [evaluate_poly(ev, c, coeffs, st.baby) for c in chunk]
+                        chunk = [st.apply(ev, c) for c in chunk]
                 outs += chunk
             cts = []
         for ct in cts:
@@ -195,7 +193,7 @@ class FheServer:
                 if isinstance(st, DenseMap):
                     ct = st.apply(ev, ct)
                 else:
-                    ct = evaluate_poly(ev, ct, np.asarray(st.poly.coeffs), st.baby)
+                    ct = st.apply(ev, ct)
             outs.append(ct)
         reply = ev.dump(outs)
         self.traffic.add("outputs", len(reply))
