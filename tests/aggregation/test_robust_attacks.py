@@ -151,3 +151,25 @@ def test_aggregate_check_refuses_a_boosted_sum_under_secagg() -> None:
     # honest clipping is within the bound: the round goes through
     agg, _ = _secagg_round(check=True, attacker_clips=True)
     assert np.linalg.norm(agg) <= 1.0 + 1e-6
+
+
+def test_defended_run_resumes_exactly(tmp_path) -> None:
+    """The aggregate check's state (running direction) survives a checkpoint."""
+    import torch
+
+    def build(rounds: int, name: str):  # noqa: ANN202
+        cfg = parse_config({
+            "seed": 1, "rounds": rounds, "name": name, "output_dir": str(tmp_path),
+            "data": {"dataset": "digits", "sites": 6}, "model": {"name": "logreg"},
+            "aggregation": {"robust": "median", "clip_norm": 5.0, "aggregate_check": True},
+            "audit": {"log": False},
+        })
+        return build_federation(cfg)
+
+    whole = build(4, "whole").run()
+    build(2, "split").run()
+    resumed = build(4, "split").run(resume=True)
+    assert torch.equal(whole.params, resumed.params)
+    cos = [r["measurements"]["aggregate_check/cosine"] for r in resumed.rounds]
+    assert cos == [r["measurements"]["aggregate_check/cosine"] for r in whole.rounds]
+    assert cos[0] == 0.0 and all(c != 0.0 for c in cos[1:])  # a direction from round 1 on
