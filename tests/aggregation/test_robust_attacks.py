@@ -37,7 +37,7 @@ from veil.federation.config import parse_config
 from veil.federation.record import RunRecord
 from veil.federation.simulation import hide_membership
 
-SITES, ROUNDS = 10, 6
+SITES, ROUNDS = 10, 4
 
 
 def _run(agg: dict, attack: object = None) -> tuple[float, list[dict], frozenset[int]]:
@@ -166,9 +166,9 @@ def test_defended_run_resumes_exactly(tmp_path) -> None:
         })
         return build_federation(cfg)
 
-    whole = build(4, "whole").run()
-    build(2, "split").run()
-    resumed = build(4, "split").run(resume=True)
+    whole = build(3, "whole").run()
+    build(1, "split").run()
+    resumed = build(3, "split").run(resume=True)
     assert torch.equal(whole.params, resumed.params)
     cos = [r["measurements"]["aggregate_check/cosine"] for r in resumed.rounds]
     assert cos == [r["measurements"]["aggregate_check/cosine"] for r in whole.rounds]
