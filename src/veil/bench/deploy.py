@@ -75,7 +75,7 @@ def _median(xs: list[float]) -> float | None:
 def _flower_secagg(dep: Any, tmp: Path, p: dict[str, Any]) -> dict[str, Any]:
     """Flower's SecAgg+ workflow on the deployment's processes."""
     from veil.bench._peers import repo_root
-    from veil.deploy.processes import flwr_run, write_app
+    from veil.deploy.runs import flwr_run, write_app
     from veil.errors import LocalError
 
     peers = repo_root() / "benchmarks" / "peers"

@@ -206,15 +206,15 @@ def _show(run_dir: str) -> int:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from veil.deploy import processes as pr
+    from veil.deploy import runs
     from veil.deploy.local import read_result
     from veil.errors import AbortError
 
     _check_config(args.config)
     home = Path(args.home).resolve()
     root = os.path.abspath(args.root_cert) if args.root_cert else None
-    pr.write_connection(home, args.superlink, root)
-    app = pr.write_app(home / "veil-app")
+    runs.write_connection(home, args.superlink, root)
+    app = runs.write_app(home / "veil-app")
     out = Path(args.out).resolve()
     rc = {
         "veil-config": str(Path(args.config).resolve()),
@@ -226,9 +226,9 @@ def _run(args: argparse.Namespace) -> int:
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "record.json").unlink(missing_ok=True)
-    run_id, status = pr.flwr_run(home, app, rc, args.timeout, record=out / "record.json")
+    run_id, status = runs.flwr_run(home, app, rc, args.timeout, record=out / "record.json")
     if status != "finished:completed":  # keep Flower's log of the ServerApp for the post-mortem
-        (out / "serverapp.log").write_text(pr.run_log(home, run_id))
+        (out / "serverapp.log").write_text(runs.run_log(home, run_id))
     try:
         rec = read_result(out, status)
     except AbortError as exc:

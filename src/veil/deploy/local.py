@@ -20,16 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from veil.deploy.processes import (
-    Proc,
-    flwr_run,
-    free_port,
-    run_log,
-    start_superlink,
-    start_supernode,
-    write_app,
-    write_connection,
-)
+from veil.deploy.processes import Proc, free_port, start_superlink, start_supernode
+from veil.deploy.runs import flwr_run, run_log, write_app, write_connection
 from veil.errors import AbortError, LocalError
 
 __all__ = ["LocalDeployment", "read_result"]

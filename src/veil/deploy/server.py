@@ -369,9 +369,8 @@ def serve(grid: Any, context: Any) -> None:
     ``nodes-timeout``, ``min-nodes`` (0: ``data.sites``), ``roster`` (path of the enrolled
     sites' roster on the SuperLink's machine; empty: the semi-honest mode).
     """
-    from veil.federation.config import load_config
-
     from veil.deploy.parts import load_roster
+    from veil.federation.config import load_config
 
     rc = context.run_config
     cfg = load_config(str(rc["veil-config"]))
