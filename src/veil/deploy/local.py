@@ -3,11 +3,13 @@
 What the tests and ``veil bench deploy`` use; the multi-machine guide
 (docs/deployment.md) runs the same pieces one per machine with ``veil deploy ...``.
 
-Example:
+Example (``run.toml`` has ``federation.transport = "flower"``; every site reads it as its
+own copy of the run config):
     >>> from veil.deploy import LocalDeployment
-    >>> with LocalDeployment("/tmp/d", [{"dataset": "digits", "partition-id": i}
-    ...                                  for i in range(3)]) as dep:      # doctest: +SKIP
-    ...     record = dep.run("examples/deploy_digits.toml", "/tmp/d/run")  # doctest: +SKIP
+    >>> sites = [{"dataset": "digits", "partition-id": i, "config": "run.toml"}
+    ...          for i in range(3)]
+    >>> with LocalDeployment("/tmp/d", sites) as dep:                   # doctest: +SKIP
+    ...     status, record = dep.run("run.toml", "/tmp/d/run")           # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class LocalDeployment:
 
     Args:
         workdir: where FLWR_HOMEs, logs and the app bundle go.
-        sites: one node config per SuperNode (``dataset`` + ``partition-id`` or ``data``).
+        sites: one node config per SuperNode: ``config`` (the site's own copy of the run
+            config), ``partition-id``, and ``data`` (its own file) or ``dataset``.
         tls: serve the SuperLink over TLS with certificates made for 127.0.0.1.
         isolation: ``"veil"`` (a long-lived site executor per SuperNode, the default) or
             ``"subprocess"`` (Flower's ClientApp process per message, needed by apps that
