@@ -125,7 +125,10 @@ def mpc_rows(workloads: list[Any], quick: bool = False, log: Any = None) -> list
 def targets(rows: list[dict[str, Any]]) -> tuple[dict[str, bool], dict[str, str]]:
     """``mpc_2x_spu:<workload>`` (latency ≤ half of SPU's) and ``mpc_fewer_bytes_spu:<w>``,
     against SPU measured in this run where it ran, else the issue's reference medians
-    (bytes only when SPU ran here). Returns the mapping and the source of each."""
+    (bytes only when SPU ran here); when fhe or Concrete-ML rows are present, also issue 13's
+    ``fhe_2x_concrete:<w>`` and ``best_2x_peers:<w>`` from this run's numbers only
+    (:func:`veil.bench._inference_fhe.peer_targets`: a missing peer is False, with the
+    reason). Returns the mapping and the source of each."""
     spu = {r["workload"]: r for r in rows if r["backend"] == "spu" and "latency_s" in r}
     met: dict[str, bool] = {}
     source: dict[str, str] = {}
@@ -147,6 +150,12 @@ def targets(rows: list[dict[str, Any]]) -> tuple[dict[str, bool], dict[str, str]
             met[f"mpc_accuracy_995:{w}"] = bool(r["accuracy"] >= 0.995)
         elif w.startswith(("linreg", "rf-")):
             met[f"mpc_error:{w}"] = bool(r["max_abs_err"] <= 1e-3 * max(1.0, r.get("scale", 1.0)))
+    if any(r["backend"] in ("fhe", "concrete-ml") for r in rows):
+        from veil.bench._inference_fhe import peer_targets
+
+        more, why = peer_targets(rows)
+        met.update(more)
+        source.update(why)
     return met, source
 
 
@@ -158,8 +167,9 @@ def _load() -> str:
 
 
 def run(quick: bool = False, backend: str = "mpc", peers: bool = True,
-        log: Any = print) -> dict[str, Any]:
-    """The suite on ``backend`` (``mpc``, ``fhe``, ``all``) and, with ``peers``, SPU.
+        log: Any = print, only: set[str] | None = None) -> dict[str, Any]:
+    """The suite on ``backend`` (``mpc``, ``fhe``, ``all``) and, with ``peers``, SPU
+    (``only``: these workload names).
 
     Raises:
         ConfigError: unknown backend.
@@ -173,7 +183,7 @@ def run(quick: bool = False, backend: str = "mpc", peers: bool = True,
             raise ConfigError(f"unknown backend {n!r}; choose one of {sorted(BACKENDS)} or all",
                               key="--backend")
     load_before = _load()
-    workloads = suite(quick)
+    workloads = [w for w in suite(quick) if only is None or w.name in only]
     rows: list[dict[str, Any]] = []
     for n in names:
         mod, fn = BACKENDS[n].split(":")

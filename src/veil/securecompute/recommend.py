@@ -82,6 +82,7 @@ class BackendCost:
         accuracy: ``{"agreement": ...}`` (classification) or ``{"max_rel_err": ...}``.
         batch: samples per request.
         phases: the measured phase times (backend-specific names).
+        measured_on: how the measurement ran (processes and transport).
     """
 
     backend: str
@@ -95,6 +96,7 @@ class BackendCost:
     accuracy: dict[str, float] = field(default_factory=dict)
     batch: int = 1
     phases: dict[str, float] = field(default_factory=dict)
+    measured_on: str = ""
 
     def latency(self, net: Network) -> float:
         """Predicted seconds per request on ``net``."""

@@ -44,6 +44,7 @@ from veil.models.ir import (
     evaluate_layer,
 )
 from veil.securecompute.fhe.featurewise import FeatureMap
+from veil.securecompute.fhe.forest_probe import forest_reason
 from veil.securecompute.fhe.layout import estimate_cost, feature_steps, row_steps
 from veil.securecompute.fhe.matvec import DenseMap, next_pow2
 from veil.securecompute.fhe.poly import ChebPoly, approximate, best_baby, evaluate_poly, plan_depth
@@ -51,6 +52,7 @@ from veil.securecompute.fhe.sign import CompositeRelu, CompositeStep, composite_
 
 __all__ = ["Plan", "Compiled", "compile_model", "FOREST_REASON", "PolyStep"]
 
+# the static form; the message a forest gets quotes the recorded measurement (forest_probe)
 FOREST_REASON = (
     "tree ensembles need a comparison x[f] <= t per node; under CKKS that is a sign "
     "polynomial of degree ~1/gap (composite minimax, depth >= 10 for a 2^-8 gap) followed by "
@@ -156,7 +158,7 @@ def _segments(model: Model) -> list[tuple[str, Any]]:
         layers.pop()  # the client takes the argmax of the decrypted scores
     for i, layer in enumerate(layers):
         if isinstance(layer, TreeEnsemble):
-            raise UnsupportedModelError(f"fhe backend: {FOREST_REASON}")
+            raise UnsupportedModelError(f"fhe backend: {forest_reason()}")
         if isinstance(layer, MaxPool2d):
             raise UnsupportedModelError(
                 f"fhe backend: layer {i} MaxPool2d needs comparisons; train with AvgPool2d "
