@@ -201,19 +201,8 @@ def concrete_python() -> Path | None:
 
 def export_spec(workloads: list[Workload], path: Path) -> None:
     """Write the workloads (layers + weights, inputs, calibration) as one .npz for the peer."""
-    from veil.models.ir import (
-        GELU,
-        Argmax,
-        AvgPool2d,
-        Conv2d,
-        Flatten,
-        Linear,
-        ReLU,
-        Sigmoid,
-        Softmax,
-        Tanh,
-        TreeEnsemble,
-    )
+    from veil.models.ir import (GELU, Argmax, AvgPool2d, Conv2d, Flatten, Linear, ReLU, Sigmoid,
+                                Softmax, Tanh, TreeEnsemble)
 
     arrays: dict[str, np.ndarray] = {}
     spec = []
