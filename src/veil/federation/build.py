@@ -266,7 +266,7 @@ def build_pipeline(
         chain = presets.for_secure_sum(chain, a.bits, a.quantize_range)
         # parameters sized for the largest sum: the cohort (every site under Poisson)
         most = cfg.data.sites if cfg.federation.sampling == "poisson" else round(cfg.cohort)
-        summation = CkksSum(bits=a.bits, max_sites=max(1, int(most)))
+        summation = CkksSum(bits=chain.output.bits or a.bits, max_sites=max(1, int(most)))
     if a.strong_summation is not None:
         from veil.aggregation.tiered import TieredSum
 
