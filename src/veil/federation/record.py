@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from veil.data import Dataset
     from veil.federation.config import RunConfig
 
-__all__ = ["versions", "write_json_atomic", "read_record", "RunRecord", "RECORD", "MODEL"]
+__all__ = ["versions", "write_json_atomic", "read_record", "check_record", "RunRecord", "RECORD",
+           "MODEL"]
 
 RECORD = "record.json"
 MODEL = "model.pt"
@@ -62,9 +63,39 @@ def read_record(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.is_file():
         raise DataError(f"no {RECORD} in {run_dir}: is it a veil run directory?")
     try:
-        return json.loads(p.read_text())
+        obj = json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise DataError(f"{p} is not valid JSON: {e}") from None
+    check_record(obj, p)
+    return obj
+
+
+#: the type every top-level section of a record must have (when present and not null)
+_SECTIONS: dict[str, type] = {
+    "config": dict, "final": dict, "privacy": dict, "plan": dict, "seeds": dict,
+    "versions": dict, "model": dict, "data": dict, "rounds": list, "pipeline": list,
+}
+
+
+def check_record(obj: Any, path: str | os.PathLike[str] = RECORD) -> None:
+    """Refuse a record whose sections have the wrong types, naming the section.
+
+    Raises:
+        veil.errors.DataError: not a JSON object, a section of the wrong type, or a round
+            that is not an object.
+    """
+    if not isinstance(obj, dict):
+        raise DataError(f"{path} must hold a JSON object (a veil run record), "
+                        f"not a {type(obj).__name__}")
+    for key, want in _SECTIONS.items():
+        v = obj.get(key)
+        if v is not None and not isinstance(v, want):
+            raise DataError(f"{path}: '{key}' must be a JSON "
+                            f"{'object' if want is dict else 'array'}, got "
+                            f"{type(v).__name__} {json.dumps(v)[:60]}; is the record edited?")
+    for i, r in enumerate(obj.get("rounds") or []):
+        if not isinstance(r, dict):
+            raise DataError(f"{path}: rounds[{i}] must be a JSON object, got {json.dumps(r)[:60]}")
 
 
 class RunRecord:
@@ -80,6 +111,8 @@ class RunRecord:
 
     def __init__(self, run_dir: str | os.PathLike[str], record: dict[str, Any] | None = None):
         self.run_dir = Path(run_dir)
+        if record is not None:
+            check_record(record, self.run_dir / RECORD)
         self.data: dict[str, Any] = record if record is not None else read_record(run_dir)
 
     @property

@@ -229,6 +229,18 @@ def build_html(record: dict[str, Any], audit: dict[str, Any] | None = None,
     return "".join(p)
 
 
+def _check_audit(audit: Any, path: Path) -> None:
+    """Refuse an ``audit.json`` whose sections have the wrong types, naming the section."""
+    if audit is None:
+        return
+    if not isinstance(audit, dict):
+        raise DataError(f"{path} must hold a JSON object, not a {type(audit).__name__}")
+    for key in ("membership", "one_run", "inversion"):
+        if audit.get(key) is not None and not isinstance(audit[key], dict):
+            raise DataError(f"{path}: '{key}' must be a JSON object, got "
+                            f"{type(audit[key]).__name__}; re-run `veil audit`")
+
+
 def render_report(run_dir: str | Path, log_path: str | Path | None = None) -> Path:
     """Write ``report.html`` into ``run_dir`` from ``record.json`` (+ ``audit.json``).
 
@@ -243,17 +255,17 @@ def render_report(run_dir: str | Path, log_path: str | Path | None = None) -> Pa
     Raises:
         DataError: ``record.json`` is missing or not JSON.
     """
+    from veil.federation.record import read_record
+
     run = Path(run_dir)
-    rec_p = run / "record.json"
-    if not rec_p.is_file():
-        raise DataError(f"no record.json in {run}: is it a veil run directory?")
+    record = read_record(run)  # typed errors: missing, not JSON, sections of wrong types
     try:
-        record = json.loads(rec_p.read_text())
         audit = (
             json.loads((run / "audit.json").read_text()) if (run / "audit.json").is_file() else None
         )
     except json.JSONDecodeError as e:
         raise DataError(f"cannot parse the run's JSON files in {run}: {e}") from None
+    _check_audit(audit, run / "audit.json")
     head = None
     lp = Path(log_path) if log_path is not None else run.parent / "audit.log"
     if lp.is_file():
