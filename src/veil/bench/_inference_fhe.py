@@ -152,7 +152,7 @@ def fhe_row(w: Workload, repeats: int = 3) -> dict[str, Any]:
         bytes_down=r.bytes_down, bytes_keys=r.bytes_keys, rounds=1,
         max_abs_err=float(np.max(np.abs(got - want))),
         ring=r.report.get("poly_degree_n"), depth=r.report.get("depth"),
-        rotation_keys=r.report.get("rotation_keys"),
+        rotation_keys=r.report.get("rotation_keys"), layout=r.report.get("layout"),
         approximation=r.report.get("approximation"),
     )
     if w.model.task == "classification" and want.shape[1] > 1:
