@@ -42,6 +42,7 @@ from veil.federation.site import Site, SiteStreams, site_streams
 from veil.models.params import flat_params, load_flat_params
 from veil.privacy.release import release_measurements
 from veil.training import LocalConfig, SiteData, Trainer
+from veil.training.data import check_parts
 
 __all__ = [
     "Simulation", "Federation", "RunResult", "evaluate", "hide_membership", "make_plan",
@@ -160,6 +161,7 @@ class Simulation:
     ) -> None:
         self.model = model
         self.dataset = dataset
+        check_parts(parts, len(dataset.y_train))  # an index outside the data: typed error
         self.sites = [
             Site(i, dataset.x_train[p], dataset.y_train[p], site_streams(secure_rng, seed),
                  pipeline.init_site())

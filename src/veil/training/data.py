@@ -10,7 +10,23 @@ from torch import nn
 
 from veil.errors import DataError
 
-__all__ = ["SiteData", "per_example_loss"]
+__all__ = ["SiteData", "check_parts", "per_example_loss"]
+
+
+def check_parts(parts: Sequence[np.ndarray], n: int) -> None:
+    """Each site's row indices must be integers in ``[0, n)``.
+
+    Raises:
+        DataError: naming the site and the first index outside the data.
+    """
+    for i, p in enumerate(parts):
+        a = np.asarray(p)
+        if a.size and not np.issubdtype(a.dtype, np.integer):
+            raise DataError(f"site {i}: row indices must be integers, got {a.dtype}")
+        bad = a[(a < 0) | (a >= n)] if a.size else a
+        if bad.size:
+            raise DataError(f"site {i}: row index {int(bad[0])} is outside the data "
+                            f"({n} training examples, indices 0..{n - 1})")
 
 
 class SiteData:
@@ -25,6 +41,7 @@ class SiteData:
     def __init__(self, x: np.ndarray, y: np.ndarray, parts: Sequence[np.ndarray]) -> None:
         if len(x) != len(y):
             raise DataError(f"features ({len(x)}) and labels ({len(y)}) differ in length")
+        check_parts(parts, len(x))
         self._stack([(x[p], y[p]) for p in parts], x.shape[1:], y.dtype)
 
     @classmethod
