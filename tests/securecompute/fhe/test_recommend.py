@@ -91,9 +91,10 @@ def test_forest_is_routed_to_mpc_with_the_reason(tmp_path) -> None:
     model = from_sklearn(est)
     cost = rm.measure_fhe(model, x[:1], x)
     assert not cost.supported and "mpc" in cost.reason
+    assert "measured for" in cost.reason  # cites benchmarks/fhe-forest-probe.json
     rec = choose([BackendCost("mpc", True, compute_s=0.05, rounds=10,
                               accuracy={"max_rel_err": 0.0}), cost])
-    assert rec.choice == "mpc"
+    assert rec.choice == "mpc" and any("measured for" in r for r in rec.reasons)
     assert np.isfinite(rec.rows[0]["latency_s"])
 
 
