@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from veil.aggregation import PayloadSum, PlainSum, QSGD, RandK, SecAggSum, TopK
+from veil.aggregation import QSGD, PayloadSum, PlainSum, RandK, SecAggSum
 from veil.app import parse_config
 from veil.errors import ConfigError
 from veil.federation.build import build_federation, build_pipeline

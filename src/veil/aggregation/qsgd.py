@@ -16,10 +16,11 @@ Two scales, two places in a pipeline:
 * **shared scale** (``scale=R``, secure sums): every site uses the public range ``R``
   (values beyond it are clipped: a stated bias) and emits its integer codes into the ring
   ``Z_2^B`` with ``B = bitlen(n · L)`` for a cohort bound ``n``, so the sum of up to
-  ``n`` sites' codes never wraps (the masks of SecAgg+ are uniform on any ring width); SecAgg+ then masks and sends ``B`` bits per
-  coordinate. The server reads ``Σv ≈ R · (2 S / L − m)`` from the code sum ``S`` of ``m``
-  survivors. Sites with different scales could not be summed under a mask, which is why
-  the secure mode shares one.
+  ``n`` sites' codes never wraps (the masks of SecAgg+ are uniform on any ring width);
+  SecAgg+ then masks and sends ``B`` bits per coordinate. The server reads
+  ``Σv ≈ R · (2 S / L − m)`` from the code sum ``S`` of ``m`` survivors. Sites with
+  different scales could not be summed under a mask, which is why the secure mode shares
+  one.
 
 Quantising after a DP clip can lengthen a vector beyond the clip bound (each coordinate
 moves to a grid point), so the stage declares ``dp = "unsafe"``: a chain with a client-
