@@ -304,8 +304,9 @@ def run_concrete(workloads: list[Workload], per_workload_s: int = 300,
 
 
 def _per_request(r: dict[str, Any]) -> float:
-    """A row's whole per-request latency (mpc: input + online + reveal)."""
-    if r["backend"] == "mpc":
+    """A row's whole per-request latency (mpc and SPU: input + online + reveal; fhe's and
+    Concrete-ML's ``latency_s`` already include encryption and decryption)."""
+    if r["backend"] in ("mpc", "spu"):
         return float(r["latency_s"]) + float(r.get("input_s", 0)) + float(r.get("reveal_s", 0))
     return float(r["latency_s"])
 
@@ -322,10 +323,10 @@ def peer_targets(rows: list[dict[str, Any]]) -> tuple[dict[str, bool], dict[str,
     * ``fhe_2x_concrete:<w>`` — for every workload the fhe backend supports: its latency at
       most half of Concrete-ML's, at equal or better accuracy. Concrete-ML not measured for
       the workload (not installed, timed out, failed) → False, and the source says why.
-    * ``best_2x_peers:<w>`` — for every workload: veil's faster backend (mpc per request =
-      input + online + reveal; fhe = encrypt + server + decrypt) at most half the faster of
-      SPU and Concrete-ML, both measured in this run where they can run it; a peer missing
-      → False with the reason.
+    * ``best_2x_peers:<w>`` — for every workload: veil's faster backend (mpc and SPU per
+      request = input + online + reveal; fhe = encrypt + server + decrypt) at most half the
+      faster of SPU and Concrete-ML, both measured in this run; a peer missing → False with
+      the reason.
 
     Returns the mapping and, per target, the numbers or the reason.
     """
