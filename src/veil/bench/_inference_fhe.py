@@ -414,6 +414,40 @@ def matvec_vs_tenseal(repeats: int = 5) -> dict[str, Any]:
             "tenseal_max_abs_err": float(np.max(np.abs(np.array(r.decrypt()) - w @ x)))}
 
 
+def _mean_ms(fn: Any, repeats: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats * 1e3
+
+
+def ckks_op_costs(repeats: int = 20) -> list[dict[str, Any]]:
+    """Mean times (ms) of the CKKS operations a request is made of, for the depth-1 chain a
+    dense map used to get ([39, 31, 39], N = 4096) and the depth-0 one it gets now
+    ([54, 54]): encrypt (+ serialise), load, rotate, plaintext product, dump, decrypt."""
+    from veil.crypto.ckks import CkksParams, Evaluator, KeyOwner
+
+    out = []
+    for p in (CkksParams(4096, (39, 31, 39), 31), CkksParams(4096, (54, 54), 24)):
+        owner = KeyOwner(p, [1, 2, 4, 8])
+        ev = Evaluator(owner.evaluation_keys())
+        x = np.arange(p.slots) * 1e-3
+        blob = owner.encrypt([x])
+        (c,) = ev.load(blob)
+        pt = ev.encode(x, c, scale=2.0**20)
+        down = ev.dump([c])
+        ops = {"encrypt_ms": lambda o=owner, v=x: o.encrypt([v]),
+               "load_ms": lambda e=ev, b=blob: e.load(b),
+               "rotate_ms": lambda e=ev, ct=c: e.rotate(ct, 1),
+               "mul_plain_ms": lambda e=ev, ct=c, q=pt: e.mul_plain(ct, q, rescale=False),
+               "dump_ms": lambda e=ev, ct=c: e.dump([ct]),
+               "decrypt_ms": lambda o=owner, d=down: o.decrypt(d)}
+        out.append({"coeff_bits": list(p.coeff_bits), "bytes_up": len(blob),
+                    "bytes_down": len(down),
+                    **{k: _mean_ms(fn, repeats) for k, fn in ops.items()}})
+    return out
+
+
 def run(quick: bool = False, peers: bool = False, log: Any = print) -> dict[str, Any]:
     """The fhe suite (and Concrete-ML side by side with ``peers``) as one result dict."""
     from veil.bench._machine import machine_info
@@ -430,7 +464,7 @@ def run(quick: bool = False, peers: bool = False, log: Any = print) -> dict[str,
         "benchmark": "inference", "backends": ["fhe"] + (["concrete-ml"] if peers else []),
         "machine": machine_info(), "load_before": load, "load_after": os.getloadavg(),
         "results": rows, "peers": peer_status, "concrete_reference_issue": CONCRETE_REFERENCE,
-        "kernel_matvec_64x10": matvec_vs_tenseal(),
+        "kernel_matvec_64x10": matvec_vs_tenseal(), "ckks_op_costs": ckks_op_costs(),
         "targets_met": targets(rows),
     }
 
