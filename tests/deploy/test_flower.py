@@ -1,9 +1,9 @@
 """veil runs on a real Flower SuperLink and SuperNodes (OS processes on loopback).
 
-The fast test (default suite) runs a SecAgg+ round on one shared three-site deployment
-and compares the final model with the simulation of the same config and seed; the slow
-ones reuse that deployment for plain FedAvg, client-level DP and DP-SGD accounted at the
-sites, and start their own for TLS from generated certificates and for a SuperNode
+The fast test (default suite) runs a plain FedAvg round on one shared three-site
+deployment and compares the final model with the simulation of the same config and seed;
+the slow ones reuse that deployment for SecAgg+, client-level DP and DP-SGD accounted at
+the sites, and start their own for TLS from generated certificates and for a SuperNode
 killed mid-round.
 """
 
@@ -63,6 +63,25 @@ def _run_shared(dep: Any, tmp: Path, **kw: Any) -> tuple[Path, str, dict[str, An
     return cfg, status, rec
 
 
+def test_fedavg_round_over_flower_equals_simulation(
+    shared_deployment: Any, tmp_path: Path
+) -> None:
+    # the default suite's end-to-end test: one plain round (one exchange after the hello)
+    # on real processes; SecAgg+ and DP over the same messages run in process in
+    # test_inprocess.py and on real processes in the slow tests below
+    cfg, status, rec = _run_shared(shared_deployment, tmp_path, rounds=1)
+    assert status == "finished:completed"
+    assert rec["transport"] == "flower" and rec["final"]["status"] == "completed"
+    assert rec["rounds"][0]["survivors"] == [0, 1, 2]
+    assert len(rec["rounds"][0]["exchange_s"]) == 1
+    # without shared counts the sites are weighted equally (the simulation weights by size)
+    sim = build_federation(load_config(cfg, {"aggregation.weighted": False})).run()
+    np.testing.assert_allclose(_model(tmp_path / "run"), sim.params.numpy(), rtol=0, atol=1e-6)
+    for agent in shared_deployment._agents.glob("n*/agent.pid"):
+        assert int(agent.read_text()) > 0  # each site's executor is up (stopped by PID)
+
+
+@pytest.mark.slow
 def test_secagg_round_over_flower_equals_simulation(
     shared_deployment: Any, tmp_path: Path
 ) -> None:

@@ -105,6 +105,14 @@ def _watch_parent(pid: int) -> None:
         time.sleep(0.5)
 
 
+def _warm_up() -> None:
+    import importlib
+
+    for name in ("torch", "veil.deploy.site", "veil.deploy.parts", "veil.federation.build",
+                 "veil.protocols.secagg"):
+        importlib.import_module(name)
+
+
 def run_executor(
     address: str,
     insecure: bool = True,
@@ -130,6 +138,9 @@ def run_executor(
 
     if parent_pid:
         threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    # warm up while the SuperNode connects: the first message (hello) then finds torch and
+    # the site's modules loaded instead of importing them inside the coordinator's deadline
+    threading.Thread(target=_warm_up, daemon=True).start()
     agent = _Agent()  # one SiteRuntime per run, in this process's memory
     client = RuntimeHttpClient.from_server_address(
         server_address=address, insecure=insecure, root_certificates=certificates,
