@@ -5,6 +5,14 @@ reads it back: no pickled objects, so a crafted checkpoint cannot run code). Str
 state is packed by :func:`pack` into JSON plus a table of tensors and unpacked against a
 template of the same shape (the freshly built part's own initial state), so restoring
 never writes another object's attributes: each part loads its own ``state_dict``.
+
+Each site's state (its stage state and its own sample-level ledger, whose ε says how often
+the site took part) is a file of that site, ``RUN/sites/<id>/state-<next_round>.pt``, not
+part of the server's ``checkpoint.pt``: under client-level DP with hidden cohorts the
+server-side checkpoint must not reveal who took part. Every site's file is rewritten every
+round (whether it took part or not), before the server's checkpoint; the server's
+checkpoint names the round, so a crash between the two resumes from the site files of the
+round the checkpoint names (older files are removed only after it is written).
 """
 
 from __future__ import annotations
@@ -21,14 +29,18 @@ import torch
 
 from veil.errors import ConfigError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "pack", "unpack", "CHECKPOINT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "pack", "unpack", "site_state_path",
+           "CHECKPOINT", "SITES"]
 
 #: the fix a corrupt or foreign checkpoint names
 AFRESH = ("start afresh with `veil train --restart CONFIG` (the earlier files are kept in "
           "RUN/previous-N/)")
 
 CHECKPOINT = "checkpoint.pt"
-_FORMAT = 2
+#: the folder of the sites' own state files inside a run directory
+SITES = "sites"
+_FORMAT = 3
+_FORMATS = (2, 3)  # 2: the sites' states inside checkpoint.pt (still read)
 
 
 def pack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -83,17 +95,59 @@ def unpack(img: Any, tensors: Mapping[str, torch.Tensor], template: Any = None) 
     raise ConfigError("checkpoint holds an unknown state entry; " + AFRESH)
 
 
-def save_checkpoint(state: Mapping[str, Any], run_dir: Path) -> Path:
-    """Write a run's ``state_dict`` (temp file + fsync + atomic rename)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def site_state_path(run_dir: Path, site: int, next_round: int) -> Path:
+    """Site ``site``'s own state file after ``next_round`` completed rounds."""
+    return run_dir / SITES / str(int(site)) / f"state-{int(next_round)}.pt"
+
+
+def _write(obj: Any, path: Path) -> None:
+    """``obj`` packed into ``path`` (temp file + fsync + atomic rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
-    doc = json.dumps(pack(dict(state), tensors), allow_nan=True)
-    path = run_dir / CHECKPOINT
+    doc = json.dumps(pack(obj, tensors), allow_nan=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"format": _FORMAT, "state": doc, "tensors": tensors}, tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _read(path: Path, template: Any) -> Any:
+    """Invert :func:`_write` (``weights_only``: tensors and JSON only)."""
+    try:
+        raw = torch.load(path, weights_only=True)
+        img = json.loads(raw["state"])
+    except Exception as e:  # corrupt, truncated, or not ours
+        raise ConfigError(
+            f"checkpoint {path} is unreadable ({type(e).__name__}); {AFRESH}"
+        ) from None
+    if not isinstance(raw, dict) or raw.get("format") not in _FORMATS:
+        raise ConfigError(f"checkpoint {path} has an unknown format; " + AFRESH)
+    return unpack(img, raw["tensors"], template)
+
+
+def save_checkpoint(state: Mapping[str, Any], run_dir: Path) -> Path:
+    """Write a run's ``state_dict``: each site's state to its own file, then the rest.
+
+    Returns:
+        The server's checkpoint file.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    server = dict(state)
+    sites = server.pop("sites", None)
+    if sites is not None:
+        nxt = int(server.get("next_round", 0))
+        for i, st in enumerate(sites):
+            _write(st, site_state_path(run_dir, i, nxt))
+        server["site_files"] = len(sites)  # the server knows how many sites, not their state
+    path = run_dir / CHECKPOINT
+    _write(server, path)
+    if sites is not None:
+        for i in range(len(sites)):  # the earlier rounds' site files, now superseded
+            keep = site_state_path(run_dir, i, nxt)
+            for old in keep.parent.glob("state-*.pt"):
+                if old != keep:
+                    old.unlink(missing_ok=True)
     return path
 
 
@@ -105,21 +159,24 @@ def load_checkpoint(run_dir: Path, template: Any = None) -> dict[str, Any]:
         template: the freshly built run's own ``state_dict`` (dataclass shapes).
 
     Raises:
-        ConfigError: no checkpoint, unreadable, or of an unknown format.
+        ConfigError: no checkpoint or a site's state file missing, unreadable, or of an
+            unknown format.
     """
     path = run_dir / CHECKPOINT
     if not path.is_file():
         raise ConfigError(f"nothing to resume: no checkpoint at {path}; start without --resume")
-    try:
-        raw = torch.load(path, weights_only=True)
-        img = json.loads(raw["state"])
-    except Exception as e:  # corrupt, truncated, or not ours
-        raise ConfigError(
-            f"checkpoint {path} is unreadable ({type(e).__name__}); {AFRESH}"
-        ) from None
-    if not isinstance(raw, dict) or raw.get("format") != _FORMAT:
-        raise ConfigError(f"checkpoint {path} has an unknown format; " + AFRESH)
-    out = unpack(img, raw["tensors"], template)
+    out = _read(path, template)
     if not isinstance(out, dict):
         raise ConfigError(f"checkpoint {path} has an unknown format; " + AFRESH)
+    n = out.pop("site_files", None)
+    if n is not None:
+        tpl = template.get("sites") if isinstance(template, Mapping) else None
+        nxt = int(out.get("next_round", 0))
+        sites = []
+        for i in range(int(n)):
+            p = site_state_path(run_dir, i, nxt)
+            if not p.is_file():
+                raise ConfigError(f"site {i}'s state file {p} is missing; " + AFRESH)
+            sites.append(_read(p, tpl[i] if isinstance(tpl, list) and i < len(tpl) else None))
+        out["sites"] = sites
     return out
