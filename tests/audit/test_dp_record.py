@@ -104,8 +104,9 @@ def test_a_reader_of_a_dp_record_finds_no_cohort(tmp_path: Path) -> None:
     rec, run_dir = _dp_run(tmp_path, "poisson", secagg=False, rounds=4, resume=True, z=1.0)
     assert [r["round"] for r in rec["rounds"]] == [0, 1, 2, 3]
     assert _membership_found(rec["rounds"]) == []
-    assert all(isinstance(r["n_selected"], int) and r["n_summed"] <= r["n_selected"]
-               for r in rec["rounds"])
+    # nor how many: under hidden Poisson cohorts a count is a sensitivity-1 statistic
+    # (tests/privacy/test_hidden_cohort_release.py)
+    assert not any({"n_selected", "n_summed"} & set(r) for r in rec["rounds"])
     # the checkpoint lies in the run directory too: its copy of the records is read back
     ck = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     state = {k: v for k, v in json.loads(ck["state"])["__map__"]}

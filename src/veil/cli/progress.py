@@ -88,10 +88,12 @@ def summary_table(
             str(r["round"] + 1),
             f"{acc:.3f}" if acc is not None else "–",
             f"{loss:.3f}" if loss is not None else "–",
-            # a DP run's record keeps only counts (privacy.record_cohorts = false)
+            # a DP run's record keeps only counts (privacy.record_cohorts = false), and
+            # none under hidden cohorts (they would count the secret cohort): "–"
             f"{r.get('n_summed', len(r.get('survivors', [])))}"
-            f"/{r.get('n_selected', len(r.get('cohort', [])))}",
-            fmt_bytes(r.get("bytes_per_site_mean", 0.0)),
+            f"/{r.get('n_selected', len(r.get('cohort', [])))}"
+            if any(k in r for k in ("n_summed", "survivors")) else "–",
+            fmt_bytes(r["bytes_per_site_mean"]) if "bytes_per_site_mean" in r else "–",
         ]
         if has_eps:
             e = r.get("epsilon_client", r.get("epsilon_sample_max"))

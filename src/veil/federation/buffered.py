@@ -158,6 +158,9 @@ class BufferedSimulation(Simulation):
             with secure aggregation, a deadline, or Poisson sampling.
     """
 
+    #: the schedule is a function of the public latency model and seed (module docstring)
+    public_schedule = True
+
     def __init__(
         self, *args: Any, buffered: BufferedConfig, latency: Any = None, **kwargs: Any
     ) -> None:

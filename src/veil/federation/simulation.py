@@ -40,7 +40,7 @@ from veil.federation.server import Server, round_half
 from veil.federation.server_opt import ServerOptimizer
 from veil.federation.site import Site, SiteStreams, site_streams
 from veil.models.params import flat_params, load_flat_params
-from veil.privacy.release import release_measurements
+from veil.privacy.release import release_measurements, release_round
 from veil.training import LocalConfig, SiteData, Trainer
 from veil.training.data import check_parts
 
@@ -125,12 +125,17 @@ class Simulation:
             released measurements.
         record_cohorts: keep who took part (cohort, survivors, per-site bytes) in each
             round's record. ``False`` keeps only counts (``n_selected``, ``n_summed``), in
-            the record, the checkpoint and what ``on_round`` sees.
+            the record, the checkpoint and what ``on_round`` sees — and with client-level
+            DP not even those (:func:`veil.privacy.release.release_round`).
         debug_unnoised: keep un-noised diagnostics in DP records (the run is not private).
         behaviour: what some sites do instead of sending their honest update (attacks for
             tests and benchmarks: :mod:`veil.aggregation.attacks`); ``apply(round, ids,
             updates, params)`` returns the rows the sites send (``None``: all honest).
     """
+
+    #: whether who takes part is public (a schedule of the seed, e.g. buffered async):
+    #: then a hidden-cohort DP record may keep its counts
+    public_schedule = False
 
     def __init__(
         self,
@@ -418,6 +423,9 @@ class Simulation:
         rec["duration_s"] = time.perf_counter() - t0
         if not self.record_cohorts:
             hide_membership(rec)
+            if self.dp_mechanism is not None and not self.public_schedule:
+                # hidden cohorts: no count of the cohort either (docs/differential-privacy.md)
+                release_round(rec, self.sampling, debug=self.debug_unnoised)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

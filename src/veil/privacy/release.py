@@ -17,6 +17,13 @@ Three rules the federation applies so that the ε it reports holds
   sizes each site's noise for the sites that will both survive *and* be honest — expected
   survivors minus the sites the SecAgg threat model lets collude with the server — and
   the discrete Gaussian bound's precondition σ ≥ 1/2 is checked.
+* **No cohort counts** (:func:`release_round`): with hidden cohorts (client-level DP,
+  ``privacy.record_cohorts = false``) a round's record keeps only keys known to be public
+  or noised, fail-closed. Under add/remove-one-site the number of sites selected, summed,
+  late or rejected, the bytes they sent, the protocol's counters and the round's timings
+  are sensitivity-1 (or worse) functions of the secret cohort — DP-FedAvg divides by the
+  fixed expected cohort size precisely so that no count is needed — so they are dropped;
+  a fixed-size cohort's size is configuration and stays.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ __all__ = [
     "draw_cohort",
     "honest_survivors",
     "release_measurements",
+    "release_round",
 ]
 
 #: Stages whose decode measurements are noised or post-processing of the noised sum.
@@ -45,6 +53,17 @@ DP_STAGES = ("dp_fedavg", "adaptive_dp_fedavg", "distributed_dp")
 _PUBLIC = frozenset({"uniform_mean/denominator", "quantize/scale", "survivors", "rejected_sites"})
 #: Summation protocols whose measurements are protocol counters and timings.
 _PROTOCOLS = ("secagg/",)
+#: Measurements that count the round's sites (not public when the cohort is hidden).
+_COUNTS = frozenset({"survivors", "rejected_sites"})
+#: Round-record keys a hidden-cohort DP round may keep: public (round index, tier,
+#: configuration) or noised / post-processing (test metrics of the noised model, ε from
+#: the public plan, released measurements).
+_ROUND_PUBLIC = frozenset({
+    "round", "summation", "test_loss", "test_accuracy", "measurements",
+    "epsilon_client", "epsilon_sample_max", "delta",
+})
+#: what a lost round's record says instead of its reason (which counts sites)
+LOST = "round lost (reason withheld: it would count the hidden cohort)"
 
 
 def draw_cohort(rng: Any, n_sites: int, cohort: float, sampling: str) -> np.ndarray:
@@ -104,3 +123,32 @@ def release_measurements(
         ):
             out[k] = v
     return out
+
+
+def release_round(rec: dict[str, Any], sampling: str, debug: bool = False) -> None:
+    """Keep only what a reader of a hidden-cohort DP round's record may see (in place).
+
+    Fail-closed: a key not known to be public or noised is dropped (``n_selected``,
+    ``n_summed``, ``n_rejected``, ``n_flagged``, ``late``, bytes, timings...), as are the
+    count measurements and protocol counters; a lost round keeps only the fact
+    (``aborted`` = :data:`LOST`; whether the model moved is visible from the model
+    anyway). A fixed-size cohort keeps ``n_selected``: its size is configuration. Call
+    it after :func:`veil.federation.simulation.hide_membership`.
+
+    Args:
+        rec: the round's record (membership already replaced by counts).
+        sampling: ``"poisson"`` or ``"fixed"``.
+        debug: ``privacy.debug_unnoised_statistics`` (keep everything; not private).
+    """
+    if debug:
+        return
+    lost = "aborted" in rec or "skipped" in rec
+    keep = _ROUND_PUBLIC | ({"n_selected"} if sampling == "fixed" else set())
+    for k in [k for k in rec if k not in keep]:
+        del rec[k]
+    meas = rec.get("measurements")
+    if isinstance(meas, dict):
+        for k in [k for k in meas if k in _COUNTS or k.startswith(_PROTOCOLS)]:
+            del meas[k]
+    if lost:
+        rec["aborted"] = LOST
