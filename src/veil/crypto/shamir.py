@@ -9,9 +9,13 @@ Pure functions; the polynomial coefficients come from :mod:`secrets`.
 
 from __future__ import annotations
 
+import functools
+import math
 import random
 import secrets
 from collections.abc import Callable, Sequence
+
+import numpy as np
 
 from veil.errors import AbortError, LocalError, MalformedMessageError
 
@@ -113,13 +117,31 @@ def lagrange_at_zero(xs: Sequence[int], prime: int = PRIME) -> list[int]:
 
     λ_i = Π_{j≠i} x_j / Π_{j≠i} (x_j − x_i). All t denominators are inverted with a single
     modular inversion (Montgomery's batch trick: invert the product, then peel off the
-    prefix products), instead of one ``pow(·, −1, p)`` per coefficient.
+    prefix products), instead of one ``pow(·, −1, p)`` per coefficient. Share points are
+    usually small (site id + 1): then the products are formed exactly on small integers
+    (one reduction per coefficient instead of one per factor). The coefficients depend
+    only on the points, which are public, so they are cached per point set: every secret
+    rebuilt from shares at the same points reuses them.
 
     Raises:
         MalformedMessageError: if two points coincide modulo ``prime``.
     """
+    return list(_lagrange_cached(tuple(int(x) for x in xs), prime))
+
+
+#: points up to this many bits take the exact small-integer path of the coefficients
+_SMALL_POINT_BITS = 64
+
+
+@functools.lru_cache(maxsize=4096)
+def _lagrange_cached(xs: tuple[int, ...], prime: int) -> tuple[int, ...]:
     t = len(xs)
-    nums, dens = _lagrange_terms(xs, prime)
+    if all(0 < x and x.bit_length() <= _SMALL_POINT_BITS for x in xs) and max(xs) < prime:
+        if len(set(xs)) != t:
+            raise MalformedMessageError("repeated share points")
+        nums, dens = _lagrange_terms_exact(xs, prime)
+    else:
+        nums, dens = _lagrange_terms(xs, prime)
     if any(den == 0 for den in dens):
         raise MalformedMessageError("repeated share points")
     prefix = [1] * (t + 1)
@@ -130,7 +152,24 @@ def lagrange_at_zero(xs: Sequence[int], prime: int = PRIME) -> list[int]:
     for i in range(t - 1, -1, -1):
         lam[i] = nums[i] * (inv * prefix[i] % prime) % prime  # 1/den_i = inv · Π_{j<i} den_j
         inv = inv * dens[i] % prime  # now 1 / Π_{j<i} den_j
-    return lam
+    return tuple(lam)
+
+
+def _lagrange_terms_exact(xs: Sequence[int], prime: int) -> tuple[list[int], list[int]]:
+    """:func:`_lagrange_terms` for small positive points below ``prime``: Π x_j is formed
+    once and divided exactly by each x_i; each Π_{j≠i}(x_j − x_i) is a product of small
+    integers (t·bits(x) bits, no reduction until the end). The points must be distinct
+    (then no denominator is 0 modulo p: every factor is a non-zero integer below p)."""
+    whole = math.prod(xs)
+    nums = [whole // x % prime for x in xs]
+    if max(xs) < 1 << 62:  # differences fit int64: one row of factors per point, in C
+        arr = np.asarray(xs, dtype=np.int64)
+        diff = arr[None, :] - arr[:, None]
+        np.fill_diagonal(diff, 1)
+        rows = diff.tolist()
+    else:
+        rows = [[xj - xi for xj in xs if xj != xi] for xi in xs]
+    return nums, [math.prod(row) % prime for row in rows]
 
 
 def combine(

@@ -333,7 +333,10 @@ class SecAggServer(Machine):
     def _rebuild(self, u: int, kind: int, check: Callable[[bytes], bool] | None) -> bytes:
         """Secret ``kind`` of site ``u`` from its holders' shares; with a ``check`` (seed
         commitment, advertised public key) wrong shares are found, named and ignored."""
-        shares = self._shares[(u, kind)]
+        # canonical order (by holder): the first t shares then lie at the same points for
+        # every secret whose t lowest holders coincide, and the Lagrange coefficients of
+        # those points are computed once (shamir caches them per point set)
+        shares = sorted(self._shares[(u, kind)])
         t = self.config.threshold
         if check is None:
             return shamir.combine(shares, t)
