@@ -137,6 +137,8 @@ class Recommendation:
                 f"{r['latency_s'] * 1e3:8.1f}ms {r['compute_s'] * 1e3:8.1f}ms {r['rounds']:7d} "
                 f"{r['bytes']:11,d} {r['setup_s']:8.2f}s {r['throughput']:10.1f}  {acc}"
             )
+        lines += [f"  {r['backend']} measured as: {r['measured_on']}" for r in self.rows
+                  if r.get("measured_on")]
         lines.append("")
         lines.append(f"choice: {self.choice or 'none'}")
         lines += [f"  - {x}" for x in self.reasons]
@@ -171,7 +173,8 @@ def choose(
     rows, reasons = [], [f"threat model {threat!r}: {THREAT_MODELS[threat]}"]
     feasible: list[tuple[float, BackendCost]] = []
     for c in costs:
-        row: dict[str, Any] = {"backend": c.backend, "supported": c.supported, "reason": c.reason}
+        row: dict[str, Any] = {"backend": c.backend, "supported": c.supported, "reason": c.reason,
+                               "measured_on": c.measured_on}
         if not c.supported:
             reasons.append(f"{c.backend} cannot run this model: {c.reason}")
             row["feasible"] = False
