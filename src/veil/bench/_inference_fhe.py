@@ -469,13 +469,47 @@ def run(quick: bool = False, peers: bool = False, log: Any = print) -> dict[str,
     }
 
 
+def record_forest_probe(json_path: str, mpc_json: str | None = None) -> list[dict[str, Any]]:
+    """Measure rf-10x10 under CKKS (:func:`veil.securecompute.fhe.forest_probe.measure_forest`)
+    and write the record the fhe refusal quotes; ``mpc_json``: a benchmark JSON whose mpc
+    forest rows give the mpc time beside it."""
+    from veil.bench._machine import machine_info
+    from veil.securecompute.fhe.forest_probe import measure_forest
+
+    mpc: dict[str, float] = {}
+    if mpc_json:
+        for row in json.loads(Path(mpc_json).read_text())["results"]:
+            if row["backend"] == "mpc" and row["workload"].startswith("rf-"):
+                mpc[row["workload"]] = (row["latency_s"] + row.get("input_s", 0)
+                                        + row.get("reveal_s", 0))
+    out = []
+    for w in suite(False):
+        if w.name == "rf-10x10":
+            rec = {"workload": w.name, **measure_forest(w.model, w.inputs, w.calibration)}
+            many = measure_forest(w.model, w.calibration[:300], w.calibration, time_ckks=False)
+            rec["max_abs_err_300"] = many["max_abs_err"]
+            rec["margin_below_eps_fraction_300"] = many["margin_below_eps_fraction"]
+            rec["mpc_s"] = mpc.get(w.name)
+            out.append(rec)
+    Path(json_path).write_text(json.dumps(
+        {"forests": out, "machine": machine_info(), "loadavg": open("/proc/loadavg").read(),
+         "command": "python -m veil.bench._inference_fhe --forest-probe PATH [--mpc-json B]"},
+        indent=1, default=float))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", dest="json_path")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--peers", action="store_true", help="also run Concrete-ML (its venv)")
     ap.add_argument("--only", help="comma-separated workload names")
+    ap.add_argument("--forest-probe", metavar="PATH", help="measure rf-10x10 under CKKS only")
+    ap.add_argument("--mpc-json", help="with --forest-probe: a benchmark JSON with mpc rows")
     a = ap.parse_args(argv)
+    if a.forest_probe:
+        print(json.dumps(record_forest_probe(a.forest_probe, a.mpc_json), indent=1, default=float))
+        return 0
     res = run(quick=a.quick, peers=a.peers) if not a.only else None
     if a.only:
         from veil.bench._machine import machine_info

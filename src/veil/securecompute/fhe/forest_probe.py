@@ -17,13 +17,12 @@ slots of one ciphertext):
   The feature-selection product and the leaf sum are not timed, so the latency is a lower
   bound.
 
-``python -m veil.securecompute.fhe.forest_probe --json PATH`` records it for the suite's
+``python -m veil.bench._inference_fhe --forest-probe PATH`` records it for the suite's
 forests next to the mpc backend's measured time; :func:`forest_reason` quotes the record.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -146,40 +145,3 @@ def forest_reason(record: Path | None = None) -> str:
             f">= {r.get('latency_lower_bound_s', float('nan')):.1f} s per sample{mpc}, max error "
             f"{err:.3g} over {on} inputs vs the exact forest (mpc: exact leaves): route forests "
             "to --backend mpc")
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", dest="json_path", default=str(RECORD))
-    ap.add_argument("--mpc-json", help="a veil bench inference JSON with mpc forest rows")
-    a = ap.parse_args(argv)
-    from veil.bench._inference_fhe import suite
-
-    mpc: dict[str, float] = {}
-    if a.mpc_json:
-        for row in json.loads(Path(a.mpc_json).read_text())["results"]:
-            if row["backend"] == "mpc" and row["workload"].startswith("rf-"):
-                mpc[row["workload"]] = (row["latency_s"] + row.get("input_s", 0)
-                                        + row.get("reveal_s", 0))
-    out = []
-    for w in suite(False):
-        if w.name == "rf-10x10":
-            rec = {"workload": w.name, **measure_forest(w.model, w.inputs, w.calibration)}
-            # accuracy over more inputs (the circuit in plaintext)
-            many = measure_forest(w.model, w.calibration[:300], w.calibration, time_ckks=False)
-            rec["max_abs_err_300"] = many["max_abs_err"]
-            rec["margin_below_eps_fraction_300"] = many["margin_below_eps_fraction"]
-            rec["mpc_s"] = mpc.get(w.name)
-            out.append(rec)
-    from veil.bench._machine import machine_info
-
-    Path(a.json_path).write_text(json.dumps(
-        {"forests": out, "machine": machine_info(), "loadavg": open("/proc/loadavg").read(),
-         "command": "python -m veil.securecompute.fhe.forest_probe --json PATH "
-                    "[--mpc-json BENCH.json]"}, indent=1, default=float))
-    print(json.dumps(out, indent=1, default=float))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
