@@ -110,21 +110,30 @@ def test_control_the_same_adversary_tells_them_apart_when_counts_are_kept(
     assert "n_selected" in diff
 
 
-def test_fixed_cohorts_keep_their_public_size_only(tmp_path: Path) -> None:
-    """A fixed-size cohort's size is configuration: kept; its survivors are not."""
+def test_release_round_is_fail_closed_under_poisson_and_leaves_fixed_cohorts() -> None:
+    """Poisson: only listed keys stay (an unknown new key is dropped); fixed-size cohorts'
+    counts are public (size from the config, dropouts from the seed) and stay."""
     from veil.federation.simulation import hide_membership
     from veil.privacy.release import LOST, release_round
 
-    rec = {"round": 0, "cohort": [1, 4, 7], "survivors": [1, 7], "late": 1,
-           "bytes_sent": {"1": 9}, "bytes_total": 9, "bytes_per_site_mean": 9.0,
-           "duration_s": 0.3, "test_accuracy": 0.5, "epsilon_client": 1.0,
-           "measurements": {"survivors": 2.0, "secagg/dropped": 1.0, "dp_fedavg/x": 0.1,
-                            "uniform_mean/denominator": 3.0},
-           "unknown_new_field": 1}
-    hide_membership(rec)
-    release_round(rec, "fixed")
-    assert rec == {"round": 0, "n_selected": 3, "test_accuracy": 0.5, "epsilon_client": 1.0,
-                   "measurements": {"dp_fedavg/x": 0.1, "uniform_mean/denominator": 3.0}}
+    def rec() -> dict[str, Any]:
+        return {"round": 0, "cohort": [1, 4, 7], "survivors": [1, 7], "late": 1,
+                "bytes_sent": {"1": 9}, "bytes_total": 9, "bytes_per_site_mean": 9.0,
+                "duration_s": 0.3, "test_accuracy": 0.5, "epsilon_client": 1.0,
+                "measurements": {"survivors": 2.0, "secagg/dropped": 1.0,
+                                 "dp_fedavg/x": 0.1, "uniform_mean/denominator": 3.0},
+                "unknown_new_field": 1}
+
+    poisson = rec()
+    hide_membership(poisson)
+    release_round(poisson, "poisson")
+    assert poisson == {"round": 0, "test_accuracy": 0.5, "epsilon_client": 1.0,
+                       "measurements": {"dp_fedavg/x": 0.1, "uniform_mean/denominator": 3.0}}
+    fixed = rec()
+    hide_membership(fixed)
+    kept = {**fixed, "measurements": dict(fixed["measurements"])}
+    release_round(fixed, "fixed")
+    assert fixed == kept and fixed["n_selected"] == 3 and fixed["n_summed"] == 2
     lost = {"round": 1, "n_selected": 0, "skipped": "empty cohort", "measurements": {}}
     release_round(lost, "poisson")
     assert lost == {"round": 1, "measurements": {}, "aborted": LOST}

@@ -12,7 +12,9 @@ part of the server's ``checkpoint.pt``: under client-level DP with hidden cohort
 server-side checkpoint must not reveal who took part. Every site's file is rewritten every
 round (whether it took part or not), before the server's checkpoint; the server's
 checkpoint names the round, so a crash between the two resumes from the site files of the
-round the checkpoint names (older files are removed only after it is written).
+round the checkpoint names (older files are removed only after it is written). Only
+``checkpoint.pt`` is fsynced (the sites' files are atomic renames without it: after a
+power loss a site's file may be missing, and resume then says so).
 """
 
 from __future__ import annotations
@@ -100,15 +102,16 @@ def site_state_path(run_dir: Path, site: int, next_round: int) -> Path:
     return run_dir / SITES / str(int(site)) / f"state-{int(next_round)}.pt"
 
 
-def _write(obj: Any, path: Path) -> None:
-    """``obj`` packed into ``path`` (temp file + fsync + atomic rename)."""
+def _write(obj: Any, path: Path, sync: bool = True) -> None:
+    """``obj`` packed into ``path`` (temp file + fsync if ``sync`` + atomic rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     doc = json.dumps(pack(obj, tensors), allow_nan=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"format": _FORMAT, "state": doc, "tensors": tensors}, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
+    if sync:
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -137,17 +140,14 @@ def save_checkpoint(state: Mapping[str, Any], run_dir: Path) -> Path:
     sites = server.pop("sites", None)
     if sites is not None:
         nxt = int(server.get("next_round", 0))
-        for i, st in enumerate(sites):
-            _write(st, site_state_path(run_dir, i, nxt))
+        for i, st in enumerate(sites):  # no fsync each (100 sites: 0.7 s a round)
+            _write(st, site_state_path(run_dir, i, nxt), sync=False)
         server["site_files"] = len(sites)  # the server knows how many sites, not their state
     path = run_dir / CHECKPOINT
     _write(server, path)
-    if sites is not None:
-        for i in range(len(sites)):  # the earlier rounds' site files, now superseded
-            keep = site_state_path(run_dir, i, nxt)
-            for old in keep.parent.glob("state-*.pt"):
-                if old != keep:
-                    old.unlink(missing_ok=True)
+    if sites is not None and nxt > 0:
+        for i in range(len(sites)):  # the previous round's site files, now superseded
+            site_state_path(run_dir, i, nxt - 1).unlink(missing_ok=True)
     return path
 
 

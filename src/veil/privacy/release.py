@@ -17,13 +17,14 @@ Three rules the federation applies so that the ε it reports holds
   sizes each site's noise for the sites that will both survive *and* be honest — expected
   survivors minus the sites the SecAgg threat model lets collude with the server — and
   the discrete Gaussian bound's precondition σ ≥ 1/2 is checked.
-* **No cohort counts** (:func:`release_round`): with hidden cohorts (client-level DP,
-  ``privacy.record_cohorts = false``) a round's record keeps only keys known to be public
-  or noised, fail-closed. Under add/remove-one-site the number of sites selected, summed,
-  late or rejected, the bytes they sent, the protocol's counters and the round's timings
-  are sensitivity-1 (or worse) functions of the secret cohort — DP-FedAvg divides by the
-  fixed expected cohort size precisely so that no count is needed — so they are dropped;
-  a fixed-size cohort's size is configuration and stays.
+* **No cohort counts** (:func:`release_round`): with hidden Poisson cohorts (client-level
+  DP, ``privacy.record_cohorts = false``) a round's record keeps only keys known to be
+  public or noised, fail-closed. Under add/remove-one-site the number of sites selected,
+  summed, late or rejected, the bytes they sent, the protocol's counters and the round's
+  timings are sensitivity-1 (or worse) functions of the secret cohort — DP-FedAvg divides
+  by the fixed expected cohort size precisely so that no count is needed — so they are
+  dropped. A fixed-size cohort's counts are public (its size is configuration, dropouts
+  are drawn from the seed) and stay.
 """
 
 from __future__ import annotations
@@ -128,23 +129,23 @@ def release_measurements(
 def release_round(rec: dict[str, Any], sampling: str, debug: bool = False) -> None:
     """Keep only what a reader of a hidden-cohort DP round's record may see (in place).
 
-    Fail-closed: a key not known to be public or noised is dropped (``n_selected``,
-    ``n_summed``, ``n_rejected``, ``n_flagged``, ``late``, bytes, timings...), as are the
-    count measurements and protocol counters; a lost round keeps only the fact
-    (``aborted`` = :data:`LOST`; whether the model moved is visible from the model
-    anyway). A fixed-size cohort keeps ``n_selected``: its size is configuration. Call
-    it after :func:`veil.federation.simulation.hide_membership`.
+    Under Poisson sampling, fail-closed: a key not known to be public or noised is
+    dropped (``n_selected``, ``n_summed``, ``n_rejected``, ``n_flagged``, ``late``,
+    bytes, timings...), as are the count measurements and protocol counters; a lost round
+    keeps only the fact (``aborted`` = :data:`LOST`; whether the model moved is visible
+    from the model anyway). Fixed-size cohorts are left as they are: their counts are
+    public up to sites whose update was rejected as NaN/inf (docs/differential-privacy.md).
+    Call it after :func:`veil.federation.simulation.hide_membership`.
 
     Args:
         rec: the round's record (membership already replaced by counts).
         sampling: ``"poisson"`` or ``"fixed"``.
         debug: ``privacy.debug_unnoised_statistics`` (keep everything; not private).
     """
-    if debug:
+    if debug or sampling != "poisson":
         return
     lost = "aborted" in rec or "skipped" in rec
-    keep = _ROUND_PUBLIC | ({"n_selected"} if sampling == "fixed" else set())
-    for k in [k for k in rec if k not in keep]:
+    for k in [k for k in rec if k not in _ROUND_PUBLIC]:
         del rec[k]
     meas = rec.get("measurements")
     if isinstance(meas, dict):

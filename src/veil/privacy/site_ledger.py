@@ -4,6 +4,11 @@ Only the site knows how many examples it holds; its ledger is built from its own
 event (:meth:`veil.training.Trainer.round_event` at its own size), vets its own plan,
 charges each round it trains in and reports only its ε. The server (and the run's
 :class:`~veil.privacy.setup.PrivacyHook`) sees the reported ε, never the size.
+
+Its events say how often the site took part, which client-level DP with hidden cohorts
+hides: a simulation checkpoints it in the site's own file
+(``RUN/sites/<id>/state-<round>.pt``, :mod:`veil.federation.checkpoint`), never in the
+server's ``checkpoint.pt``.
 """
 
 from __future__ import annotations
