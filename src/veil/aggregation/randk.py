@@ -21,7 +21,6 @@ order.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from veil.aggregation.base import FLOAT, DecodeContext, Domain, EncodeContext, expect
-from veil.aggregation.topk import check_ratio, residuals
+from veil.aggregation.topk import check_ratio, kept_count, residuals
 from veil.errors import ConfigError, LocalError
 
 __all__ = ["RandK"]
@@ -68,7 +67,7 @@ class RandK:
     @property
     def k(self) -> int:
         """Coordinates sent per round."""
-        return max(1, min(self.dim, math.ceil(self.ratio * self.dim)))
+        return kept_count(self.ratio, self.dim)
 
     def domain(self, upstream: Domain) -> Domain:
         """Float vectors in and out (``k`` long)."""

@@ -61,6 +61,11 @@ def check_ratio(ratio: float) -> None:
                           key="aggregation.compression_ratio")
 
 
+def kept_count(ratio: float, d: int) -> int:
+    """Coordinates kept out of ``d`` at fraction ``ratio``: ``ceil(ratio·d)``, at least 1."""
+    return max(1, min(d, math.ceil(ratio * d)))
+
+
 def residuals(site_states: list[Any], n: int, d: int) -> np.ndarray:
     """Each row's kept residual (zeros for a site that has none yet), shape ``(n, d)``.
 
@@ -121,7 +126,7 @@ class TopK:
 
     def k(self, d: int) -> int:
         """Coordinates sent out of ``d``."""
-        return max(1, min(d, math.ceil(self.ratio * d)))
+        return kept_count(self.ratio, d)
 
     def encode(
         self, state: None, site_states: list[Any], updates: np.ndarray, ctx: EncodeContext
