@@ -115,7 +115,8 @@ class PlainGradients:
     def __init__(self, model: nn.Module, task: str, fast: bool = True) -> None:
         self.model = model
         self.task = task
-        self.names, self.shapes, self.numels = param_layout(model)
+        self.layout = param_layout(model)
+        self.names, self.shapes, self.numels = self.layout
         self.dim = sum(self.numels)
         self.dropout = DropoutPlan(model)  # per-site seeded masks (none without Dropout)
         fast = fast and not self.dropout
@@ -136,7 +137,7 @@ class PlainGradients:
         self, params: dict[str, torch.Tensor], x: torch.Tensor, masks: list[torch.Tensor]
     ) -> torch.Tensor:
         self.dropout.use(masks)  # this site's dropout masks, applied by the layers' hooks
-        return functional_call(self.model, params, (x,))
+        return self._forward_one(params, x)
 
     def step_event(self, n: int) -> None:
         """Plain gradients spend no privacy."""
@@ -157,8 +158,7 @@ class PlainGradients:
         """Per-site gradients by autograd over stacked parameters ``(n, d)`` → ``(n, d)``;
         ``masks``: each dropout layer's per-site masks (:class:`DropoutPlan`)."""
         n = params.shape[0]
-        layout = (self.names, self.shapes, self.numels)
-        leaves = {k: v.detach().requires_grad_(True) for k, v in views(params, layout).items()}
+        leaves = {k: v.detach().requires_grad_(True) for k, v in views(params, self.layout).items()}
         if masks is None:
             out = self._forward(leaves, xb)
         else:
@@ -238,7 +238,8 @@ class ClippedNoisedGradients:
                 "must be finite and >= 0", key="privacy.sample_level.noise_multiplier"
             )
         self.model = model
-        self.names, self.shapes, self.numels = param_layout(model)
+        self.layout = param_layout(model)
+        self.names, self.shapes, self.numels = self.layout
         self.dim = sum(self.numels)
         self.noise_multiplier = noise_multiplier
         self.max_grad_norm = float(max_grad_norm)
@@ -315,8 +316,7 @@ class _Noised:
     ) -> torch.Tensor:
         """``(Σ_i c_i g_i + σ C ξ) / (q n)`` per site; no noise for sites past their steps."""
         s = self.src
-        layout = (s.names, s.shapes, s.numels)
-        sums, _ = s.clipper.clipped_sum(views(params, layout), xb, yb, mb, s.max_grad_norm)
+        sums, _ = s.clipper.clipped_sum(views(params, s.layout), xb, yb, mb, s.max_grad_norm)
         n = yb.shape[0]
         g = torch.cat([sums[k].reshape(n, -1) for k in s.names], dim=1)
         for i in range(n):
