@@ -162,7 +162,7 @@ class ScreenedSum:
                 f"{'ends' if weighted else 'does not end'} in a weighted mean",
                 key="aggregation.anomaly",
             )
-        mech = [t.name for t in chain.stages if getattr(t, "dp", "") == "mechanism"]
+        mech = chain.mechanisms
         if mech:
             raise ConfigError(
                 f"per-update anomaly scores do not go with stage {mech[0]!r}: which site was "

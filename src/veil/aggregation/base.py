@@ -381,7 +381,7 @@ class Chain:
         self.upstream = upstream
         self.output = self._check(upstream)
         unsafe = [t.name for t in flat if getattr(t, "dp", "") == "unsafe"]
-        mech = [t.name for t in flat if getattr(t, "dp", "") == "mechanism"]
+        mech = self.mechanisms
         if unsafe and mech:
             raise ConfigError(
                 f"stage {unsafe[0]!r} is not for differentially private pipelines (its output "
@@ -396,9 +396,14 @@ class Chain:
         return "+".join(t.name for t in self.stages)
 
     @property
+    def mechanisms(self) -> list[str]:
+        """Names of the stages that spend privacy (``dp = "mechanism"``), in order."""
+        return [t.name for t in self.stages if getattr(t, "dp", "") == "mechanism"]
+
+    @property
     def dp(self) -> str:
         """``"mechanism"`` if any stage spends privacy."""
-        return "mechanism" if any(getattr(t, "dp", "") == "mechanism" for t in self.stages) else ""
+        return "mechanism" if self.mechanisms else ""
 
     def _check(self, d: Domain) -> Domain:
         prev = "the site's update"
