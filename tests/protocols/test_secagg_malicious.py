@@ -162,3 +162,22 @@ def test_every_site_must_be_enrolled() -> None:
     roster = Roster.of("f", [IDS[u] for u in range(5)])
     with pytest.raises(ConfigError, match="not enrolled"):
         SecAggConfig(0, tuple(range(6)), 2, 8, 5, 4, bytes(32), roster)
+
+
+def test_padded_malicious_rounds_show_one_size_per_message_type() -> None:
+    # the malicious mode's bounds (signatures, commitments, all n digests) hold: with a
+    # dropout every stage's messages, up and down, still have a single size
+    cfg = dataclasses.replace(cfg_for(8), pad_messages=True)
+    x = inputs_for(cfg, 8)
+    sizes: dict[tuple[str, str], set[int]] = {}
+
+    def spy(stage: str, site: int, direction: str, data: bytes) -> bytes:
+        sizes.setdefault((stage, direction), set()).add(len(data))
+        return data
+
+    out, _ = run(cfg, x, dropouts={3: "masked"}, tamper=spy)
+    assert np.array_equal(out.total, plain_sum(cfg, x, out.survivors)) and 3 not in out.survivors
+    assert sizes and all(len(s) == 1 for s in sizes.values()), sizes
+    ups = {next(iter(s)) for (_, d), s in sizes.items() if d == "up"}
+    assert ups == {m.wire_size(t, cfg) for t in (m.AdvertiseKeys, m.ShareKeys, m.MaskedInput,
+                                                 m.ConsistencyAck, m.UnmaskResponse)}

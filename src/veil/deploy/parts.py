@@ -64,7 +64,9 @@ def check_deployable(cfg: Any) -> None:
 
     Raises:
         ConfigError: ``federation.transport`` is not ``"flower"``, simulated dropouts or
-            deadlines are set, or the data is a file only the simulation machine has.
+            deadlines are set, side-channel settings a deployment does not apply
+            (``fixed_deadlines``, ``site_delay_s``) are set, or the data is a file only the
+            simulation machine has.
     """
     f = cfg.federation
     if f.transport != "flower":
@@ -83,6 +85,11 @@ def check_deployable(cfg: Any) -> None:
     if cfg.aggregation.compression != "none":  # the Flower messages carry dense rows
         raise ConfigError("aggregation.compression runs in simulation only (a deployment "
                           "sends dense updates); leave it 'none'", key="aggregation.compression")
+    a = cfg.aggregation
+    if a.fixed_deadlines or a.site_delay_s > 0:  # GridLink and the ClientApp get neither
+        key = "aggregation.fixed_deadlines" if a.fixed_deadlines else "aggregation.site_delay_s"
+        raise ConfigError(f"{key} protects simulated and TCP rounds only (a deployment does "
+                          "not apply it yet): leave it unset", key=key)
     if cfg.data.dataset in ("csv", "fashion_mnist") and not cfg.data.files:
         raise ConfigError(
             "a deployed site reads its own file: list the sites' files in data.files with "
@@ -283,7 +290,8 @@ def malicious_config(
     if summation.threshold is not None:
         t = int(summation.threshold)
     check_malicious(n, k, t, summation.corrupt)
-    return SecAggConfig(round, ids, int(dim), summation.bits, k, t, bytes(32), roster, session)
+    return SecAggConfig(round, ids, int(dim), summation.bits, k, t, bytes(32), roster, session,
+                        pad_messages=summation.pad_messages)
 
 
 def load_roster(path: str, pinned_digest: str | None = None) -> Any:
