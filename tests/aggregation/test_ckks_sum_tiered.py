@@ -49,3 +49,13 @@ def test_tiered_run_records_which_round_used_which(tmp_path) -> None:
     assert out.record["pipeline"][-1] == "tiered"
     assert "Tiered protection" in out.record["threat_model"]
     assert out.final_accuracy is not None and out.final_accuracy > 0.5
+
+
+def test_each_tier_vets_the_chain_in_front_of_it() -> None:
+    from veil.aggregation import Pipeline, UniformMean
+    from veil.aggregation.robust import RobustSum
+
+    Pipeline([UniformMean()], TieredSum(PlainSum(), PlainSum(), every=2))  # fits both tiers
+    # a robust rule returns a mean: the mean stage would divide it again in its rounds
+    with pytest.raises(ConfigError, match="robust mean"):
+        Pipeline([UniformMean()], TieredSum(PlainSum(), RobustSum("median"), every=2))

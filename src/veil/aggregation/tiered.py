@@ -94,6 +94,17 @@ class TieredSum:
             )
         return a
 
+    def check_chain(self, chain: Any) -> None:
+        """Let each tier vet the chain in front of it, as it would in a pipeline of its own.
+
+        Raises:
+            ConfigError: whatever either tier's ``check_chain`` refuses.
+        """
+        for proto in (self.light, self.strong):
+            vet = getattr(proto, "check_chain", None)
+            if vet is not None:
+                vet(chain)
+
     def aggregate(
         self,
         encoded: np.ndarray,
