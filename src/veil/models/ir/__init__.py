@@ -36,7 +36,9 @@ from veil.models.ir.from_sklearn import from_sklearn
 from veil.models.ir.from_torch import from_torch
 from veil.models.ir.io import load, save
 from veil.models.ir.layers import (
+    ACTIVATION_KINDS,
     GELU,
+    PLAIN_KINDS,
     Argmax,
     AvgPool2d,
     Conv2d,
@@ -69,6 +71,8 @@ __all__ = [
     "MaxPool2d",
     "Flatten",
     "TreeEnsemble",
+    "ACTIVATION_KINDS",
+    "PLAIN_KINDS",
     "UnsupportedModelError",
     "from_torch",
     "from_sklearn",

@@ -11,27 +11,19 @@ import numpy as np
 
 from veil.errors import ConfigError
 from veil.models.ir.layers import (
-    GELU,
-    Argmax,
+    PLAIN_KINDS,
     AvgPool2d,
     Conv2d,
-    Flatten,
     Layer,
     Linear,
     MaxPool2d,
-    ReLU,
-    Sigmoid,
-    Softmax,
-    Tanh,
     TreeEnsemble,
 )
 from veil.models.ir.model import Model
 
 __all__ = ["save", "load"]
 
-_PLAIN = {"relu": ReLU, "gelu": GELU, "sigmoid": Sigmoid, "tanh": Tanh, "softmax": Softmax,
-          "argmax": Argmax, "flatten": Flatten}
-_NAMES = {v: k for k, v in _PLAIN.items()}
+_NAMES = {v: k for k, v in PLAIN_KINDS.items()}
 _TREE = ("features", "thresholds", "lefts", "rights", "values")
 
 
@@ -94,8 +86,8 @@ def load(path: str | os.PathLike[str]) -> Model:
             parts = {f: tuple(data[f"{i}.{f}.{k}"] for k in range(d["n_trees"])) for f in _TREE}
             layers.append(TreeEnsemble(**parts, n_features=d["n_features"], kind=d["kind"],
                                        classes=tuple(d["classes"])))
-        elif t in _PLAIN:
-            layers.append(_PLAIN[t]())
+        elif t in PLAIN_KINDS:
+            layers.append(PLAIN_KINDS[t]())
         else:
             raise ConfigError(f"{path}: unknown layer type {t!r}")
     return Model(tuple(meta["input_shape"]), tuple(layers), task=meta["task"], name=meta["name"])

@@ -26,6 +26,8 @@ __all__ = [
     "Flatten",
     "TreeEnsemble",
     "Layer",
+    "ACTIVATION_KINDS",
+    "PLAIN_KINDS",
     "UnsupportedModelError",
 ]
 
@@ -210,3 +212,10 @@ Layer = (
     Linear | Conv2d | ReLU | GELU | Sigmoid | Tanh | Softmax | Argmax | AvgPool2d | MaxPool2d
     | Flatten | TreeEnsemble
 )
+
+#: the element-wise activations by name (one spelling for the file format and the backends' plans)
+ACTIVATION_KINDS: dict[str, type] = {"relu": ReLU, "gelu": GELU, "sigmoid": Sigmoid, "tanh": Tanh}
+#: every parameter-free layer by name
+PLAIN_KINDS: dict[str, type] = {
+    **ACTIVATION_KINDS, "softmax": Softmax, "argmax": Argmax, "flatten": Flatten
+}

@@ -27,7 +27,7 @@ import numpy as np
 from veil.crypto.ckks import CkksParams, choose_params, normalise_steps
 from veil.errors import ConfigError
 from veil.models.ir import (
-    GELU,
+    ACTIVATION_KINDS,
     Argmax,
     AvgPool2d,
     Conv2d,
@@ -36,9 +36,7 @@ from veil.models.ir import (
     MaxPool2d,
     Model,
     ReLU,
-    Sigmoid,
     Softmax,
-    Tanh,
     TreeEnsemble,
     UnsupportedModelError,
     evaluate_layer,
@@ -60,7 +58,7 @@ FOREST_REASON = (
     "backend compares exactly in a few rounds: route forests to --backend mpc"
 )
 
-_ACT_NAMES = {ReLU: "relu", GELU: "gelu", Sigmoid: "sigmoid", Tanh: "tanh"}
+_ACT_NAMES = {v: k for k, v in ACTIVATION_KINDS.items()}
 _AFFINE = (Linear, Conv2d, AvgPool2d, Flatten)
 
 

@@ -13,18 +13,12 @@ import numpy as np
 
 from veil.crypto.fixed import encode
 from veil.models.ir import (
-    GELU,
-    Argmax,
+    PLAIN_KINDS,
     AvgPool2d,
     Conv2d,
-    Flatten,
     Linear,
     MaxPool2d,
     Model,
-    ReLU,
-    Sigmoid,
-    Softmax,
-    Tanh,
     TreeEnsemble,
     UnsupportedModelError,
 )
@@ -34,8 +28,7 @@ from veil.securecompute.mpc.trees import compile_forest
 __all__ = ["compile_model"]
 
 
-_ACT = {ReLU: "relu", GELU: "gelu", Sigmoid: "sigmoid", Tanh: "tanh", Softmax: "softmax",
-        Argmax: "argmax", Flatten: "flatten"}
+_ACT = {v: k for k, v in PLAIN_KINDS.items()}
 
 
 def compile_model(model: Model, cfg: MpcConfig) -> tuple[dict[str, Any], list[np.ndarray]]:
