@@ -16,6 +16,7 @@ from veil.aggregation import (
     Clip,
     EncodeContext,
     Pipeline,
+    PlainSum,
     Quantize,
     SecAggSum,
     UniformMean,
@@ -173,3 +174,35 @@ def test_defended_run_resumes_exactly(tmp_path) -> None:
     cos = [r["measurements"]["aggregate_check/cosine"] for r in resumed.rounds]
     assert cos == [r["measurements"]["aggregate_check/cosine"] for r in whole.rounds]
     assert cos[0] == 0.0 and all(c != 0.0 for c in cos[1:])  # a direction from round 1 on
+
+
+def _two_rounds(refuse: bool, flip: int) -> tuple[np.ndarray, dict]:
+    """5 sites clip to 1; round 0 is honest, in round 1 ``flip`` colluding sites send the
+    opposite of the honest direction (clipped, so the norm bound cannot catch them)."""
+    n, d = 5, 20
+    gen = np.random.default_rng(7)
+    honest_dir = gen.standard_normal(d)
+    p = Pipeline([AggregateCheck(1.0, min_cosine=0.0, refuse_cosine=refuse), Clip(1.0),
+                  UniformMean()], PlainSum())
+    ids = np.arange(n)
+    state = p.init()
+    for rnd in (0, 1):
+        upd = honest_dir + 0.3 * gen.standard_normal((n, d))
+        if rnd == 1:
+            upd[:flip] = -3.0 * upd[:flip]
+        ctx = EncodeContext(rnd, ids, np.ones(n), cohort_size=n)
+        enc, _, _ = p.encode_sites(state, None, upd, ctx)
+        state, res = p.aggregate(state, enc, ids, rnd, n)
+    return res.aggregate @ honest_dir, res.measurements
+
+
+def test_direction_check_flags_or_refuses_a_colluding_majority_that_clips() -> None:
+    # honest round 1: along the running direction, nothing flagged
+    along, meas = _two_rounds(refuse=True, flip=0)
+    assert along > 0 and meas["aggregate_check/flagged_cosine"] == 0.0
+    # 3 of 5 clipped sites turn the aggregate around: flag-only lets it through, flagged
+    against, meas = _two_rounds(refuse=False, flip=3)
+    assert against < 0 and meas["aggregate_check/flagged_cosine"] == 1.0
+    # with refuse_cosine the round is refused: no aggregate comes out
+    with pytest.raises(AbortError, match="cosine"):
+        _two_rounds(refuse=True, flip=3)
