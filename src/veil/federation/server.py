@@ -20,14 +20,15 @@ from veil.crypto.prg import SecureRng
 from veil.errors import ConfigError
 from veil.federation.config import MIN_SECURE_COHORT, secure_cohort_message
 from veil.federation.server_opt import ServerOptimizer
+from veil.privacy.neighbouring import fixed_cohort_size
 from veil.privacy.release import draw_cohort
 
 __all__ = ["Server", "round_half"]
 
 
 def round_half(x: float) -> int:
-    """Round to nearest integer, at least 1."""
-    return max(1, int(np.floor(x + 0.5)))
+    """Round to nearest integer (half up), at least 1: the accounting's fixed cohort size."""
+    return fixed_cohort_size(x)
 
 
 class Server:

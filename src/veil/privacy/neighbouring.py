@@ -60,6 +60,8 @@ __all__ = [
     "SAMPLINGS",
     "basis",
     "cohort_event",
+    "cohort_rate",
+    "fixed_cohort_size",
     "double_sensitivity",
     "event_at_rate",
     "merge_gaussians",
@@ -120,6 +122,25 @@ def double_sensitivity(event: dpe.DpEvent) -> dpe.DpEvent:
     )
 
 
+def fixed_cohort_size(cohort: float) -> int:
+    """Sites a fixed-size cohort of (possibly fractional) size ``cohort`` draws.
+
+    Half rounds up, at least one site: the one rounding the server's draw, its fixed
+    denominator and the accounting all use (a cohort of 2.5 draws 3 sites and is charged
+    at rate 3/N, never 2/N).
+    """
+    return max(1, int(math.floor(float(cohort) + 0.5)))
+
+
+def cohort_rate(sampling: str, cohort: float, n_sites: int) -> float:
+    """The rate ``q`` a round is charged at: ``cohort / N`` (Poisson) or ``m / N`` (fixed).
+
+    ``m`` is :func:`fixed_cohort_size`; ``q`` is capped at 1.
+    """
+    m = float(cohort) if sampling == "poisson" else float(fixed_cohort_size(cohort))
+    return min(1.0, m / n_sites)
+
+
 def _check(sampling: str, cohort: float, n_sites: int) -> None:
     if sampling not in SAMPLINGS:
         raise ConfigError(
@@ -153,8 +174,7 @@ def cohort_event(
             fixed-size bound cannot handle.
     """
     _check(sampling, cohort, n_sites)
-    m = float(cohort) if sampling == "poisson" else float(max(1, int(round(cohort))))
-    return event_at_rate(event, sampling, min(1.0, m / n_sites), amplify)
+    return event_at_rate(event, sampling, cohort_rate(sampling, cohort, n_sites), amplify)
 
 
 def event_at_rate(
@@ -212,8 +232,7 @@ def basis(
         ConfigError: see :func:`cohort_event`.
     """
     _check(sampling, cohort, n_sites)
-    m = float(cohort) if sampling == "poisson" else float(max(1, int(round(cohort))))
-    q = min(1.0, m / n_sites)
+    q = cohort_rate(sampling, cohort, n_sites)
     full = q >= 1.0
     amp = "none (every site takes part)" if full else (
         f"Poisson subsampling, q = {q:.4g}" if sampling == "poisson" else (

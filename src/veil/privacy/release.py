@@ -29,7 +29,6 @@ Three rules the federation applies so that the ε it reports holds
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +37,7 @@ import numpy as np
 from veil.aggregation.distributed_dp import check_sigma as check_ddg_sigma
 from veil.aggregation.distributed_dp import honest_survivors
 from veil.errors import ConfigError
+from veil.privacy.neighbouring import fixed_cohort_size
 
 __all__ = [
     "DP_STAGES",
@@ -92,7 +92,7 @@ def draw_cohort(rng: Any, n_sites: int, cohort: float, sampling: str) -> np.ndar
     u = np.asarray(rng.uniform(n_sites), dtype=np.float64)
     if sampling == "poisson":
         return np.flatnonzero(u < cohort / n_sites).astype(np.int64)
-    m = max(1, int(math.floor(cohort + 0.5)))
+    m = fixed_cohort_size(cohort)
     # the m smallest of N i.i.d. uniforms are a uniform m-subset (ties: probability ~2^-53)
     return np.sort(np.argsort(u, kind="stable")[:m]).astype(np.int64)
 

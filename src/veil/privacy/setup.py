@@ -37,6 +37,7 @@ from veil.errors import BudgetExceededError, ConfigError
 from veil.privacy.accounting import calibrate_noise, epsilon, sampled
 from veil.privacy.config import PrivacyConfig
 from veil.privacy.ledger import PrivacyLedger
+from veil.privacy.neighbouring import cohort_rate, fixed_cohort_size
 from veil.privacy.plan import RoundInfo, RoundPlan
 from veil.privacy.site_ledger import SiteLedger
 from veil.training import LocalConfig, Trainer, dpsgd_trainer
@@ -84,7 +85,8 @@ class PrivacyHook:
         p = self._need_plan()
         # recorded cohorts (privacy.record_cohorts): the reader knows who took part, so
         # no subsampling amplification is claimed
-        return sampled(event, p.sampling, float(p.cohort_size) / p.n_sites, self.cfg.amplify)
+        rate = cohort_rate(p.sampling, p.cohort_size, p.n_sites)
+        return sampled(event, p.sampling, rate, self.cfg.amplify)
 
     def _need_plan(self) -> RoundPlan:
         if self.plan is None:
@@ -402,7 +404,7 @@ def _build_distributed(
             "distributed DP is accounted for fixed-size cohorts; set federation.sampling = 'fixed'",
             key="privacy.client_level.mechanism",
         )
-    n = max(1, int(round(plan.cohort_size)))
+    n = fixed_cohort_size(plan.cohort_size)
     # noise counted only from honest survivors: expected survivors minus tolerated colluders
     m = honest_survivors(n, secure.expected_dropout, secure.corrupt_fraction)
 
@@ -508,7 +510,7 @@ def _build_trainer(
 def _build_client_chain(cfg: PrivacyConfig, plan: RoundPlan) -> Chain:
     cl = cfg.client_level
     m = float(plan.cohort_size)
-    rate = m / plan.n_sites
+    rate = cohort_rate(plan.sampling, m, plan.n_sites)
     adaptive = None
     if cl.adaptive is not None and cl.adaptive.enabled:
         a = cl.adaptive
