@@ -133,3 +133,27 @@ def test_a_missing_flower_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(sys.modules, "flwr", None)  # import flwr raises ImportError
     with pytest.raises(ConfigError, match=r"pip install 'veil\[flower\]'"):
         require_flower()
+
+
+def test_a_helper_process_exits_once_its_parent_is_gone(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    flag = tmp_path / "cleaned"
+    code = ("import time; from veil.deploy.processes import exit_with_parent; "
+            f"exit_with_parent({parent.pid}, lambda: open({str(flag)!r}, 'w').close()); "
+            "time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.3)
+        assert child.poll() is None  # the parent lives: the helper stays
+        parent.kill()
+        parent.wait()
+        assert child.wait(timeout=20) == 0 and flag.exists()  # cleaned up, then gone
+    finally:
+        for p in (parent, child):
+            if p.poll() is None:
+                p.kill()
+                p.wait()

@@ -29,7 +29,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -188,23 +187,13 @@ class _Agent:
         return out if out is not None else Envelope("none", env.round)
 
 
-def _watch_parent(pid: int, d: Path) -> None:
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            (d / SOCKET).unlink(missing_ok=True)
-            os._exit(0)
-        except PermissionError:
-            pass
-        time.sleep(0.5)
-
-
 def serve(d: Path, parent_pid: int | None = None) -> None:
     """Run the agent on ``d/agent.sock`` until the parent process is gone."""
     (d / PIDFILE).write_text(str(os.getpid()))
     if parent_pid:
-        threading.Thread(target=_watch_parent, args=(parent_pid, d), daemon=True).start()
+        from veil.deploy.processes import exit_with_parent
+
+        exit_with_parent(parent_pid, lambda: (d / SOCKET).unlink(missing_ok=True))
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path = d / SOCKET
     path.unlink(missing_ok=True)

@@ -94,17 +94,6 @@ def _run_task(agent: Any, address: str, token: str, insecure: bool,
         client.close()
 
 
-def _watch_parent(pid: int) -> None:
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        except PermissionError:
-            pass
-        time.sleep(0.5)
-
-
 def _warm_up() -> None:
     import importlib
 
@@ -135,9 +124,10 @@ def run_executor(
     from flwr.supercore.runtime import RuntimeHttpClient
 
     from veil.deploy.agent import _Agent
+    from veil.deploy.processes import exit_with_parent
 
     if parent_pid:
-        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+        exit_with_parent(parent_pid)
     # warm up while the SuperNode connects: the first message (hello) then finds torch and
     # the site's modules loaded instead of importing them inside the coordinator's deadline
     threading.Thread(target=_warm_up, daemon=True).start()

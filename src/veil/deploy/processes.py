@@ -27,8 +27,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from veil.errors import ConfigError, LocalError
 
 __all__ = [
     "Proc",
+    "exit_with_parent",
     "flower_env",
     "free_port",
     "start_superlink",
@@ -148,6 +150,28 @@ class Proc:
                 pass
         for pid in pids:
             _signal_group(pid, signal.SIGKILL)
+
+
+def exit_with_parent(pid: int, on_exit: Callable[[], None] | None = None) -> None:
+    """End this process (``os._exit(0)``, after ``on_exit``) once process ``pid`` is gone.
+
+    Watches from a daemon thread (a signal check every 0.5 s), so a helper process that
+    its parent left behind does not outlive it.
+    """
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                if on_exit is not None:
+                    on_exit()
+                os._exit(0)
+            except PermissionError:
+                pass
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def descendants(pid: int) -> list[int]:
