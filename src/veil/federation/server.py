@@ -20,7 +20,7 @@ from veil.crypto.prg import SecureRng
 from veil.errors import ConfigError
 from veil.federation.config import MIN_SECURE_COHORT, secure_cohort_message
 from veil.federation.server_opt import ServerOptimizer
-from veil.privacy.neighbouring import fixed_cohort_size
+from veil.privacy.neighbouring import check_cohort, fixed_cohort_size
 from veil.privacy.release import draw_cohort
 
 __all__ = ["Server", "round_half"]
@@ -65,14 +65,9 @@ class Server:
     ) -> None:
         self.n_sites = int(n_sites)
         self.cohort = float(cohort if cohort is not None else self.n_sites)
-        if not 0 < self.cohort <= self.n_sites:
-            raise ConfigError(
-                f"cohort {self.cohort} must be in (0, {self.n_sites}]", key="federation.cohort_size"
-            )
+        check_cohort(sampling, self.cohort, self.n_sites)
         if pipeline.summation.name == "secagg" and self.cohort < MIN_SECURE_COHORT:
             raise ConfigError(secure_cohort_message(self.cohort), key="federation.cohort_size")
-        if sampling not in ("fixed", "poisson"):
-            raise ConfigError(f"unknown sampling {sampling!r}", key="federation.sampling")
         self.pipeline = pipeline
         self.server_opt = server_opt
         self.sampling = sampling

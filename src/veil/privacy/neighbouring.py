@@ -59,6 +59,7 @@ __all__ = [
     "RELATION",
     "SAMPLINGS",
     "basis",
+    "check_cohort",
     "cohort_event",
     "cohort_rate",
     "fixed_cohort_size",
@@ -141,7 +142,12 @@ def cohort_rate(sampling: str, cohort: float, n_sites: int) -> float:
     return min(1.0, m / n_sites)
 
 
-def _check(sampling: str, cohort: float, n_sites: int) -> None:
+def check_cohort(sampling: str, cohort: float, n_sites: int) -> None:
+    """Refuse an unknown cohort scheme or a cohort outside ``(0, n_sites]``.
+
+    Raises:
+        ConfigError: unknown sampling or a cohort outside ``(0, n_sites]``.
+    """
     if sampling not in SAMPLINGS:
         raise ConfigError(
             f"unknown sampling {sampling!r}; choose one of {SAMPLINGS}", key="federation.sampling"
@@ -173,7 +179,7 @@ def cohort_event(
         ConfigError: unknown sampling, a cohort outside ``(0, n_sites]``, or an event the
             fixed-size bound cannot handle.
     """
-    _check(sampling, cohort, n_sites)
+    check_cohort(sampling, cohort, n_sites)
     return event_at_rate(event, sampling, cohort_rate(sampling, cohort, n_sites), amplify)
 
 
@@ -231,7 +237,7 @@ def basis(
     Raises:
         ConfigError: see :func:`cohort_event`.
     """
-    _check(sampling, cohort, n_sites)
+    check_cohort(sampling, cohort, n_sites)
     q = cohort_rate(sampling, cohort, n_sites)
     full = q >= 1.0
     amp = "none (every site takes part)" if full else (

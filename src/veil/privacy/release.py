@@ -36,8 +36,7 @@ import numpy as np
 
 from veil.aggregation.distributed_dp import check_sigma as check_ddg_sigma
 from veil.aggregation.distributed_dp import honest_survivors
-from veil.errors import ConfigError
-from veil.privacy.neighbouring import fixed_cohort_size
+from veil.privacy.neighbouring import check_cohort, fixed_cohort_size
 
 __all__ = [
     "DP_STAGES",
@@ -83,12 +82,7 @@ def draw_cohort(rng: Any, n_sites: int, cohort: float, sampling: str) -> np.ndar
     Raises:
         ConfigError: unknown sampling or a cohort outside (0, N].
     """
-    if sampling not in ("poisson", "fixed"):
-        raise ConfigError(f"unknown sampling {sampling!r}", key="federation.sampling")
-    if not (n_sites >= 1 and 0 < cohort <= n_sites):
-        raise ConfigError(
-            f"cohort {cohort} must be in (0, {n_sites}]", key="federation.cohort_size"
-        )
+    check_cohort(sampling, cohort, n_sites)
     u = np.asarray(rng.uniform(n_sites), dtype=np.float64)
     if sampling == "poisson":
         return np.flatnonzero(u < cohort / n_sites).astype(np.int64)
