@@ -28,6 +28,7 @@ import struct
 import threading
 import time
 from collections.abc import Mapping
+from typing import Protocol
 
 from veil.crypto.certs import party_name, party_name_der
 from veil.errors import ConfigError, IntegrityError, LocalError, PeerError, PeerTimeoutError
@@ -72,10 +73,20 @@ def _peer_name(sock: ssl.SSLSocket) -> str:
     return party_name_der(der)
 
 
+class _Inbox(Protocol):
+    """Where a :class:`_Link` delivers frames (a :class:`Mailbox`, or the star server's)."""
+
+    owner: str
+
+    def put(self, sender: str, payload: bytes) -> None: ...
+
+    def fail(self, sender: str, why: str) -> None: ...
+
+
 class _Link:
     """One authenticated TLS connection to one peer (non-blocking, used under a lock)."""
 
-    def __init__(self, peer: str, sock: ssl.SSLSocket, box: Mailbox, max_frame: int) -> None:
+    def __init__(self, peer: str, sock: ssl.SSLSocket, box: _Inbox, max_frame: int) -> None:
         self.peer, self.sock, self.box, self.max_frame = peer, sock, box, max_frame
         self.lock = threading.Lock()  # guards every call into the TLS object
         self.wlock = threading.Lock()  # one frame at a time
@@ -131,14 +142,20 @@ class _Link:
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
             return bytes(out) if out else None
 
-    def send(self, payload: bytes) -> None:
+    def send(self, payload: bytes, deadline: float | None = None) -> None:
+        """Send one frame; past ``deadline`` (monotonic) a half-sent frame closes the link."""
         if len(payload) > self.max_frame:
             raise LocalError(f"frame of {len(payload)} bytes exceeds the limit {self.max_frame}")
         view = memoryview(_LEN.pack(len(payload)) + payload)
+        total = len(view)
         with self.wlock:
             while view:
                 if self.closed:
                     raise PeerError("connection closed", peer=self.peer)
+                if deadline is not None and time.monotonic() >= deadline:
+                    if len(view) < total:  # a partial frame would desynchronise the stream
+                        self.shutdown()
+                    raise PeerTimeoutError("send not finished by the deadline", peer=self.peer)
                 try:
                     with self.lock:
                         n = self.sock.send(view[:_CHUNK])
