@@ -125,3 +125,49 @@ def test_dp_sgd_is_accounted_at_the_sites(tmp_path: Path) -> None:
     for s, e in got.items():
         assert 0 < e <= 8.0
         assert e == pytest.approx(sim_eps[s], rel=1e-9)
+
+
+def _poisson_deploy(tmp_path: Path, name: str, sites: int, debug: bool) -> dict:
+    cfg = write_config(tmp_path / f"{name}.toml", name, rounds=3, sites=sites, client="central")
+    text = cfg.read_text().replace(
+        'transport = "flower"\n',
+        'transport = "flower"\nsampling = "poisson"\ncohort_fraction = 0.5\n')
+    if debug:
+        text = text.replace("secure_rng = false\n",
+                            "secure_rng = false\ndebug_unnoised_statistics = true\n")
+    cfg.write_text(text)
+    grid = FakeGrid(site_configs(cfg, sites))
+    srv = DeployServer(load_config(cfg), tmp_path / f"run-{name}", stage_timeout_s=5.0,
+                       min_nodes=sites)
+    return srv.run(grid)
+
+
+def _unnoised(rec: dict) -> tuple[list[dict], dict]:
+    """What a reader of record.json compares: every field that is not noised."""
+    from veil.privacy.release import DP_STAGES
+
+    rounds = []
+    for r in rec["rounds"]:
+        v = {k: x for k, x in r.items() if k not in ("test_loss", "test_accuracy")}
+        v["measurements"] = {k: x for k, x in (r.get("measurements") or {}).items()
+                             if k.split("/", 1)[0] not in DP_STAGES}
+        rounds.append(v)
+    final = {k: x for k, x in rec["final"].items() if k != "test_accuracy"}
+    return rounds, final
+
+
+def test_hidden_poisson_cohorts_leave_no_count_in_the_deployed_record(tmp_path: Path) -> None:
+    # add/remove-one-site neighbours: deployment B is A without its last site. Under
+    # client-level DP with hidden Poisson cohorts the record's un-noised fields must not
+    # tell them apart (no n_selected/n_summed, timings, exchange counts)
+    a = _poisson_deploy(tmp_path, "a", 4, debug=False)
+    b = _poisson_deploy(tmp_path, "b", 3, debug=False)
+    assert _unnoised(a) == _unnoised(b)
+    for r in a["rounds"]:
+        assert not {"n_selected", "n_summed", "duration_s", "exchange_s"} & set(r)
+    assert "exchanges" not in a["final"] and "wall_s" not in a["final"]
+    # control: with the un-noised debug flag the same reader tells them apart
+    ad = _poisson_deploy(tmp_path, "ad", 4, debug=True)
+    bd = _poisson_deploy(tmp_path, "bd", 3, debug=True)
+    assert _unnoised(ad)[0] != _unnoised(bd)[0]
+    assert any("n_selected" in r for r in ad["rounds"])

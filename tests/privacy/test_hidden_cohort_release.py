@@ -186,3 +186,41 @@ def test_the_server_checkpoint_does_not_reveal_participation(tmp_path: Path) -> 
     assert [s.ledger.state_dict()["log"] for s in again.sites] == [
         s.ledger.state_dict()["log"] for s in fed.sites]  # the same charges, site by site
     assert [s.ledger.epsilon() for s in again.sites] == [s.ledger.epsilon() for s in fed.sites]
+
+
+def test_an_empty_poisson_cohort_under_central_dp_releases_noise_not_a_skip(
+    tmp_path: Path,
+) -> None:
+    """DP-FedAvg's release for a round with nobody sampled is the noise alone.
+
+    Skipping the round would leave the model exactly where it was: a reader comparing
+    the model before and after would learn, un-noised, that the cohort was empty.
+    """
+    from veil.federation.build import build_federation
+    from veil.federation.config import parse_config
+
+    for seed in range(20):  # q = 0.05 of 12 sites: P(empty) = 0.95^12 = 0.54 per draw
+        cfg = parse_config({
+            "name": f"e{seed}", "seed": seed, "rounds": 1, "output_dir": str(tmp_path),
+            "data": {"dataset": "digits", "sites": N, "partition": "iid", "limit": 480},
+            "model": {"name": "logreg"},
+            "federation": {"cohort_fraction": 0.05, "sampling": "poisson"},
+            "privacy": {"enabled": True, "target_epsilon": 50.0, "secure_rng": False,
+                        "accountant": "rdp", "debug_unnoised_statistics": True,
+                        "client_level": {"enabled": True, "clip_norm": 0.5,
+                                         "noise_multiplier": 1.0}},
+            "audit": {"log": False},
+        })
+        fed = build_federation(cfg)
+        before = fed.params.clone()
+        rec = fed.run().rounds[0]
+        if rec["n_selected"] == 0:
+            break
+    else:
+        raise AssertionError("no empty cohort in 20 seeded draws")
+    assert "skipped" not in rec and "aborted" not in rec
+    moved = (fed.params - before).double()
+    # noise std of the mean: z * C / expected cohort size (max(1, round(0.6)) = 1 site)
+    std = rec["measurements"]["dp_fedavg/noise_std"]
+    assert std > 0
+    assert 0.7 < float(moved.std()) / std < 1.3  # d = 650 draws: ±30% is > 7 sigma wide

@@ -22,8 +22,10 @@ built by :func:`veil.deploy.parts.server_parts` from the coordinator's run confi
 
 The record (``record.json``) has every round's cohort, survivors, bytes, exchange times,
 released measurements and the ε each site *reported* (sample-level DP is accounted at the
-sites); with hidden cohorts (client-level DP, ``privacy.record_cohorts = false``) only
-counts, as in simulation. A round that aborted is recorded with its typed error and the
+sites); with hidden cohorts (client-level DP, ``privacy.record_cohorts = false``) what the
+simulation keeps: counts for a fixed-size cohort, and under Poisson sampling only public or
+noised keys (:func:`veil.privacy.release.release_round`: no count, timing or protocol
+counter of the secret cohort). A round that aborted is recorded with its typed error and the
 run ends with that error (the ServerApp fails, so ``veil deploy run`` exits non-zero).
 """
 
@@ -39,6 +41,10 @@ from veil.errors import AbortError, ConfigError, InvalidUpdateError, PeerError
 from veil.transport.flower import Envelope, GridLink
 
 __all__ = ["DeployServer", "serve"]
+
+
+class _Skipped(Exception):
+    """A round with nothing to exchange (an empty Poisson cohort)."""
 
 
 class DeployServer:
@@ -80,6 +86,7 @@ class DeployServer:
         self.min_nodes = int(min_nodes or cfg.data.sites)
         self.records: list[dict[str, Any]] = []
         self.site_errors: dict[str, str] = {}
+        self._lost: str | None = None
         self.example_counts: dict[str, int] = {}
         self.parts: Any = None
         self.test: tuple[np.ndarray, np.ndarray] | None = None
@@ -199,8 +206,8 @@ class DeployServer:
                 break
             rec = self.round(link, r)
             self.records.append(rec)
-            if "aborted" in rec:
-                aborted.append(rec["aborted"])
+            if self._lost is not None:
+                aborted.append(self._lost)
             record["rounds"] = self.records
             write_json_atomic(self.out_dir / RECORD, record)
         acc = next((x["test_accuracy"] for x in reversed(self.records) if "test_accuracy" in x),
@@ -213,6 +220,9 @@ class DeployServer:
             "wall_s": time.perf_counter() - t0,
             "exchanges": link.stats.exchanges,
         }
+        if self.cfg.privacy.hide_cohorts and self._poisson_hidden():
+            for key in ("wall_s", "exchanges"):  # timings and stage counts of secret cohorts
+                record["final"].pop(key)
         privacy: dict[str, Any] = {}
         for h in hooks:
             privacy.update(h.summary())
@@ -230,6 +240,11 @@ class DeployServer:
             raise AbortError(f"{len(aborted)} round(s) aborted; first: {aborted[0]}")
         return record
 
+    def _poisson_hidden(self) -> bool:
+        cfg = self.cfg
+        return (cfg.federation.sampling == "poisson"
+                and not cfg.privacy.debug_unnoised_statistics)
+
     def _last_epsilons(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for rec in self.records:
@@ -241,9 +256,10 @@ class DeployServer:
         from veil.deploy.site import state_to_meta
         from veil.federation.hooks import RoundInfo
         from veil.federation.simulation import hide_membership
-        from veil.privacy.release import release_measurements
+        from veil.privacy.release import release_measurements, release_round
 
         t0 = time.perf_counter()
+        self._lost = None  # why this round was lost (not for an empty cohort)
         server, cfg = self.server, self.cfg
         up_before = dict(link.stats.bytes_up)
         cohort = np.asarray([u for u in server.select_cohort(r) if str(int(u)) in link.nodes],
@@ -253,36 +269,22 @@ class DeployServer:
             "cohort_size": server.cohort_size,
             "pipeline_state": state_to_meta(server.broadcast()),
         }
-        party = None
         exchanges: list[float] = []
         events: tuple[Any, ...] = ()
         survivors = np.asarray([], dtype=np.int64)
         try:
-            if server.pipeline.summation.name == "secagg":
-                party = self._secagg_party(cohort, r, meta)
-            payload = server.params.numpy().astype(np.float32).tobytes()
-            env = Envelope("train", r, payload, meta)
-            replies = link.exchange({str(int(u)): env for u in cohort}, self.train_timeout_s)
-            exchanges.append(link.stats.seconds[-1])
-            rec["epsilon_reported"] = {
-                p: float(e.meta["epsilon"]) for p, e in replies.items() if "epsilon" in e.meta
-            }
-            rec["site_errors"] = {
-                p: f"{e.meta.get('error')}: {e.meta.get('message')}"
-                for p, e in replies.items() if e.kind == "error"
-            }
-            if party is None:
-                rows = {int(p): e for p, e in replies.items() if e.kind == "row"}
-                if not rows:
-                    raise AbortError(f"round {r} aborted: no site sent its update")
-                ids = np.asarray(sorted(rows), dtype=np.int64)
-                encoded = np.stack([np.frombuffer(rows[int(u)].payload, np.float64) for u in ids])
-                res = server.aggregate(encoded, ids, r)
-            else:
-                total, sids = self._secagg(link, party, replies, r, exchanges)
-                res = server.apply_sum(total, sids, r)
+            central = cfg.privacy.client_on and cfg.privacy.client_level.mechanism == "central"
+            if cohort.size == 0 and not central:  # a Poisson draw with no site: no step
+                rec.update(skipped="empty cohort")
+                raise _Skipped
+            # central DP and nobody sampled: the noise alone (Server.noise_only)
+            res = (self._exchange(link, cohort, r, meta, rec, exchanges) if cohort.size
+                   else server.noise_only(r))
+        except _Skipped:
+            rec.update(survivors=[])
         except (AbortError, InvalidUpdateError) as exc:
             rec.update(aborted=f"{type(exc).__name__}: {exc}", survivors=[])
+            self._lost = rec["aborted"]
         else:
             survivors, events = np.asarray(res.survivors, dtype=np.int64), res.dp_events
             dp = cfg.privacy.client_level.mechanism if cfg.privacy.client_on else None
@@ -305,11 +307,50 @@ class DeployServer:
         rec["bytes_up"] = {p: n - up_before.get(p, 0) for p, n in link.stats.bytes_up.items()
                            if n - up_before.get(p, 0)}
         rec["duration_s"] = time.perf_counter() - t0
-        if cfg.privacy.hide_cohorts:  # only counts, as the simulation records them
+        if cfg.privacy.hide_cohorts:  # as the simulation records them
             hide_membership(rec)
             for key in ("epsilon_reported", "site_errors", "bytes_up"):
                 rec.pop(key, None)
+            # hidden Poisson cohorts: no count, timing or protocol counter either
+            release_round(rec, cfg.federation.sampling,
+                          debug=cfg.privacy.debug_unnoised_statistics)
+            if self._lost is not None:  # the reason may count the cohort: LOST if hidden
+                self._lost = str(rec.get("aborted", self._lost))
         return rec
+
+    def _exchange(
+        self, link: GridLink, cohort: np.ndarray, r: int, meta: dict[str, Any],
+        rec: dict[str, Any], exchanges: list[float],
+    ) -> Any:
+        """Train at the cohort and sum (plain rows, or SecAgg+ stage by stage).
+
+        Raises:
+            AbortError, InvalidUpdateError: the round is lost.
+        """
+        server = self.server
+        party = None
+        if server.pipeline.summation.name == "secagg":
+            party = self._secagg_party(cohort, r, meta)
+        payload = server.params.numpy().astype(np.float32).tobytes()
+        env = Envelope("train", r, payload, meta)
+        replies = link.exchange({str(int(u)): env for u in cohort}, self.train_timeout_s)
+        exchanges.append(link.stats.seconds[-1])
+        rec["epsilon_reported"] = {
+            p: float(e.meta["epsilon"]) for p, e in replies.items() if "epsilon" in e.meta
+        }
+        rec["site_errors"] = {
+            p: f"{e.meta.get('error')}: {e.meta.get('message')}"
+            for p, e in replies.items() if e.kind == "error"
+        }
+        if party is None:
+            rows = {int(p): e for p, e in replies.items() if e.kind == "row"}
+            if not rows:
+                raise AbortError(f"round {r} aborted: no site sent its update")
+            ids = np.asarray(sorted(rows), dtype=np.int64)
+            encoded = np.stack([np.frombuffer(rows[int(u)].payload, np.float64) for u in ids])
+            return server.aggregate(encoded, ids, r)
+        total, sids = self._secagg(link, party, replies, r, exchanges)
+        return server.apply_sum(total, sids, r)
 
     def _secagg_party(self, cohort: np.ndarray, r: int, meta: dict[str, Any]) -> Any:
         """The server's SecAgg+ party of round ``r`` (its public parameters into ``meta``)."""

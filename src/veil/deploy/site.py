@@ -303,13 +303,7 @@ def state_to_meta(state: Any) -> list[Any]:
 
 
 def encoded_dim(pipeline: Any, n_params: int, cohort_size: int) -> int:
-    """Length of an encoded row (what the summation protocol sums), from a zero update
-    encoded with a throw-away stream (nothing of it is sent)."""
-    from veil.aggregation import EncodeContext
-    from veil.crypto.prg import SecureRng
+    """Length of an encoded row (what the summation protocol sums)."""
+    from veil.federation.server import zero_row
 
-    zero = np.zeros((1, int(n_params)), dtype=np.float32)
-    ctx = EncodeContext(round=0, site_ids=np.asarray([0]), weights=np.ones(1),
-                        rngs=[SecureRng.fresh()], cohort_size=int(cohort_size))
-    enc, _, _ = pipeline.encode_sites(pipeline.init(), None, zero, ctx)
-    return int(enc.shape[1])
+    return int(zero_row(pipeline, n_params, cohort_size).shape[1])

@@ -23,7 +23,7 @@ from veil.federation.server_opt import ServerOptimizer
 from veil.privacy.neighbouring import check_cohort, fixed_cohort_size
 from veil.privacy.release import draw_cohort
 
-__all__ = ["Server", "round_half"]
+__all__ = ["Server", "round_half", "zero_row"]
 
 
 def round_half(x: float) -> int:
@@ -141,6 +141,17 @@ class Server:
         self._step(new_state, agg)
         return RoundResult(agg, ids, {}, meas, events)
 
+    def noise_only(self, round: int) -> RoundResult:
+        """A round whose Poisson cohort is empty, under central client-level DP.
+
+        DP-FedAvg releases the noised sum of the sampled sites' clipped updates over the
+        fixed expected cohort size; with no site sampled that is the noise alone. Skipping
+        the round instead would release, un-noised, that the cohort was empty (the model
+        would visibly not move), which add/remove-one-site DP does not allow.
+        """
+        total = zero_row(self.pipeline, self.params.numel(), self.cohort_size).sum(axis=0)
+        return self.apply_sum(total, np.asarray([], dtype=np.int64), round)
+
     def _step(self, new_state: PipelineState, aggregate: np.ndarray) -> None:
         step = self.server_opt.step(self.params.double().numpy(), aggregate)
         self.params = torch.from_numpy(step.astype(np.float32))
@@ -169,3 +180,18 @@ class Server:
         self.params = params.clone()
         self.pipe_state = state["pipeline"]
         self.server_opt.load_state_dict(state["server_opt"])
+
+
+def zero_row(pipeline: Pipeline, n_params: int, cohort_size: int) -> np.ndarray:
+    """One encoded row ``(1, d)`` of a zero update, in the summation's dtype.
+
+    Encoded with a throw-away stream (nothing of it is sent): its width is what the
+    summation protocol sums, and the sum of no rows is zeros of this shape.
+    """
+    from veil.aggregation import EncodeContext
+
+    zero = np.zeros((1, int(n_params)), dtype=np.float32)
+    ctx = EncodeContext(round=0, site_ids=np.asarray([0]), weights=np.ones(1),
+                        rngs=[SecureRng.fresh()], cohort_size=int(cohort_size))
+    enc, _, _ = pipeline.encode_sites(pipeline.init(), None, zero, ctx)
+    return np.zeros_like(enc)
