@@ -116,14 +116,14 @@ def test_round_trip_two_exchanges_and_stats(pki) -> None:
 def test_slow_site_is_absent_and_its_stale_reply_is_not_replayed(pki) -> None:
     def slow(env: Envelope) -> Envelope:
         if env.round == 0:
-            time.sleep(1.0)  # past the first deadline; the reply lands in exchange 2
+            time.sleep(1.2)  # past the first deadline; the reply lands in exchange 2
             return Envelope("reply", 0, b"stale")
         return Envelope("reply", env.round, b"fresh")
 
     with ExitStack() as stack:
         server, clients = _star(stack, pki, {"site-0": _echo("site-0"), "site-1": slow})
         out = {n: Envelope("stage", 0, b"x") for n in ["site-0", "site-1"]}
-        first = server.exchange(out, 0.4)
+        first = server.exchange(out, 0.6)
         assert set(first) == {"site-0"}
         second = server.exchange({"site-1": Envelope("stage", 1, b"y")}, 5.0)
         assert second["site-1"].payload == b"fresh" and second["site-1"].round == 1
@@ -228,8 +228,8 @@ def test_fixed_deadlines_last_the_timeout_and_order_by_the_seeded_shuffle(pki) -
         server, _ = _star(stack, pki, {n: _echo(n) for n in SITES}, side_channels=sc)
         for r in range(2):
             t0 = time.monotonic()
-            got = server.exchange({n: Envelope("stage", r) for n in SITES}, 0.4)
-            assert time.monotonic() - t0 >= 0.4
+            got = server.exchange({n: Envelope("stage", r) for n in SITES}, 0.8)
+            assert time.monotonic() - t0 >= 0.8
             assert list(got) == [n for n, _ in ref.order([(n, None) for n in SITES])]
 
 

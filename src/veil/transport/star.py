@@ -128,7 +128,7 @@ class _Sink:
     """What one server-side link delivers into, tagged with the link's generation."""
 
     def __init__(self, server: StarServer, gen: int) -> None:
-        self.owner, self.server, self.gen = "coordinator", server, gen
+        self.owner, self.server, self.gen = server._own, server, gen
 
     def put(self, sender: str, payload: bytes) -> None:
         self.server._deliver(self.gen, sender, payload)
@@ -175,7 +175,7 @@ class StarServer:
         self._xlock = threading.Lock()
         self._handshakes = threading.BoundedSemaphore(64)
         self._closed = False
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="veil-star-send")
+        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="veil-star-send")
         self._listener = socket.create_server(listen, backlog=128)
         self._listener.settimeout(0.1)
         self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
