@@ -46,7 +46,7 @@ def shared_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]
 
     root = tmp_path_factory.mktemp("shared")
     config = root / "run.toml"
-    dep = LocalDeployment(root / "dep", site_configs(config, 3))
+    dep = LocalDeployment(root / "dep", site_configs(config, 3), stage_link=True)
     dep.config = config  # type: ignore[attr-defined]
     try:
         dep.start()

@@ -57,9 +57,11 @@ def _gone(pid: int, wait_s: float = 10.0) -> bool:
     return False
 
 
-def _run_shared(dep: Any, tmp: Path, **kw: Any) -> tuple[Path, str, dict[str, Any]]:
+def _run_shared(dep: Any, tmp: Path, stage_link: bool = False,
+                **kw: Any) -> tuple[Path, str, dict[str, Any]]:
     cfg = write_config(dep.config, tmp.name, **kw)  # every site's own copy, too
-    status, rec = dep.run(cfg, tmp / "run", stage_timeout_s=90, timeout_s=RUN_TIMEOUT_S)
+    status, rec = dep.run(cfg, tmp / "run", stage_timeout_s=90, timeout_s=RUN_TIMEOUT_S,
+                          stage_link=stage_link)
     return cfg, status, rec
 
 
@@ -94,6 +96,21 @@ def test_secagg_round_over_flower_equals_simulation(
     np.testing.assert_allclose(_model(tmp_path / "run"), _simulate(cfg).params.numpy(),
                                rtol=0, atol=1e-6)
     assert rec["example_counts_shared"] == {}
+
+
+@pytest.mark.slow
+def test_secagg_over_the_stage_link_on_real_processes_equals_simulation(
+    shared_deployment: Any, tmp_path: Path
+) -> None:
+    # the site executors dial the coordinator's mutual-TLS port; stages 2-5 go over it
+    cfg, status, rec = _run_shared(shared_deployment, tmp_path, secagg=True, rounds=2,
+                                   stage_link=True)
+    assert status == "finished:completed" and rec["final"]["status"] == "completed"
+    assert "stage link" in rec["stage_transport"]
+    assert all(r["survivors"] == [0, 1, 2] and len(r["exchange_s"]) == 5
+               for r in rec["rounds"])
+    np.testing.assert_allclose(_model(tmp_path / "run"), _simulate(cfg).params.numpy(),
+                               rtol=0, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -43,7 +43,8 @@ def _argv(cmd: str, env: dict[str, str]) -> list[str]:
     import shlex
 
     words = shlex.split(os.path.expandvars(cmd.replace("$SUPERLINK_HOST", env["SUPERLINK_HOST"])
-                                           .replace("$SUPERLINK_PORT", env["SUPERLINK_PORT"])))
+                                           .replace("$SUPERLINK_PORT", env["SUPERLINK_PORT"])
+                                           .replace("$STAGE_PORT", env["STAGE_PORT"])))
     return [VEIL, *words[1:]]
 
 
@@ -65,7 +66,8 @@ def test_every_command_of_the_guide(tmp_path: Path) -> None:
     (coord / "deploy.toml").write_text(_blocks("toml")[0])
     for name in ("hospital_a", "hospital_b", "hospital_c", "hospital_c_test"):
         shutil.copy(EXAMPLE / f"{name}.csv", coord)  # where the simulation reads them
-    env = {"SUPERLINK_HOST": "127.0.0.1", "SUPERLINK_PORT": str(free_port())}
+    env = {"SUPERLINK_HOST": "127.0.0.1", "SUPERLINK_PORT": str(free_port()),
+           "STAGE_PORT": str(free_port())}
     procs: list[Proc] = []
     try:
         certs, superlink, csv_site, test_site, run, show = cmds
@@ -81,6 +83,9 @@ def test_every_command_of_the_guide(tmp_path: Path) -> None:
             d = tmp_path / f"site{i}"
             (d / "data").mkdir(parents=True)
             shutil.copy(coord / "certs" / "ca.crt", d / "ca.crt")
+            (d / "stage").mkdir()  # the stage CA and this site's own pair, nothing else
+            for name in ("stage-ca.crt", f"site-{i}.crt", f"site-{i}.key"):
+                shutil.copy(coord / "certs" / "stage" / name, d / "stage" / name)
             shutil.copy(coord / "deploy.toml", d / "deploy.toml")  # the site's own copy
             for k, v in subst.items():
                 cmd = cmd.replace(k, v)
@@ -100,6 +105,10 @@ def test_every_command_of_the_guide(tmp_path: Path) -> None:
                              timeout=120)
         assert out.returncode == 0, out.stderr
         assert "final: completed, 2 rounds" in out.stdout
+        import json
+
+        rec = json.loads((coord / "runs" / "deployed" / "record.json").read_text())
+        assert "stage link" in rec["stage_transport"]  # SecAgg+ stages 2-5 over mutual TLS
         assert time.monotonic() - t0 < 1500
         assert "Starting insecure" not in "".join(p.log_tail(10**6) for p in procs)
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -171,3 +172,75 @@ def test_hidden_poisson_cohorts_leave_no_count_in_the_deployed_record(tmp_path: 
     bd = _poisson_deploy(tmp_path, "bd", 3, debug=True)
     assert _unnoised(ad)[0] != _unnoised(bd)[0]
     assert any("n_selected" in r for r in ad["rounds"])
+
+
+def _stage_certs(tmp_path: Path, sites: int) -> tuple[Any, list[dict]]:
+    from veil.deploy.stagelink import StageLinkConfig, write_stage_certs
+
+    files = write_stage_certs(tmp_path / "stage", sites)
+    link = StageLinkConfig(("127.0.0.1", 0), "127.0.0.1:0", files["coordinator"],
+                           files["coordinator-key"], files["ca"])
+    extra = [{"stage-cert": str(files[f"site-{i}"]), "stage-key": str(files[f"site-{i}-key"]),
+              "stage-ca": str(files["ca"])} for i in range(sites)]
+    return link, extra
+
+
+def test_secagg_over_the_stage_link_equals_simulation(tmp_path: Path) -> None:
+    # Flower carries hello and train (+ advertise); share, masked, consistency and unmask
+    # go over the coordinator's mutual-TLS stage link: the same model as in simulation
+    cfg = write_config(tmp_path / "sl.toml", "sl", secagg=True)
+    link, extra = _stage_certs(tmp_path, 3)
+    grid = FakeGrid([{**nc, **x} for nc, x in zip(site_configs(cfg), extra)])
+    srv = DeployServer(load_config(cfg), tmp_path / "run", stage_timeout_s=5.0,
+                       stage_link=link)
+    rec = srv.run(grid)
+    np.testing.assert_allclose(srv.params.numpy(), _simulate(cfg)[0], rtol=0, atol=1e-6)
+    assert all(len(r["exchange_s"]) == 5 for r in rec["rounds"])
+    assert "stage link" in rec["stage_transport"]
+    # Flower saw only hello and train: no protocol stage travelled as a Flower message
+    assert {kind for _, kind, _, _ in grid.seen} == {"hello", "stage"}
+    assert len(grid.seen) == 3 * (1 + rec["final"]["rounds_completed"])
+    assert set(rec["rounds"][0]["bytes_up"]) == {"0", "1", "2"}
+
+
+def test_a_site_without_stage_certificates_refuses_and_the_round_goes_on(
+    tmp_path: Path,
+) -> None:
+    cfg = write_config(tmp_path / "sl.toml", "sl", secagg=True, sites=4, k=3)
+    link, extra = _stage_certs(tmp_path, 4)
+    extra[3] = {}  # site 3 was given no stage certificate
+    grid = FakeGrid([{**nc, **x} for nc, x in zip(site_configs(cfg, 4), extra)])
+    srv = DeployServer(load_config(cfg), tmp_path / "run", stage_timeout_s=5.0,
+                       min_nodes=3, stage_link=link)
+    rec = srv.run(grid)
+    assert rec["sites"] == ["0", "1", "2"]
+    (why,) = rec["site_refusals"].values()
+    assert "stage-cert" in why
+    assert rec["final"]["status"] == "completed"
+
+
+def test_fixed_deadlines_and_shuffled_order_over_the_stage_link(tmp_path: Path) -> None:
+    # side channels in a deployment: with fixed deadlines every protocol stage lasts its
+    # deadline, the server handles replies in a CSPRNG-shuffled order, and the sites add
+    # their random delays; the round is still exact
+    import time
+
+    cfg = write_config(tmp_path / "sc.toml", "sc", secagg=True, rounds=1)
+    text = cfg.read_text().replace(
+        "neighbours = 2\n", "neighbours = 2\nfixed_deadlines = true\nstage_deadline_s = 0.6\n"
+        "site_delay_s = 0.2\npad_messages = true\n")
+    cfg.write_text(text)
+    link, extra = _stage_certs(tmp_path, 3)
+    grid = FakeGrid([{**nc, **x} for nc, x in zip(site_configs(cfg), extra)])
+    srv = DeployServer(load_config(cfg), tmp_path / "run", stage_timeout_s=5.0,
+                       stage_link=link)
+    assert srv.stage_timeout_s == 0.6 and srv.side_channels.fixed_deadlines
+    t0 = time.perf_counter()
+    rec = srv.run(grid)
+    (r,) = rec["rounds"]
+    assert rec["final"]["status"] == "completed"
+    stages = r["exchange_s"][1:]  # the four stages over the link
+    assert len(stages) == 4 and all(x >= 0.6 for x in stages)  # none closed early
+    assert all(x < 0.6 + 0.5 for x in stages)  # and none waited for more than its deadline
+    np.testing.assert_allclose(srv.params.numpy(), _simulate(cfg)[0], rtol=0, atol=1e-6)
+    assert time.perf_counter() - t0 > 4 * 0.6

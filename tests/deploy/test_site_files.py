@@ -61,8 +61,42 @@ def test_sites_read_their_own_files_as_in_simulation(tmp_path: Path, secagg: boo
     rec = srv.run(FakeGrid(_sites(tmp_path, cfg, share_counts=not secagg)))
     sim = build_federation(load_config(cfg)).run()
     np.testing.assert_allclose(srv.params.numpy(), sim.params.numpy(), rtol=0, atol=1e-6)
-    assert rec["evaluation"].startswith("none at the coordinator")
+    assert rec["evaluation"].startswith("at the sites") and rec["site_metrics"] == {}
     assert len(rec["example_counts_shared"]) == (0 if secagg else 3)
+
+
+def test_sites_that_opt_in_evaluate_the_final_model_on_their_own_test_data(
+    tmp_path: Path,
+) -> None:
+    # the coordinator has no data: hospitals A and C share their test metrics, B declines
+    import copy
+
+    from veil.federation.build import load_site_files
+    from veil.models.metrics import evaluate_sites
+    from veil.models.params import load_flat_params
+
+    cfg = _config(tmp_path, secagg=True)
+    sites = _sites(tmp_path, cfg)
+    sites[0]["share-evaluation"] = sites[2]["share-evaluation"] = True
+    grid = FakeGrid(sites)
+    rec = DeployServer(load_config(cfg), tmp_path / "run", stage_timeout_s=5.0).run(grid)
+    assert sorted(rec["site_metrics"]) == ["0", "2"]
+    assert rec["site_metrics_summary"]["accuracy"]["n_sites"] == 2
+    assert "2 shared their metrics, 1 declined" in rec["evaluation"]
+    # site B sent no statistic: its only evaluation reply is a refusal with no numbers
+    assert any(kind == "declined" and b'"metrics"' not in meta.encode()
+               for node, kind, _, meta in grid.seen if node == 1001)
+    # the same numbers as the simulation's per-site evaluation of its final model
+    run = build_federation(load_config(cfg))
+    res = run.run()
+    final = copy.deepcopy(run.model)
+    load_flat_params(final, res.params)
+    fd = load_site_files(load_config(cfg))
+    sim = evaluate_sites(final, fd)
+    for party, name in (("0", fd.sites[0].name), ("2", fd.sites[2].name)):
+        got, want = rec["site_metrics"][party], sim[name].to_dict()
+        assert got["n"] == want["n"]
+        assert got["accuracy"] == pytest.approx(want["accuracy"], abs=1e-9)
 
 
 def test_a_site_without_its_file_or_test_file_refuses(tmp_path: Path) -> None:

@@ -41,6 +41,8 @@ def register(sub: Any) -> None:
     c.add_argument("--host", action="append", required=True,
                    help="DNS name or IP address the sites dial (repeat for several)")
     c.add_argument("--days", type=int, default=365, help="validity in days")
+    c.add_argument("--stage-sites", type=int, default=0, help="also a stage-link CA with "
+                   "certificates for the coordinator and sites 0..N-1 (in DIR/stage)")
 
     s = d.add_parser("superlink", help="start the SuperLink (foreground)")
     s.add_argument("--home", required=True, help="FLWR_HOME of this SuperLink")
@@ -61,6 +63,10 @@ def register(sub: Any) -> None:
     n.add_argument("--test", help="this site's own test file (if its data.files entry has one)")
     n.add_argument("--share-example-counts", action="store_true",
                    help="let the server weight by this site's number of examples")
+    n.add_argument("--share-evaluation", action="store_true",
+                   help="send the coordinator this site's test metrics of the final model "
+                   "(its test size and accuracy; with data.files the coordinator has no "
+                   "test data of its own)")
     n.add_argument("--root-cert", help="ca.crt from `veil deploy certs` (omit: --insecure)")
     n.add_argument("--port", type=int, default=9094, help="local port of its runtime API")
     n.add_argument("--agent-dir", help="private directory of the site's executor/agent")
@@ -68,6 +74,9 @@ def register(sub: Any) -> None:
                    "identity new`): SecAgg+ runs its malicious-server mode; needs --roster")
     n.add_argument("--roster", help="the enrolled sites' roster.json (`veil identity roster`)")
     n.add_argument("--roster-digest", help="pin the roster to this digest (hex)")
+    n.add_argument("--stage-certs", help="directory holding stage-ca.crt and this site's "
+                   "site-<id>.crt/.key (`veil deploy certs --stage-sites`): lets the site "
+                   "join a coordinator's direct stage link")
     n.add_argument("--isolation", choices=["veil", "subprocess"], default="veil",
                    help="veil: one long-lived site executor beside the SuperNode (default); "
                    "subprocess: Flower's ClientApp process per message")
@@ -87,6 +96,11 @@ def register(sub: Any) -> None:
     r.add_argument("--timeout", type=float, default=3600.0, help="give up after this long")
     r.add_argument("--roster", help="the enrolled sites' roster.json: SecAgg+ runs its "
                    "malicious-server mode (every site needs --identity and --roster)")
+    r.add_argument("--stage-listen", help="HOST:PORT the coordinator binds for the direct "
+                   "stage link (SecAgg+ stages 2-5 over mutual TLS; omit: Flower only)")
+    r.add_argument("--stage-address", help="HOST:PORT the sites dial (default: --stage-listen)")
+    r.add_argument("--stage-certs", help="directory holding stage-ca.crt and "
+                   "coordinator.crt/.key (`veil deploy certs --stage-sites`)")
 
     w = d.add_parser("show", help="summarise a deployed run's record (per round)")
     w.add_argument("dir", help="the run directory given to `veil deploy run --out`")
@@ -111,6 +125,13 @@ def run(args: argparse.Namespace) -> int:
 
         ca, crt, key = write_superlink_certs(args.dir, args.host, args.days)
         print(f"wrote {ca} (give it to every site), {crt} and {key} (keep on the SuperLink)")
+        if args.stage_sites:
+            from veil.deploy.stagelink import write_stage_certs
+
+            st = write_stage_certs(os.path.join(args.dir, "stage"), args.stage_sites, args.days)
+            print(f"wrote the stage link's {st['ca']} (every machine), coordinator.crt/.key "
+                  f"(the SuperLink machine) and site-<id>.crt/.key (each to its site only) "
+                  f"in {st['ca'].parent}")
         return 0
     if step == "superlink":
         cmd = [pr._bin("flower-superlink"), "--host", args.host, "--port", str(args.port),
@@ -164,6 +185,13 @@ def _supernode(args: argparse.Namespace) -> int:
         nc["roster-digest"] = args.roster_digest
     if args.share_example_counts:
         nc["share-example-counts"] = True
+    if args.share_evaluation:
+        nc["share-evaluation"] = True
+    if args.stage_certs:
+        base = os.path.abspath(args.stage_certs)
+        me = f"site-{args.partition_id}"
+        nc.update({"stage-cert": f"{base}/{me}.crt", "stage-key": f"{base}/{me}.key",
+                   "stage-ca": f"{base}/stage-ca.crt"})
     root = os.path.abspath(args.root_cert) if args.root_cert else None
     cmd = pr.supernode_command(args.superlink, nc, args.port, root, args.isolation)
     home = Path(args.home).resolve()
@@ -191,12 +219,17 @@ def _show(run_dir: str) -> int:
           f"pipeline {' -> '.join(rec['pipeline'])}")
     for r in rec.get("rounds", []):
         acc = r.get("test_accuracy")
-        state = r.get("aborted") or f"survivors {r['survivors']}"
+        state = r.get("aborted") or (f"survivors {r['survivors']}" if "survivors" in r
+                                     else "membership hidden")
         eps = r.get("epsilon_reported") or {}
-        print(f"  round {r['round']}: cohort {r['cohort']}, {state}"
+        print(f"  round {r['round']}: cohort {r.get('cohort', 'hidden')}, {state}"
               + (f", accuracy {acc:.4f}" if acc is not None else "")
               + (f", ε reported {eps}" if eps else "")
-              + f", {r['duration_s']:.1f} s")
+              + (f", {r['duration_s']:.1f} s" if "duration_s" in r else ""))
+    for site, m in rec.get("site_metrics", {}).items():
+        vals = ", ".join(f"{k} {v:.4f}" for k, v in m.items()
+                         if k not in ("task", "n", "notes") and isinstance(v, float))
+        print(f"  site {site} (own test data, n = {m.get('n')}): {vals}")
     f = rec.get("final", {})
     print(f"final: {f.get('status')}, {f.get('rounds_completed')} rounds, "
           f"accuracy {f.get('test_accuracy')}")
@@ -224,6 +257,15 @@ def _run(args: argparse.Namespace) -> int:
         "min-nodes": int(args.min_nodes),
         "roster": os.path.abspath(args.roster) if args.roster else "",
     }
+    if args.stage_listen:
+        from veil.deploy.stagelink import StageLinkConfig
+
+        base = os.path.abspath(args.stage_certs or ".")
+        rc.update({"stage-listen": args.stage_listen,
+                   "stage-address": args.stage_address or args.stage_listen,
+                   "stage-cert": f"{base}/coordinator.crt",
+                   "stage-key": f"{base}/coordinator.key", "stage-ca": f"{base}/stage-ca.crt"})
+        StageLinkConfig.from_run_config(rc)  # a malformed address is refused here
     out.mkdir(parents=True, exist_ok=True)
     (out / "record.json").unlink(missing_ok=True)
     run_id, status = runs.flwr_run(home, app, rc, args.timeout, record=out / "record.json")

@@ -163,28 +163,64 @@ def forward(
 
 # -------------------------------------------------------------------------- agent side
 class _Agent:
-    """The agent's state: one :class:`SiteRuntime` per run (only the latest run is kept)."""
+    """The agent's state: one :class:`SiteRuntime` per run (only the latest run is kept).
+
+    When the run's ``hello`` names a stage link (:mod:`veil.deploy.stagelink`), the agent
+    dials it after accepting the run and answers the protocol stages that arrive there
+    with the same runtime, one message at a time (a lock serialises them with Flower's).
+    """
 
     def __init__(self) -> None:
+        import threading
+
         self.run_id: int | None = None
         self.site: Any = None
+        self.link: Any = None  # the StarClient of the current run's stage link
+        self._lock = threading.Lock()
 
     def handle(self, header: Mapping[str, Any], payload: bytes) -> Envelope:
         env = _env_from(header, payload)
         run_id = int(header["run_id"])
         try:
-            if env.kind == "hello":  # a new run: the site rebuilds from its own config
-                from veil.deploy.site import SiteRuntime
+            with self._lock:
+                if env.kind == "hello":  # a new run: the site rebuilds from its own config
+                    from veil.deploy.site import SiteRuntime
 
-                self.site, self.run_id = None, run_id
-                self.site = SiteRuntime(header.get("node_config", {}))
-            if self.site is None or self.run_id != run_id:
-                raise LocalError(f"no site state for run {run_id} (the hello was not received)")
-            out = self.site.handle(env)
+                    self._close_link()
+                    self.site, self.run_id = None, run_id
+                    self.site = SiteRuntime(header.get("node_config", {}))
+                if self.site is None or self.run_id != run_id:
+                    raise LocalError(
+                        f"no site state for run {run_id} (the hello was not received)")
+                out = self.site.handle(env)
+                if env.kind == "hello" and env.meta.get("stage_link"):
+                    out = self._dial(header.get("node_config", {}), env, out)
         except VeilError as exc:  # typed errors go back to the server by name
             return Envelope("error", env.round, b"", {"error": type(exc).__name__,
                                                        "message": str(exc)})
         return out if out is not None else Envelope("none", env.round)
+
+    def _dial(self, node_config: Mapping[str, Any], env: Envelope, out: Envelope) -> Envelope:
+        """Connect to the coordinator's stage link; the hello reply says so."""
+        from veil.deploy.stagelink import dial_stage_link
+
+        site, run_id = self.site, self.run_id
+        link = dial_stage_link(node_config, site.site_id, str(env.meta["stage_link"]))
+
+        def on_stage(e: Envelope) -> Envelope | None:
+            with self._lock:
+                if self.site is not site or self.run_id != run_id:
+                    raise LocalError(f"no site state for run {run_id} (a newer run started)")
+                return site.handle(e)
+
+        link.serve_in_thread(on_stage)
+        self.link = link
+        return Envelope(out.kind, out.round, out.payload, {**out.meta, "stage_link": True})
+
+    def _close_link(self) -> None:
+        if self.link is not None:
+            self.link.close()
+            self.link = None
 
 
 def serve(d: Path, parent_pid: int | None = None) -> None:

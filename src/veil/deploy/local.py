@@ -56,16 +56,30 @@ class LocalDeployment:
         isolation: ``"veil"`` (a long-lived site executor per SuperNode, the default) or
             ``"subprocess"`` (Flower's ClientApp process per message, needed by apps that
             are not veil's, e.g. Flower's own SecAgg+ in ``veil bench deploy``).
+        stage_link: also give every site and the coordinator certificates of a stage CA
+            (:func:`veil.deploy.stagelink.write_stage_certs`); runs then take SecAgg+'s
+            later stages over the direct link (``run(..., stage_link=True)``).
     """
 
     def __init__(
         self, workdir: str | os.PathLike[str], sites: Sequence[Mapping[str, Any]],
-        tls: bool = False, isolation: str = "veil",
+        tls: bool = False, isolation: str = "veil", stage_link: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
         self.site_configs = [dict(s) for s in sites]
         self.tls = tls
         self.isolation = isolation
+        self.stage_files: dict[str, Path] = {}
+        if stage_link:
+            from veil.deploy.stagelink import site_party, write_stage_certs
+
+            self.stage_files = write_stage_certs(self.workdir / "stage-certs",
+                                                 1 + max(int(s["partition-id"]) for s in sites))
+            for nc in self.site_configs:
+                me = site_party(nc["partition-id"])
+                nc.update({"stage-cert": str(self.stage_files[me]),
+                           "stage-key": str(self.stage_files[f"{me}-key"]),
+                           "stage-ca": str(self.stage_files["ca"])})
         self.superlink: Proc | None = None
         self.supernodes: list[Proc] = []
         self.root_cert: str | None = None
@@ -119,11 +133,15 @@ class LocalDeployment:
         timeout_s: float = 600.0,
         check: bool = True,
         roster: str | os.PathLike[str] | None = None,
+        stage_link: bool = False,
     ) -> tuple[str, dict[str, Any]]:
         """Submit the veil run ``config`` and wait for it.
 
         Args:
             roster: the enrolled sites' roster file (SecAgg+'s malicious-server mode).
+            stage_link: SecAgg+'s stages after the first over the coordinator's direct
+                mutual-TLS link on a free loopback port (needs ``stage_link=True`` at
+                construction).
 
         Returns:
             ``(Flower status, record)``.
@@ -142,6 +160,14 @@ class LocalDeployment:
             "min-nodes": len(self.supernodes),
             "roster": str(Path(roster).resolve()) if roster else "",
         }
+        if stage_link:
+            if not self.stage_files:
+                raise LocalError("this deployment has no stage certificates: "
+                                 "LocalDeployment(..., stage_link=True)")
+            f = self.stage_files
+            rc.update({"stage-listen": f"127.0.0.1:{free_port()}", "stage-cert":
+                       str(f["coordinator"]), "stage-key": str(f["coordinator-key"]),
+                       "stage-ca": str(f["ca"])})
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "record.json").unlink(missing_ok=True)

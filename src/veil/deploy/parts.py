@@ -64,9 +64,7 @@ def check_deployable(cfg: Any) -> None:
 
     Raises:
         ConfigError: ``federation.transport`` is not ``"flower"``, simulated dropouts or
-            deadlines are set, side-channel settings a deployment does not apply
-            (``fixed_deadlines``, ``site_delay_s``) are set, or the data is a file only the
-            simulation machine has.
+            deadlines are set, or the data is a file only the simulation machine has.
     """
     f = cfg.federation
     if f.transport != "flower":
@@ -85,11 +83,6 @@ def check_deployable(cfg: Any) -> None:
     if cfg.aggregation.compression != "none":  # the Flower messages carry dense rows
         raise ConfigError("aggregation.compression runs in simulation only (a deployment "
                           "sends dense updates); leave it 'none'", key="aggregation.compression")
-    a = cfg.aggregation
-    if a.fixed_deadlines or a.site_delay_s > 0:  # GridLink and the ClientApp get neither
-        key = "aggregation.fixed_deadlines" if a.fixed_deadlines else "aggregation.site_delay_s"
-        raise ConfigError(f"{key} protects simulated and TCP rounds only (a deployment does "
-                          "not apply it yet): leave it unset", key=key)
     if cfg.data.dataset in ("csv", "fashion_mnist") and not cfg.data.files:
         raise ConfigError(
             "a deployed site reads its own file: list the sites' files in data.files with "
@@ -216,6 +209,7 @@ class SiteParts:
         pipeline: the same pipeline the coordinator built (the site runs its encode side).
         noise: the site's calibrated noise multipliers (kept at the site).
         n_params: the model's number of parameters.
+        model: the architecture (the site evaluates the final model on its own test data).
     """
 
     site: Any
@@ -223,6 +217,7 @@ class SiteParts:
     pipeline: Any
     noise: dict[str, Any]
     n_params: int
+    model: Any = None
 
 
 def site_parts(
@@ -259,7 +254,7 @@ def site_parts(
     pipeline = build_pipeline(cfg, chain)
     secure_rng = bool(p.secure_rng) if p.enabled else True
     site = Site(site_id, x, y, site_streams(secure_rng, cfg.seed), pipeline.init_site(), ledger)
-    return SiteParts(site, trainer, pipeline, noise, int(flat_params(model).numel()))
+    return SiteParts(site, trainer, pipeline, noise, int(flat_params(model).numel()), model)
 
 
 def malicious_config(

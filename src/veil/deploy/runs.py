@@ -31,6 +31,7 @@ APP_NAME = "veil-deploy"
 VEIL_RUN_CONFIG = {
     "veil-config": "", "out-dir": "", "stage-timeout": 30.0, "train-timeout": 0.0,
     "nodes-timeout": 120.0, "min-nodes": 0, "roster": "",
+    "stage-listen": "", "stage-address": "", "stage-cert": "", "stage-key": "", "stage-ca": "",
 }
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from veil.errors import AbortError, ConfigError, InvalidUpdateError, PeerError
 from veil.transport.flower import Envelope, GridLink
+from veil.transport.sidechannels import SideChannels
 
 __all__ = ["DeployServer", "serve"]
 
@@ -60,6 +61,8 @@ class DeployServer:
         roster: the enrolled sites' :class:`~veil.crypto.identity.Roster`: SecAgg+ runs
             its malicious-server mode (signed advertisements and survivor lists); ``None``:
             the semi-honest mode (an honest-but-curious coordinator).
+        stage_link: run SecAgg+'s stages after the first over a direct mutual-TLS link
+            (:mod:`veil.deploy.stagelink`) instead of Flower messages; ``None``: Flower.
 
     Raises:
         ConfigError: the config cannot be deployed (:func:`veil.deploy.parts.check_deployable`).
@@ -74,6 +77,7 @@ class DeployServer:
         nodes_timeout_s: float = 120.0,
         min_nodes: int | None = None,
         roster: Any = None,
+        stage_link: Any = None,
     ) -> None:
         from veil.deploy.parts import check_deployable
 
@@ -91,6 +95,13 @@ class DeployServer:
         self.parts: Any = None
         self.test: tuple[np.ndarray, np.ndarray] | None = None
         self.roster = roster
+        self.stage_config = stage_link
+        a = cfg.aggregation
+        #: fixed deadlines and shuffled handling of every exchange (sites add their delays)
+        self.side_channels = SideChannels(a.fixed_deadlines, a.site_delay_s)
+        if a.fixed_deadlines:  # every protocol stage lasts the config's stage deadline
+            self.stage_timeout_s = float(a.stage_deadline_s)
+        self.stage: Any = None  # the StageLink while the run is on
 
     @property
     def server(self) -> Any:
@@ -124,7 +135,14 @@ class DeployServer:
             time.sleep(0.2)
         ids = sorted(int(n) for n in grid.get_node_ids())
         probe = GridLink(grid, {f"node:{n}": n for n in ids})
-        hello = Envelope("hello", -1, b"", {"fingerprint": fingerprint(self.cfg)})
+        meta: dict[str, Any] = {"fingerprint": fingerprint(self.cfg)}
+        if self.stage_config is not None:
+            from veil.deploy.stagelink import StageLink
+
+            self.stage = StageLink(self.stage_config, range(self.cfg.data.sites),
+                                   side_channels=self.side_channels)
+            meta["stage_link"] = self.stage.address
+        hello = Envelope("hello", -1, b"", meta)
         # the first message starts each site's agent (loads torch and the site's data)
         replies = probe.exchange({p: hello for p in probe.nodes}, self.nodes_timeout_s)
         nodes: dict[str, int] = {}
@@ -142,12 +160,17 @@ class DeployServer:
             shapes.add(tuple(int(v) for v in env.meta.get("input_shape", ())))
             if "n_examples" in env.meta:
                 self.example_counts[site] = int(env.meta["n_examples"])
+        if self.stage is not None:  # a site that accepted must also be on the link
+            on = self.stage.wait_for(nodes, self.nodes_timeout_s)
+            for site in sorted(set(nodes) - on, key=int):
+                self.site_errors[f"site:{site}"] = "accepted but not connected to the stage link"
+                del nodes[site]
         if len(nodes) < self.min_nodes:
             raise AbortError(
                 f"{len(nodes)} of {self.min_nodes} sites ready; refusals: {self.site_errors}"
             )
         self._build(shapes)
-        return GridLink(grid, nodes)
+        return GridLink(grid, nodes, side_channels=self.side_channels)
 
     def _build(self, shapes: set[tuple[int, ...]]) -> None:
         from veil.deploy.parts import server_parts
@@ -175,6 +198,13 @@ class DeployServer:
             AbortError: a round aborted (the record and model are still written).
             BudgetExceededError: the client-level plan is over budget (before any round).
         """
+        try:
+            return self._run(grid)
+        finally:
+            if self.stage is not None:
+                self.stage.close()
+
+    def _run(self, grid: Any) -> dict[str, Any]:
         from veil.federation.record import MODEL, RECORD, now_iso, write_json_atomic
 
         started, t0 = now_iso(), time.perf_counter()
@@ -194,6 +224,9 @@ class DeployServer:
             "threat_model": (
                 f"malicious server (SecAgg+ with the enrolled roster {self.roster.digest().hex()})"
                 if self.roster is not None else "honest-but-curious server"),
+            "stage_transport": (
+                f"SecAgg+ stages 2-5 over veil's mutual-TLS stage link ({self.stage.address})"
+                if self.stage is not None else "every stage as a Flower message"),
             "evaluation": "public test split of data.dataset" if self.test is not None
             else "none at the coordinator (the sites' data never leaves them)",
         }
@@ -212,13 +245,15 @@ class DeployServer:
             write_json_atomic(self.out_dir / RECORD, record)
         acc = next((x["test_accuracy"] for x in reversed(self.records) if "test_accuracy" in x),
                    None)
+        if self.test is None:  # data.files: the sites that opt in evaluate on their own data
+            record.update(self._evaluate_at_sites(link))
         record["final"] = {
             "status": "aborted" if aborted else "completed",
             "rounds_completed": sum("aborted" not in x for x in self.records),
             "stopped_reason": stopped,
             "test_accuracy": acc,
             "wall_s": time.perf_counter() - t0,
-            "exchanges": link.stats.exchanges,
+            "exchanges": link.stats.exchanges + (self.stage.stats.exchanges if self.stage else 0),
         }
         if self.cfg.privacy.hide_cohorts and self._poisson_hidden():
             for key in ("wall_s", "exchanges"):  # timings and stage counts of secret cohorts
@@ -239,6 +274,33 @@ class DeployServer:
         if aborted:
             raise AbortError(f"{len(aborted)} round(s) aborted; first: {aborted[0]}")
         return record
+
+    def _evaluate_at_sites(self, link: GridLink) -> dict[str, Any]:
+        """The final model's metrics on each opted-in site's own test split.
+
+        Every site is asked (not only a cohort, so the question reveals no membership);
+        a site without ``share-evaluation = true`` declines and sends no statistic.
+        """
+        from veil.models.metrics import Metrics, summarise_sites
+
+        env = Envelope("evaluate", self.cfg.rounds,
+                       self.params.numpy().astype(np.float32).tobytes(), {})
+        replies = link.exchange({p: env for p in link.nodes}, self.train_timeout_s)
+        per: dict[str, Metrics] = {}
+        for p, e in sorted(replies.items(), key=lambda kv: int(kv[0])):
+            if e.kind == "metrics":
+                try:
+                    per[p] = Metrics.from_dict(e.meta["metrics"])
+                except (KeyError, TypeError, ValueError):
+                    continue  # a malformed answer counts as no answer
+        declined = sorted(set(link.nodes) - set(per), key=int)
+        return {
+            "evaluation": (f"at the sites, on their own test data: {len(per)} shared their "
+                           f"metrics, {len(declined)} declined or did not answer "
+                           "(share-evaluation = true in a site's node config opts in)"),
+            "site_metrics": {p: m.to_dict() for p, m in per.items()},
+            "site_metrics_summary": summarise_sites(per),
+        }
 
     def _poisson_hidden(self) -> bool:
         cfg = self.cfg
@@ -261,7 +323,8 @@ class DeployServer:
         t0 = time.perf_counter()
         self._lost = None  # why this round was lost (not for an empty cohort)
         server, cfg = self.server, self.cfg
-        up_before = dict(link.stats.bytes_up)
+        links = [link] + ([self.stage] if self.stage is not None else [])
+        up_before = [dict(x.stats.bytes_up) for x in links]
         cohort = np.asarray([u for u in server.select_cohort(r) if str(int(u)) in link.nodes],
                             dtype=np.int64)
         rec: dict[str, Any] = {"round": r, "cohort": cohort.tolist()}
@@ -304,8 +367,11 @@ class DeployServer:
             rec.update(h.after_round(info))
         rec["exchange_s"] = exchanges
         # payload bytes each site sent this round
-        rec["bytes_up"] = {p: n - up_before.get(p, 0) for p, n in link.stats.bytes_up.items()
-                           if n - up_before.get(p, 0)}
+        rec["bytes_up"] = {}
+        for x, before in zip(links, up_before):
+            for p, n in x.stats.bytes_up.items():
+                if n - before.get(p, 0):
+                    rec["bytes_up"][p] = rec["bytes_up"].get(p, 0) + n - before.get(p, 0)
         rec["duration_s"] = time.perf_counter() - t0
         if cfg.privacy.hide_cohorts:  # as the simulation records them
             hide_membership(rec)
@@ -349,7 +415,7 @@ class DeployServer:
             ids = np.asarray(sorted(rows), dtype=np.int64)
             encoded = np.stack([np.frombuffer(rows[int(u)].payload, np.float64) for u in ids])
             return server.aggregate(encoded, ids, r)
-        total, sids = self._secagg(link, party, replies, r, exchanges)
+        total, sids = self._secagg(self.stage or link, party, replies, r, exchanges)
         return server.apply_sum(total, sids, r)
 
     def _secagg_party(self, cohort: np.ndarray, r: int, meta: dict[str, Any]) -> Any:
@@ -381,7 +447,7 @@ class DeployServer:
         return party
 
     def _secagg(
-        self, link: GridLink, party: Any, replies: dict[str, Envelope], r: int,
+        self, link: Any, party: Any, replies: dict[str, Envelope], r: int,
         exchanges: list[float],
     ) -> tuple[np.ndarray, np.ndarray]:
         while True:
@@ -408,14 +474,18 @@ def serve(grid: Any, context: Any) -> None:
     Flower run-config keys: ``veil-config`` (path of the veil TOML on the SuperLink's
     machine), ``out-dir`` (run directory), ``stage-timeout``, ``train-timeout``,
     ``nodes-timeout``, ``min-nodes`` (0: ``data.sites``), ``roster`` (path of the enrolled
-    sites' roster on the SuperLink's machine; empty: the semi-honest mode).
+    sites' roster on the SuperLink's machine; empty: the semi-honest mode), and the stage
+    link's ``stage-listen``, ``stage-address``, ``stage-cert``, ``stage-key``,
+    ``stage-ca`` (:mod:`veil.deploy.stagelink`; empty ``stage-listen``: Flower only).
     """
     from veil.deploy.parts import load_roster
+    from veil.deploy.stagelink import StageLinkConfig
     from veil.federation.config import load_config
 
     rc = context.run_config
     cfg = load_config(str(rc["veil-config"]))
     roster = load_roster(str(rc["roster"])) if rc.get("roster") else None
+    stage = StageLinkConfig.from_run_config(rc)
     DeployServer(
         cfg,
         str(rc["out-dir"]),
@@ -424,4 +494,5 @@ def serve(grid: Any, context: Any) -> None:
         nodes_timeout_s=float(rc.get("nodes-timeout", 120.0)),
         min_nodes=int(rc.get("min-nodes", 0)) or None,
         roster=roster,
+        stage_link=stage,
     ).run(grid)

@@ -16,7 +16,11 @@ own data; the coordinator's messages never configure it:
             then local training, the site's ledger, the pipeline's encode side with the
             site's own state and stream, and either the encoded row (plain sum) or the
             first SecAgg+ message (the row is the party's private input);
-``stage``  → the SecAgg+ party's next message.
+``stage``  → the SecAgg+ party's next message;
+``evaluate`` → after the last round, the final model's metrics on the site's own test
+            split (its test file or holdout) — only if the node config opts in with
+            ``share-evaluation = true`` (they are statistics of the site's data: its test
+            size and accuracy); otherwise the site declines.
 
 Where the data comes from: :mod:`veil.deploy.site_data` (the site's own file through
 :func:`veil.data.load_site` with the declared schema, or its part of a bundled set).
@@ -34,6 +38,7 @@ import numpy as np
 from veil.deploy.site_data import SiteData, load_site_data, node_flag
 from veil.errors import BudgetExceededError, ConfigError, LocalError
 from veil.transport.flower import Envelope
+from veil.transport.sidechannels import SideChannels
 
 __all__ = [
     "SiteRuntime", "SiteData", "load_site_data", "node_flag", "state_to_meta", "encoded_dim",
@@ -97,8 +102,11 @@ class SiteRuntime:
         data, self.site_id = load_site_data(cfg, node_config)
         self.input_shape = tuple(int(v) for v in data.x.shape[1:])
         self.share_counts = node_flag(node_config, "share-example-counts")
+        self.share_evaluation = node_flag(node_config, "share-evaluation")
+        self.test = (data.x_test, data.y_test, data.task, data.n_classes)
         parts = site_parts(cfg, self.site_id, data.x, data.y, data.task, data.n_classes)
         self.site, self.trainer, self.pipeline = parts.site, parts.trainer, parts.pipeline
+        self.model = parts.model
         self.secure = self.pipeline.summation.name == "secagg"
         self.cohort_size = round_half(cfg.cohort)
         self.init_state = self.pipeline.init()
@@ -109,6 +117,7 @@ class SiteRuntime:
         self.dim = encoded_dim(self.pipeline, parts.n_params, self.cohort_size)
         self.roster, self.identity = _enrolment(node_config, self.site_id)
         self.party: Any = None
+        self.side_channels = SideChannels(site_delay_s=cfg.aggregation.site_delay_s)
         self.last_round = -1
         self.accepted = False
 
@@ -130,13 +139,43 @@ class SiteRuntime:
         if not self.accepted:
             raise ConfigError(f"site {self.site_id}: no accepted run (the hello was refused)")
         if env.kind == "train":
-            return self._train(env)
+            return self._delayed(self._train(env))
         if env.kind == "stage":
             if self.party is None or self.party.config.round != env.round:
                 raise LocalError(f"site {self.site_id}: no protocol party for round {env.round}")
             self.party.receive("server", env.payload)
-            return self._from_party(env.round)
+            return self._delayed(self._from_party(env.round))
+        if env.kind == "evaluate":
+            return self._evaluate(env)
         raise LocalError(f"site {self.site_id}: unknown message kind {env.kind!r}")
+
+    def _evaluate(self, env: Envelope) -> Envelope:
+        """The final model's metrics on this site's own test split (opt-in)."""
+        import torch
+
+        from veil.models.metrics import evaluate_model
+        from veil.models.params import load_flat_params
+
+        x, y, task, n_classes = self.test
+        if not self.share_evaluation or not len(y):
+            why = "no test split" if not len(y) else "the site does not share its evaluation"
+            return Envelope("declined", env.round, b"", {"site": self.site_id, "why": why})
+        params = torch.from_numpy(np.frombuffer(env.payload, dtype=np.float32).copy())
+        if params.numel() != sum(p.numel() for p in self.model.parameters()):
+            raise self._refuse("evaluated model size", int(params.numel()),
+                               sum(p.numel() for p in self.model.parameters()))
+        load_flat_params(self.model, params)
+        metrics = evaluate_model(self.model, x, y, task, n_classes)
+        return Envelope("metrics", env.round, b"", {"site": self.site_id,
+                                                     "metrics": metrics.to_dict()})
+
+    def _delayed(self, out: Envelope) -> Envelope:
+        """``out`` after the site's random send delay (``aggregation.site_delay_s``, CSPRNG):
+        when a site answers then says less about how long its work took."""
+        import time
+
+        time.sleep(self.side_channels.delay())
+        return out
 
     def _hello(self, env: Envelope) -> Envelope:
         from veil.deploy.parts import config_diff
