@@ -198,3 +198,24 @@ def test_below_threshold_fails_the_run_with_the_typed_error(
         th.join(5)
     rec = (tmp_path / "run" / "record.json").read_text()
     assert '"status": "aborted"' in rec and "AbortError" in rec
+
+
+@pytest.mark.slow
+def test_malicious_mode_on_real_supernodes_over_the_stage_link(tmp_path: Path) -> None:
+    # enrolled sites (Ed25519 identities, a pinned roster) on real SuperNodes: signed
+    # advertisements and survivor lists over Flower and the stage link; the same model
+    pytest.importorskip("flwr", reason="needs the flower extra: pip install -e '.[flower]'")
+    from tests.deploy.test_malicious import _enrol
+    from veil.deploy import LocalDeployment
+
+    cfg = write_config(tmp_path / "mal.toml", "mal", secagg=True, rounds=2, sites=4, k=3)
+    _, nodes = _enrol(tmp_path, cfg, 4)
+    with LocalDeployment(tmp_path / "dep", nodes, stage_link=True) as dep:
+        status, rec = dep.run(cfg, tmp_path / "run", stage_timeout_s=90,
+                              timeout_s=RUN_TIMEOUT_S, roster=tmp_path / "roster.json",
+                              stage_link=True)
+    assert status == "finished:completed" and rec["final"]["status"] == "completed"
+    assert rec["threat_model"].startswith("malicious server")
+    assert all(r["survivors"] == [0, 1, 2, 3] for r in rec["rounds"])
+    np.testing.assert_allclose(_model(tmp_path / "run"), _simulate(cfg).params.numpy(),
+                               rtol=0, atol=1e-6)
