@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                   f"in {st['ca'].parent}")
         return 0
     if step == "superlink":
-        cmd = [pr._bin("flower-superlink"), "--host", args.host, "--port", str(args.port),
+        cmd = [pr.flower_bin("flower-superlink"), "--host", args.host, "--port", str(args.port),
                "--disable-runtime-dependency-installation"]
         if args.certs:
             base = os.path.abspath(args.certs)

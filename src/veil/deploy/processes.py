@@ -38,6 +38,7 @@ from veil.errors import ConfigError, LocalError
 
 __all__ = [
     "Proc",
+    "flower_bin",
     "exit_with_parent",
     "flower_env",
     "free_port",
@@ -48,7 +49,12 @@ __all__ = [
     "node_config_arg",
 ]
 
-def _bin(name: str) -> str:
+def flower_bin(name: str) -> str:
+    """Path of Flower's console script ``name`` in this environment.
+
+    Raises:
+        ConfigError: Flower (the ``flower`` extra) is not installed here.
+    """
     p = Path(sys.executable).parent / name
     if not p.exists():
         raise ConfigError(
@@ -246,7 +252,7 @@ def start_superlink(
     Raises:
         LocalError: it exited or did not listen in time.
     """
-    cmd = [_bin("flower-superlink"), "--host", host, "--port", str(port),
+    cmd = [flower_bin("flower-superlink"), "--host", host, "--port", str(port),
            "--disable-runtime-dependency-installation"]
     if certs is None:
         cmd.append("--insecure")
@@ -299,7 +305,7 @@ def supernode_command(
     args = ["--superlink", superlink, "--port", str(runtime_port),
             "--node-config", node_config_arg(node_config)]
     args += ["--insecure"] if root_cert is None else ["--root-certificates", root_cert]
-    _bin("flower-supernode")  # Flower is installed
+    flower_bin("flower-supernode")  # Flower is installed
     return [sys.executable, "-m", "veil.deploy.executor", "supernode", *args,
             "--isolation", "process" if isolation == "veil" else "subprocess"]
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from veil.deploy.processes import _bin, flower_env, node_config_arg
+from veil.deploy.processes import flower_bin, flower_env, node_config_arg
 from veil.errors import LocalError
 
 __all__ = ["APP_NAME", "VEIL_RUN_CONFIG", "write_app", "write_connection", "flwr_run",
@@ -111,7 +111,7 @@ def write_connection(
 
 def _flwr(args: Sequence[str], env: Mapping[str, str], timeout_s: float, cwd: Path) -> str:
     p = subprocess.run(
-        [_bin("flwr"), *args], capture_output=True, text=True, env=dict(env),
+        [flower_bin("flwr"), *args], capture_output=True, text=True, env=dict(env),
         timeout=timeout_s, cwd=cwd, check=False,
     )
     if p.returncode != 0:
