@@ -206,3 +206,16 @@ def test_direction_check_flags_or_refuses_a_colluding_majority_that_clips() -> N
     # with refuse_cosine the round is refused: no aggregate comes out
     with pytest.raises(AbortError, match="cosine"):
         _two_rounds(refuse=True, flip=3)
+
+
+def test_backdoor_succeeds_against_fedavg_and_not_against_the_robust_rules() -> None:
+    # the bench's backdoor (4 of 20 sites, half of their examples carry the digits trigger
+    # relabelled to 0), shortened to 12 rounds: FedAvg learns the trigger (the control),
+    # the defences the docs name do not (seeded; bench robust runs 30 rounds)
+    from veil.bench.robust import _one
+
+    fed = _one("fedavg", "backdoor", 12)
+    assert fed["backdoor_success"] >= 0.5
+    for rule in ("median", "trimmed_mean", "multi_krum", "anomaly_drop"):
+        got = _one(rule, "backdoor", 12)
+        assert got["backdoor_success"] < 0.2, (rule, got)
