@@ -441,3 +441,23 @@ def test_flower_exchanges_last_their_timeout_and_return_replies_shuffled() -> No
     plain = [list(GridLink(_EchoGrid(o), nodes).exchange(outgoing, 5.0))
              for o in (list, lambda xs: xs[::-1])]
     assert plain[0] == plain[1][::-1]
+
+
+def test_a_message_after_the_fixed_deadline_is_refused_and_the_round_goes_on() -> None:
+    # a site whose first message comes after the stage's fixed deadline: the server has
+    # closed the stage without it, and whatever it sends later does not enter the sum
+    x = _inputs(False)
+    cfg = _config(1, pad=True)
+    obs = Observer(SecAggServer(cfg), PROTECTED_S)
+    sites = [Slow(SecAggClient(cfg, u, x[u]), 2.5 * PROTECTED_S) if u == SLOW
+             else SecAggClient(cfg, u, x[u]) for u in range(N)]
+    policy = SideChannels(True, 0.0, shuffle=random.Random(0).shuffle)
+    trace = drive([obs, *sites], stage_deadline_s=PROTECTED_S, side_channels=policy)
+    res = obs.server.result
+    assert SLOW not in set(int(u) for u in res.survivors)
+    others = {u: v for u, v in x.items() if u != SLOW}
+    assert np.array_equal(res.total, _expected(others))  # the sum of those in time only
+    assert site_name(SLOW) in trace.dropped
+    # nothing from the late site was taken in any stage after it missed the first
+    taken = [e for e in obs.log if e[1] == "in" and e[2] == site_name(SLOW)]
+    assert all(st == obs.log[0][0] for st, *_ in taken)
