@@ -156,3 +156,33 @@ def test_a_helper_process_exits_once_its_parent_is_gone(tmp_path: Path) -> None:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_fast_object_pulls_reaches_flowers_pull_back_off() -> None:
+    # a SuperNode announces a message before its objects arrive: Flower's first retry
+    # waited 1 s; veil's processes start it at 10 ms (if Flower renames these functions
+    # or their keywords, this fails instead of the deployment silently slowing down)
+    pytest.importorskip("flwr")
+    from flwr.supercore.inflatable import inflatable_utils as iu
+
+    from veil.deploy.executor import PULL_BACKOFF_CAP_S, PULL_BACKOFF_S, fast_object_pulls
+
+    saved = {f: dict(f.__kwdefaults__) for f in (iu.pull_objects,
+                                                 iu.pull_and_inflate_object_from_tree)}
+    try:
+        fast_object_pulls()
+        for f in saved:
+            assert f.__kwdefaults__["initial_backoff"] == PULL_BACKOFF_S == 0.01
+            assert f.__kwdefaults__["backoff_cap"] == PULL_BACKOFF_CAP_S
+        calls = []
+
+        def flaky(obj_id: str) -> bytes:  # unavailable twice, then there
+            calls.append(obj_id)
+            if len(calls) < 3:
+                raise iu.ObjectUnavailableError(obj_id)
+            return b"x"
+
+        assert iu.pull_objects(["a"], flaky) == {"a": b"x"} and len(calls) == 3
+    finally:
+        for f, kw in saved.items():
+            f.__kwdefaults__ = kw

@@ -478,9 +478,12 @@ def serve(grid: Any, context: Any) -> None:
     link's ``stage-listen``, ``stage-address``, ``stage-cert``, ``stage-key``,
     ``stage-ca`` (:mod:`veil.deploy.stagelink`; empty ``stage-listen``: Flower only).
     """
+    from veil.deploy.executor import fast_object_pulls
     from veil.deploy.parts import load_roster
     from veil.deploy.stagelink import StageLinkConfig
     from veil.federation.config import load_config
+
+    fast_object_pulls()  # the replies' objects: 10 ms first retry, not 1 s
 
     rc = context.run_config
     cfg = load_config(str(rc["veil-config"]))
