@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from dp_accounting import dp_event as dpe
 
+from veil.aggregation.plain import l2_clip
 from veil.bench._features import CHANNELS, N_FEATURES, scatter_features
 from veil.bench._machine import machine_info
 from veil.crypto.prg import SecureRng
@@ -125,11 +126,6 @@ class DPNormConfig:
         return [dpe.GaussianDpEvent(self.noise), dpe.GaussianDpEvent(self.noise)]
 
 
-def _clipped_sum(v: np.ndarray, clip: float) -> np.ndarray:
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return (v * np.minimum(1.0, clip / np.maximum(norms, 1e-12))).sum(0)
-
-
 def dp_channel_norm(
     x: np.ndarray, parts: list[np.ndarray], cfg: DPNormConfig, rngs: list[SecureRng]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +161,7 @@ def dp_channel_norm(
         total = np.zeros(CHANNELS)
         for idx, rng in zip(parts, rngs):
             for a in range(0, len(idx), 5_000):  # chunks: memory only
-                total += _clipped_sum(stat(block(idx[a : a + 5_000])), clip)
+                total += l2_clip(stat(block(idx[a : a + 5_000])), clip)[0].sum(0)
             total += rng.normal(CHANNELS, std=cfg.noise * clip)
         return total / n
 
