@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Self
 
 from veil.crypto.certs import load_certificate, party_name
 from veil.errors import (
@@ -137,7 +137,20 @@ class _Sink:
         self.server._drop(self.gen, sender)
 
 
-class StarServer:
+class _Closing:
+    """``with`` support: the block's end calls :meth:`close`."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StarServer(_Closing):
     """The coordinator's side: listens for sites and runs stage exchanges with them.
 
     Args:
@@ -368,17 +381,11 @@ class StarServer:
             link.reader.join(timeout=1.0)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def __enter__(self) -> StarServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"StarServer({self.address}, connected={sorted(self.connected)})"
 
 
-class StarClient:
+class StarClient(_Closing):
     """A site's side: one outgoing mutual-TLS connection to the coordinator.
 
     Args:
@@ -455,12 +462,6 @@ class StarClient:
         self._box.close()
         self._link.shutdown()
         self._link.reader.join(timeout=1.0)
-
-    def __enter__(self) -> StarClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"StarClient({self.party!r} -> {self.server_name!r})"
