@@ -224,3 +224,27 @@ def test_an_empty_poisson_cohort_under_central_dp_releases_noise_not_a_skip(
     std = rec["measurements"]["dp_fedavg/noise_std"]
     assert std > 0
     assert 0.7 < float(moved.std()) / std < 1.3  # d = 650 draws: ±30% is > 7 sigma wide
+
+
+def test_the_run_summary_of_a_hidden_poisson_run_keeps_no_timing(tmp_path: Path) -> None:
+    # the run's wall time grows with the secret cohorts' sizes: release_final drops it
+    # (fail-closed) for hidden Poisson cohorts, as release_round does per round
+    from veil.app.train import _final
+    from veil.federation.build import build_federation
+    from veil.privacy.release import release_final
+
+    fed = build_federation(_cfg(tmp_path, "f", N, rounds=2))
+    fed.run()
+    assert fed.hides_counts
+    final = _final(fed, wall_s=1.5)
+    assert "wall_s" not in final and final["rounds_completed"] == 2
+    assert set(final) <= {"status", "rounds_completed", "stopped_reason", "test_accuracy",
+                          "test_loss", "schedule"}
+    kept = {"wall_s": 1.5, "exchanges": 9, "rounds_completed": 2, "novel_key": 1}
+    release_final(kept, "fixed")  # fixed cohorts: their counts are public
+    assert kept == {"wall_s": 1.5, "exchanges": 9, "rounds_completed": 2, "novel_key": 1}
+    release_final(kept, "poisson")
+    assert kept == {"rounds_completed": 2}  # unknown keys go too
+    debug = {"wall_s": 1.5}
+    release_final(debug, "poisson", debug=True)
+    assert debug == {"wall_s": 1.5}

@@ -364,4 +364,8 @@ def _final(fed: Simulation, wall_s: float) -> dict[str, Any]:
 
     if isinstance(fed, BufferedSimulation):  # buffer size, staleness, simulated time
         out["schedule"] = fed.schedule()
+    if fed.hides_counts:  # the run's wall time grows with the secret cohorts
+        from veil.privacy.release import release_final
+
+        release_final(out, fed.sampling, debug=fed.debug_unnoised)
     return out

@@ -38,14 +38,11 @@ from typing import Any
 import numpy as np
 
 from veil.errors import AbortError, ConfigError, InvalidUpdateError, PeerError
+from veil.privacy.release import release_final
 from veil.transport.flower import Envelope, GridLink
 from veil.transport.sidechannels import SideChannels
 
 __all__ = ["DeployServer", "serve"]
-
-
-class _Skipped(Exception):
-    """A round with nothing to exchange (an empty Poisson cohort)."""
 
 
 class DeployServer:
@@ -90,7 +87,6 @@ class DeployServer:
         self.min_nodes = int(min_nodes or cfg.data.sites)
         self.records: list[dict[str, Any]] = []
         self.site_errors: dict[str, str] = {}
-        self._lost: str | None = None
         self.example_counts: dict[str, int] = {}
         self.parts: Any = None
         self.test: tuple[np.ndarray, np.ndarray] | None = None
@@ -237,10 +233,10 @@ class DeployServer:
             stopped = next((h.before_round(r) for h in hooks if h.before_round(r)), None)
             if stopped:
                 break
-            rec = self.round(link, r)
+            rec, lost = self.round(link, r)
             self.records.append(rec)
-            if self._lost is not None:
-                aborted.append(self._lost)
+            if lost is not None:
+                aborted.append(lost)
             record["rounds"] = self.records
             write_json_atomic(self.out_dir / RECORD, record)
         acc = next((x["test_accuracy"] for x in reversed(self.records) if "test_accuracy" in x),
@@ -255,9 +251,9 @@ class DeployServer:
             "wall_s": time.perf_counter() - t0,
             "exchanges": link.stats.exchanges + (self.stage.stats.exchanges if self.stage else 0),
         }
-        if self.cfg.privacy.hide_cohorts and self._poisson_hidden():
-            for key in ("wall_s", "exchanges"):  # timings and stage counts of secret cohorts
-                record["final"].pop(key)
+        if self.cfg.privacy.hide_cohorts:  # timings and stage counts of secret cohorts
+            release_final(record["final"], self.cfg.federation.sampling,
+                          debug=self.cfg.privacy.debug_unnoised_statistics)
         privacy: dict[str, Any] = {}
         for h in hooks:
             privacy.update(h.summary())
@@ -302,26 +298,27 @@ class DeployServer:
             "site_metrics_summary": summarise_sites(per),
         }
 
-    def _poisson_hidden(self) -> bool:
-        cfg = self.cfg
-        return (cfg.federation.sampling == "poisson"
-                and not cfg.privacy.debug_unnoised_statistics)
-
     def _last_epsilons(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for rec in self.records:
             out.update(rec.get("epsilon_reported", {}))
         return out
 
-    def round(self, link: GridLink, r: int) -> dict[str, Any]:
-        """One round; the global model changes only if it succeeds."""
+    def round(self, link: GridLink, r: int) -> tuple[dict[str, Any], str | None]:
+        """One round; the global model changes only if it succeeds.
+
+        Returns:
+            The round's record (as released) and why the round was lost (``None``: it
+            completed, or its Poisson cohort was empty); under hidden cohorts the reason
+            is the record's withheld one, since it may count the cohort.
+        """
         from veil.deploy.site import state_to_meta
         from veil.federation.hooks import RoundInfo
         from veil.federation.simulation import hide_membership
         from veil.privacy.release import release_measurements, release_round
 
         t0 = time.perf_counter()
-        self._lost = None  # why this round was lost (not for an empty cohort)
+        lost: str | None = None
         server, cfg = self.server, self.cfg
         links = [link] + ([self.stage] if self.stage is not None else [])
         up_before = [dict(x.stats.bytes_up) for x in links]
@@ -335,20 +332,19 @@ class DeployServer:
         exchanges: list[float] = []
         events: tuple[Any, ...] = ()
         survivors = np.asarray([], dtype=np.int64)
+        central = cfg.privacy.client_on and cfg.privacy.client_level.mechanism == "central"
+        res = None
         try:
-            central = cfg.privacy.client_on and cfg.privacy.client_level.mechanism == "central"
-            if cohort.size == 0 and not central:  # a Poisson draw with no site: no step
-                rec.update(skipped="empty cohort")
-                raise _Skipped
-            # central DP and nobody sampled: the noise alone (Server.noise_only)
-            res = (self._exchange(link, cohort, r, meta, rec, exchanges) if cohort.size
-                   else server.noise_only(r))
-        except _Skipped:
-            rec.update(survivors=[])
+            if cohort.size:
+                res = self._exchange(link, cohort, r, meta, rec, exchanges)
+            elif central:  # nobody sampled: the noise alone (Server.noise_only)
+                res = server.noise_only(r)
+            else:  # a Poisson draw with no site: no step
+                rec.update(skipped="empty cohort", survivors=[])
         except (AbortError, InvalidUpdateError) as exc:
             rec.update(aborted=f"{type(exc).__name__}: {exc}", survivors=[])
-            self._lost = rec["aborted"]
-        else:
+            lost = rec["aborted"]
+        if res is not None:
             survivors, events = np.asarray(res.survivors, dtype=np.int64), res.dp_events
             dp = cfg.privacy.client_level.mechanism if cfg.privacy.client_on else None
             debug = cfg.privacy.enabled and cfg.privacy.debug_unnoised_statistics
@@ -380,9 +376,9 @@ class DeployServer:
             # hidden Poisson cohorts: no count, timing or protocol counter either
             release_round(rec, cfg.federation.sampling,
                           debug=cfg.privacy.debug_unnoised_statistics)
-            if self._lost is not None:  # the reason may count the cohort: LOST if hidden
-                self._lost = str(rec.get("aborted", self._lost))
-        return rec
+            if lost is not None:  # the reason may count the cohort: LOST if hidden
+                lost = str(rec.get("aborted", lost))
+        return rec, lost
 
     def _exchange(
         self, link: GridLink, cohort: np.ndarray, r: int, meta: dict[str, Any],

@@ -432,9 +432,17 @@ class Simulation:
         rec["duration_s"] = time.perf_counter() - t0
         if not self.record_cohorts:
             hide_membership(rec)
-            if self.dp_mechanism is not None and not self.public_schedule:
+            if self.hides_counts:
                 # hidden cohorts: no count of the cohort either (docs/differential-privacy.md)
                 release_round(rec, self.sampling, debug=self.debug_unnoised)
+
+    @property
+    def hides_counts(self) -> bool:
+        """Whether records keep no count of the cohort (client-level DP, hidden cohorts,
+        a schedule that is not public): :func:`veil.privacy.release.release_round` and
+        :func:`~veil.privacy.release.release_final` then filter them."""
+        return (not self.record_cohorts and self.dp_mechanism is not None
+                and not self.public_schedule)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

@@ -44,6 +44,7 @@ __all__ = [
     "draw_cohort",
     "honest_survivors",
     "release_measurements",
+    "release_final",
     "release_round",
 ]
 
@@ -147,3 +148,24 @@ def release_round(rec: dict[str, Any], sampling: str, debug: bool = False) -> No
             del meas[k]
     if lost:
         rec["aborted"] = LOST
+
+
+#: Run-summary keys a hidden-cohort DP run may keep: public (configuration, the round
+#: count, why it stopped, a buffered run's public schedule) or of the noised model.
+_FINAL_PUBLIC = frozenset({
+    "status", "rounds_completed", "stopped_reason", "test_accuracy", "test_loss", "schedule",
+})
+
+
+def release_final(final: dict[str, Any], sampling: str, debug: bool = False) -> None:
+    """Keep only what a reader of a hidden-cohort DP run's summary may see (in place).
+
+    The run-level counterpart of :func:`release_round`, with the same rule: under Poisson
+    sampling, fail-closed, a key not known to be public or noised is dropped — the run's
+    wall time and exchange count grow with the secret cohorts' sizes. Fixed-size cohorts
+    and ``debug`` leave the summary as it is.
+    """
+    if debug or sampling != "poisson":
+        return
+    for k in [k for k in final if k not in _FINAL_PUBLIC]:
+        del final[k]
