@@ -332,14 +332,12 @@ class DeployServer:
         exchanges: list[float] = []
         events: tuple[Any, ...] = ()
         survivors = np.asarray([], dtype=np.int64)
-        central = cfg.privacy.client_on and cfg.privacy.client_level.mechanism == "central"
         res = None
         try:
             if cohort.size:
                 res = self._exchange(link, cohort, r, meta, rec, exchanges)
-            elif central:  # nobody sampled: the noise alone (Server.noise_only)
-                res = server.noise_only(r)
-            else:  # a Poisson draw with no site: no step
+            # nobody sampled: the noise alone under central DP, else no step
+            elif (res := server.empty_cohort(r)) is None:
                 rec.update(skipped="empty cohort", survivors=[])
         except (AbortError, InvalidUpdateError) as exc:
             rec.update(aborted=f"{type(exc).__name__}: {exc}", survivors=[])

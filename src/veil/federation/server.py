@@ -141,14 +141,21 @@ class Server:
         self._step(new_state, agg)
         return RoundResult(agg, ids, {}, meas, events)
 
-    def noise_only(self, round: int) -> RoundResult:
-        """A round whose Poisson cohort is empty, under central client-level DP.
+    def empty_cohort(self, round: int) -> RoundResult | None:
+        """A round whose Poisson cohort is empty: the noise alone, or ``None`` (no step).
 
+        Under central client-level DP (a DP-FedAvg stage: this server adds the noise),
         DP-FedAvg releases the noised sum of the sampled sites' clipped updates over the
         fixed expected cohort size; with no site sampled that is the noise alone. Skipping
         the round instead would release, un-noised, that the cohort was empty (the model
-        would visibly not move), which add/remove-one-site DP does not allow.
+        would visibly not move), which add/remove-one-site DP does not allow. Without a
+        server-side mechanism there is nothing to release and the model stays.
         """
+        from veil.aggregation.dp_fedavg import AdaptiveDPFedAvg, DPFedAvg
+
+        if not any(isinstance(t, (DPFedAvg, AdaptiveDPFedAvg))
+                   for t in self.pipeline.chain.stages):
+            return None
         total = zero_row(self.pipeline, self.params.numel(), self.cohort_size).sum(axis=0)
         return self.apply_sum(total, np.asarray([], dtype=np.int64), round)
 

@@ -316,10 +316,8 @@ class Simulation:
         rec: dict[str, Any] = {"round": r, "cohort": cohort.tolist(), "late": n_late}
         if hasattr(self.pipeline.summation, "summation_for"):  # tiered: which tier summed
             rec["summation"] = self.pipeline.summation.summation_for(r)
-        if cohort.size == 0 and self.dp_mechanism == "central":
-            # DP-FedAvg with nobody sampled releases the noise alone (Server.noise_only):
-            # skipping would tell, un-noised, that the cohort was empty
-            res = self.server.noise_only(r)
+        res = self.server.empty_cohort(r) if cohort.size == 0 else None
+        if res is not None:  # central DP-FedAvg with nobody sampled: the noise alone
             rec.update(survivors=[], bytes_sent={}, bytes_per_site_mean=0.0, bytes_total=0,
                        measurements=release_measurements(
                            res.measurements, self.dp_mechanism, debug=self.debug_unnoised))
