@@ -244,3 +244,24 @@ def test_fixed_deadlines_and_shuffled_order_over_the_stage_link(tmp_path: Path) 
     assert all(x < 0.6 + 0.5 for x in stages)  # and none waited for more than its deadline
     np.testing.assert_allclose(srv.params.numpy(), _simulate(cfg)[0], rtol=0, atol=1e-6)
     assert time.perf_counter() - t0 > 4 * 0.6
+
+
+def test_a_coordinator_cannot_train_a_site_over_the_stage_link(tmp_path: Path) -> None:
+    # the link carries protocol stages only: a hostile coordinator that sends the model
+    # (a "train" message, which would spend the site's budget) over it gets a refusal
+    from veil.transport.flower import Envelope
+
+    cfg = write_config(tmp_path / "sl.toml", "sl", secagg=True, dp=True)
+    link, extra = _stage_certs(tmp_path, 3)
+    grid = FakeGrid([{**nc, **x} for nc, x in zip(site_configs(cfg), extra)])
+    srv = DeployServer(load_config(cfg), tmp_path / "run", stage_timeout_s=5.0,
+                       stage_link=link)
+    try:
+        srv.connect(grid)
+        params = srv.params.numpy().astype(np.float32).tobytes()
+        replies = srv.stage.exchange({"0": Envelope("train", 0, params, {})}, 5.0)
+    finally:
+        srv.stage.close()
+    assert replies["0"].kind == "error" and replies["0"].meta["error"] == "ProtocolError"
+    site = next(a.site for _, a in grid.nodes.values() if a.site.site_id == 0)
+    assert site.last_round == -1 and site.site.ledger.epsilon() == 0.0  # nothing spent

@@ -29,12 +29,13 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from veil.errors import ConfigError, LocalError, VeilError
+from veil.errors import ConfigError, LocalError, ProtocolError, VeilError
 from veil.transport.flower import Envelope
 
 __all__ = ["agent_dir", "forward", "serve", "main"]
@@ -171,8 +172,6 @@ class _Agent:
     """
 
     def __init__(self) -> None:
-        import threading
-
         self.run_id: int | None = None
         self.site: Any = None
         self.link: Any = None  # the StarClient of the current run's stage link
@@ -208,6 +207,9 @@ class _Agent:
         link = dial_stage_link(node_config, site.site_id, str(env.meta["stage_link"]))
 
         def on_stage(e: Envelope) -> Envelope | None:
+            if e.kind != "stage":  # hello and train (the model) come over Flower only
+                raise ProtocolError(f"a {e.kind!r} message over the stage link; refused",
+                                    peer="coordinator")
             with self._lock:
                 if self.site is not site or self.run_id != run_id:
                     raise LocalError(f"no site state for run {run_id} (a newer run started)")
