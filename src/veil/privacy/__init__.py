@@ -27,9 +27,10 @@ from veil.privacy.config import (
 )
 from veil.privacy.ledger import PrivacyLedger
 from veil.privacy.plan import RoundInfo, RoundPlan
-from veil.privacy.site_ledger import SiteLedger
 from veil.privacy.setup import FEDERATION, PrivacyHook, PrivacySetup, SecureSum, build_privacy
+from veil.privacy.site_ledger import SiteLedger
 from veil.privacy.sweep import parse_epsilons, sweep, write_sweep
+from veil.privacy.tuning import TuningPlan, TuningResult, tune
 
 __all__ = [
     "FEDERATION",
@@ -44,6 +45,8 @@ __all__ = [
     "SampleLevelConfig",
     "SecureSum",
     "SiteLedger",
+    "TuningPlan",
+    "TuningResult",
     "build_privacy",
     "calibrate_noise",
     "dpsgd_round_event",
@@ -52,5 +55,6 @@ __all__ = [
     "parse_epsilons",
     "sampled",
     "sweep",
+    "tune",
     "write_sweep",
 ]
