@@ -141,3 +141,17 @@ def test_dp_normalisation_is_charged_before_dpsgd() -> None:
     assert normed["noise_multiplier"] > plain["noise_multiplier"]  # less budget left for SGD
     assert plain["epsilon_spent_max"] <= 3.0 + 1e-6
     assert 2.9 < normed["epsilon_spent_max"] <= 3.0 + 1e-6  # read back from the ledger
+
+
+def test_dp_normalisation_default_bounds_follow_from_group_normalisation() -> None:
+    """The clip bounds are not looked up on data: group normalisation implies them."""
+    from veil.bench.utility import DPNormConfig
+
+    cfg = DPNormConfig()
+    x = _images(64, seed=3)
+    x[:8] = 0.0  # blank images
+    x[8:16] = (x[8:16] > 0.97).astype(np.float32)  # sparse dots: extreme channel energy
+    f = scatter_features(x).reshape(len(x), 81, 49).astype(np.float64)
+    assert np.linalg.norm(f.mean(-1), axis=1).max() <= cfg.clip_mean + 1e-4
+    assert np.linalg.norm((f**2).mean(-1), axis=1).max() <= cfg.clip_var + 1e-4
+    assert cfg.clip_mean == pytest.approx(9.0) and cfg.clip_var == pytest.approx(3 * 27**0.5)

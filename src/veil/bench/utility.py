@@ -48,6 +48,7 @@ targets (20x fewer examples at the same ε means far more noise per example).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -58,7 +59,7 @@ import torch
 from dp_accounting import dp_event as dpe
 
 from veil.aggregation.plain import l2_clip
-from veil.bench._features import CHANNELS, N_FEATURES, scatter_features
+from veil.bench._features import CHANNELS, GROUPS, N_FEATURES, scatter_features
 from veil.bench._machine import machine_info
 from veil.crypto.prg import SecureRng
 from veil.errors import ConfigError
@@ -125,11 +126,16 @@ class DPNormConfig:
         noise: noise multiplier of each release (sum of clipped vectors + ``N(0, (zC)²)``).
         clip_mean: L2 bound ``C`` on an example's vector of per-channel means.
         clip_var: L2 bound ``C`` on its vector of per-channel mean squared deviations.
+
+    The default bounds follow from the per-example group normalisation, not from data:
+    each group of ``g = 3`` channels × 49 cells has mean 0 and variance ≤ 1, so its
+    channels' ``Σ (mean² + variance) ≤ g``; over the 27 groups ``‖means‖ ≤ √(27 g) = 9``
+    (never clipped), and with a zero centre ``‖mean squared deviations‖ ≤ g √27 ≈ 15.6``.
     """
 
     noise: float = 8.0
-    clip_mean: float = 3.5
-    clip_var: float = 6.0
+    clip_mean: float = math.sqrt(GROUPS * (CHANNELS // GROUPS))
+    clip_var: float = (CHANNELS // GROUPS) * math.sqrt(GROUPS)
 
     def events(self) -> list[dpe.DpEvent]:
         """The two releases' DP events (add/remove one example: sensitivity ``C`` each)."""
