@@ -49,6 +49,7 @@ targets (20x fewer examples at the same ε means far more noise per example).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -510,7 +511,16 @@ def run(quick: bool = False) -> dict[str, Any]:
                 grid = tuple(DPLinearConfig(**{**asdict(c), "epochs": 10}) for c in grid)
                 fixed = DPLinearConfig(**{**asdict(fixed), "epochs": 10})
             ts = time.perf_counter()
-            (w, mean, var), info = tuned_dp_linear(ftr, ytr, sites, grid, label=name)
+
+            def say(i: int, k: int, name: str = name, ts: float = ts) -> None:
+                # progress only: K is drawn independently of the data; no score is shown
+                print(
+                    f"utility {name}: trial {i} of {k} done, {time.perf_counter() - ts:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+            (w, mean, var), info = tuned_dp_linear(ftr, ytr, sites, grid, label=name, progress=say)
             acc = float((_predict(w, _normalise(fte.copy(), mean, var)) == yte).mean())
             out[name] = {
                 "test_accuracy": round(acc, 4),
