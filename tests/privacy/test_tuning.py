@@ -155,5 +155,9 @@ def test_bench_search_spends_the_search_event_and_refuses_mixed_mechanisms() -> 
     assert info["accountant"] == "rdp"
     assert 2.9 < info["epsilon_spent_max"] <= 3.0 + 1e-6
     assert info["selected"]["lr"] in (0.5, 1.0) and info["tuning"]["trials"] >= 1
+    with pytest.raises(ConfigError, match="noise multiplier"):
+        from veil.bench.utility import train_dp_linear
+
+        train_dp_linear(x, y, parts, grid[0], noise_multiplier=0.0)
     with pytest.raises(ConfigError, match="one DP mechanism"):
         tuned_dp_linear(x, y, parts, [grid[0], DPLinearConfig(rate=0.25, epochs=2)])

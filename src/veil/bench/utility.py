@@ -237,6 +237,10 @@ def train_dp_linear(
     Raises:
         ConfigError: impossible hyper-parameters.
     """
+    if noise_multiplier is not None and not noise_multiplier > 0:
+        raise ConfigError(
+            f"noise multiplier must be > 0, got {noise_multiplier}", key="bench.utility"
+        )
     if not (0 < cfg.rate <= 1 and cfg.clip > 0 and cfg.lr > 0 and 0 <= cfg.ema < 1):
         raise ConfigError(f"invalid DP linear hyper-parameters {cfg}", key="bench.utility")
     q, steps, before = cfg.rate, cfg.steps, list(spent or [])
