@@ -51,12 +51,18 @@ def test_one_trial_plan_is_the_trial_itself() -> None:
     assert plan.draw(SecureRng.from_seed(0, "x")) == 1
 
 
-def _hand_epsilon(sigma: float, mean: float, shape: float, delta: float) -> float:
-    """Papernot & Steinke 2022, Theorem 2, for a Gaussian trial (RDP λ/2σ²), converted
-    to (ε, δ) by Canonne-Kamath-Steinke's Proposition 12; both minimised on a grid of
-    orders. Independent of dp-accounting's RepeatAndSelect code."""
-    orders = np.concatenate([np.linspace(1.01, 8, 200), np.arange(8, 257)])
-    gauss = orders / (2 * sigma**2)
+ORDERS = np.concatenate([np.linspace(1.01, 8, 200), np.arange(8, 257)])
+
+
+def _hand_epsilon(
+    sigma: float, mean: float, shape: float, delta: float, rdp_curve: np.ndarray | None = None
+) -> float:
+    """Papernot & Steinke 2022, Theorem 2, for a Gaussian trial (RDP λ/2σ²) or a trial with
+    the given RDP curve on ``ORDERS``, converted to (ε, δ) by Canonne-Kamath-Steinke's
+    Proposition 12; both minimised on the grid. Independent of dp-accounting's
+    RepeatAndSelect code."""
+    orders = ORDERS
+    gauss = orders / (2 * sigma**2) if rdp_curve is None else rdp_curve
     gamma = TuningPlan(mean, shape).gamma
     # ε'(λ) = ε(λ) + (1+η)(1 − 1/λ̂)ε(λ̂) + (1+η) log(1/γ)/λ̂ + log E[K]/(λ − 1)
     tail = np.min((1 + shape) * ((1 - 1 / orders) * gauss + math.log(1 / gamma) / orders))
@@ -161,3 +167,21 @@ def test_bench_search_spends_the_search_event_and_refuses_mixed_mechanisms() -> 
         train_dp_linear(x, y, parts, grid[0], noise_multiplier=0.0)
     with pytest.raises(ConfigError, match="one DP mechanism"):
         tuned_dp_linear(x, y, parts, [grid[0], DPLinearConfig(rate=0.25, epochs=2)])
+
+
+def test_bench_search_epsilon_matches_the_theorem_for_its_real_trial() -> None:
+    """The utility benchmark's trial: DP normalisation (2 Gaussians), Poisson-subsampled
+    DP-SGD, the noisy score. Its RDP curve comes from dp-accounting's per-event RDP; the
+    search's bound and the conversion are computed here."""
+    from veil.bench.utility import CENTRAL_GRID, TUNING, trial_event
+
+    sigma = 5.4305  # the benchmark's calibrated σ (E[K] = 2, logarithmic)
+    event = trial_event(sigma, CENTRAL_GRID[0])
+    acc = rdp.RdpAccountant(list(ORDERS))
+    acc.compose(event)
+    curve = np.asarray(acc._rdp)  # the trial's RDP at each order (dp-accounting, per event)
+    ledger = PrivacyLedger(1e-5, "rdp")
+    ledger.spend("site0", TUNING.event(event))
+    hand = _hand_epsilon(sigma, TUNING.mean_runs, TUNING.shape, 1e-5, curve)
+    assert ledger.epsilon("site0") == pytest.approx(hand, rel=0.01)
+    assert 2.9 < hand < 3.05  # the benchmark's ε = 3 holds by the independent route too
