@@ -26,6 +26,9 @@ def test_gamma_pmf_and_mean(mean: float, shape: float) -> None:
     assert plan.gamma == pytest.approx(
         rdp._gamma_truncated_negative_binomial(shape, mean), rel=1e-7
     )
+    # never a smaller γ than the one the accountant's bound is computed at (the bound
+    # decreases in γ, so it covers the K drawn here)
+    assert plan.gamma >= rdp._gamma_truncated_negative_binomial(shape, mean)
     ks = range(1, 5_000)
     assert sum(plan.pmf(k) for k in ks) == pytest.approx(1.0, abs=1e-9)
     assert sum(k * plan.pmf(k) for k in ks) == pytest.approx(mean, rel=1e-6)
@@ -141,6 +144,8 @@ def test_bad_input_is_refused() -> None:
         TuningPlan(2.0, math.inf)
     with pytest.raises(ConfigError):
         tune([], lambda c, i: (None, 0.0), TuningPlan(), rng)
+    with pytest.raises(ConfigError, match="SecureRng"):  # K is privacy randomness
+        tune([1], lambda c, i: (None, 0.0), TuningPlan(), np.random.default_rng(0))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="finite"):
         tune([1], lambda c, i: (None, float("nan")), TuningPlan(), rng)
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from dp_accounting import dp_event as dpe
@@ -43,6 +44,16 @@ __all__ = ["TuningPlan", "TuningResult", "tune"]
 
 C = TypeVar("C")
 _KEY = "privacy.tuning"
+
+
+def _check_rng(rng: object) -> None:
+    """K and the candidates' draws are privacy randomness: a CSPRNG stream only."""
+    if not isinstance(rng, SecureRng):
+        raise ConfigError(
+            f"the tuning search draws K from a veil.crypto.prg.SecureRng, not a "
+            f"{type(rng).__name__}",
+            key=_KEY,
+        )
 
 
 def _mean(gamma: float, shape: float) -> float:
@@ -76,9 +87,14 @@ class TuningPlan:
                 key=_KEY,
             )
 
-    @property
+    @cached_property
     def gamma(self) -> float:
-        """``γ`` with ``E[K] = mean_runs`` (bisection; ``E[K]`` decreases in ``γ``)."""
+        """``γ`` with ``E[K] = mean_runs`` (bisection; ``E[K]`` decreases in ``γ``).
+
+        The bisection keeps the upper end (``E[K] ≤ mean_runs``). dp-accounting computes
+        the search's bound at its own γ, the lower end of its bisection. Papernot &
+        Steinke's bound decreases in γ, so that bound also covers the K drawn here.
+        """
         if self.mean_runs == 1:
             return 1.0
         if self.shape == 1:
@@ -90,7 +106,7 @@ class TuningPlan:
                 lo = mid
             else:
                 hi = mid
-        return lo  # the smaller γ: a mean ≥ mean_runs, never below what was accounted
+        return hi
 
     def pmf(self, k: int) -> float:
         """``P[K = k]``."""
@@ -106,7 +122,12 @@ class TuningPlan:
         return math.exp(log_p)
 
     def draw(self, rng: SecureRng) -> int:
-        """A number of trials ``K`` (inverse CDF of one CSPRNG uniform)."""
+        """A number of trials ``K`` (inverse CDF of one CSPRNG uniform).
+
+        Raises:
+            ConfigError: ``rng`` is not a :class:`~veil.crypto.prg.SecureRng`.
+        """
+        _check_rng(rng)
         u, k, total = float(rng.uniform(1)[0]), 1, 0.0
         g = self.gamma
         if g >= 1:
@@ -165,9 +186,10 @@ def tune(
         progress: called as ``progress(i, K)`` after each trial (no score is passed).
 
     Raises:
-        ConfigError: no candidates, or a trial returned a score that is not a finite
-            number.
+        ConfigError: no candidates, ``rng`` not a CSPRNG stream, or a trial returned a
+            score that is not a finite number.
     """
+    _check_rng(rng)
     if not candidates:
         raise ConfigError("tuning needs at least one candidate configuration", key=_KEY)
     k = plan.draw(rng)
