@@ -334,6 +334,35 @@ CENTRAL = DPLinearConfig(lr=24.0, ema=0.98)
 FEDERATED = DPLinearConfig(rate=0.5, epochs=100, lr=6.0, ema=0.95)
 
 
+def _normalise_and_train(
+    x: np.ndarray,
+    y: np.ndarray,
+    parts: list[np.ndarray],
+    cfg: DPLinearConfig,
+    tag: str,
+    seed: int = SEED,
+    **train: Any,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """One DP run: release the channel statistics, normalise, DP-SGD.
+
+    ``seed`` and ``tag`` name the run's noise streams (``""``: the fixed reference's);
+    ``train`` goes to :func:`train_dp_linear`. Returns ``(w, mean, var, x_normalised,
+    info)``.
+    """
+    rngs = [SecureRng.from_seed(seed, f"bench/utility/norm{tag}/s{j}") for j in range(len(parts))]
+    mean, var = dp_channel_norm(x, parts, NORM, rngs)
+    xn = _normalise(x.copy(), mean, var)
+    w, info = train_dp_linear(xn, y, parts, cfg, seed=seed, label=tag, **train)
+    return w, mean, var, xn, info
+
+
+def _test_accuracy(
+    w: torch.Tensor, mean: np.ndarray, var: np.ndarray, x: np.ndarray, y: np.ndarray
+) -> float:
+    """Accuracy on ``x`` normalised with the run's released statistics."""
+    return float((_predict(w, _normalise(x.copy(), mean, var)) == y).mean())
+
+
 def _fixed_reference(
     ftr: np.ndarray,
     ytr: np.ndarray,
@@ -343,12 +372,8 @@ def _fixed_reference(
     cfg: DPLinearConfig,
 ) -> dict[str, Any]:
     """One run of a fixed configuration on the PLD accountant (selection not accounted)."""
-    rngs = [SecureRng.from_seed(SEED, f"bench/utility/norm/s{i}") for i in range(len(sites))]
-    mean, var = dp_channel_norm(ftr, sites, NORM, rngs)
-    w, info = train_dp_linear(
-        _normalise(ftr.copy(), mean, var), ytr, sites, cfg, spent=NORM.events()
-    )
-    acc = float((_predict(w, _normalise(fte.copy(), mean, var)) == yte).mean())
+    w, mean, var, _, info = _normalise_and_train(ftr, ytr, sites, cfg, "", spent=NORM.events())
+    acc = _test_accuracy(w, mean, var, fte, yte)
     return {
         "test_accuracy": round(acc, 4),
         "epsilon_spent_max": info["epsilon_spent_max"],
@@ -430,12 +455,9 @@ def tuned_dp_linear(
 
     def trial(cfg: DPLinearConfig, i: int) -> tuple[Any, float]:
         tag = f"/{label}/t{i}"
-        rngs = [
-            SecureRng.from_seed(seed, f"bench/utility/norm{tag}/s{j}") for j in range(len(parts))
-        ]
-        mean, var = dp_channel_norm(x, parts, NORM, rngs)
-        xn = _normalise(x.copy(), mean, var)
-        w, _ = train_dp_linear(xn, y, parts, cfg, noise_multiplier=sigma, seed=seed, label=tag)
+        w, mean, var, xn, _ = _normalise_and_train(
+            x, y, parts, cfg, tag, noise_multiplier=sigma, seed=seed
+        )
         right = _predict(w, xn) == np.asarray(y)
         del xn
         noisy = 0.0
@@ -525,7 +547,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 )
 
             (w, mean, var), info = tuned_dp_linear(ftr, ytr, sites, grid, label=name, progress=say)
-            acc = float((_predict(w, _normalise(fte.copy(), mean, var)) == yte).mean())
+            acc = _test_accuracy(w, mean, var, fte, yte)
             out[name] = {
                 "test_accuracy": round(acc, 4),
                 "target": target,
