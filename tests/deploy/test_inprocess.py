@@ -260,8 +260,14 @@ def test_a_coordinator_cannot_train_a_site_over_the_stage_link(tmp_path: Path) -
         srv.connect(grid)
         params = srv.params.numpy().astype(np.float32).tobytes()
         replies = srv.stage.exchange({"0": Envelope("train", 0, params, {})}, 5.0)
+        agent = next(a for _, a in grid.nodes.values() if a.site.site_id == 0)
+        run_before, site_before = agent.run_id, agent.site
+        # a hello over the link (it would start a new run with the coordinator's config)
+        hello = srv.stage.exchange({"0": Envelope("hello", 0, b"", {"config": {}})}, 5.0)
     finally:
         srv.stage.close()
     assert replies["0"].kind == "error" and replies["0"].meta["error"] == "ProtocolError"
     site = next(a.site for _, a in grid.nodes.values() if a.site.site_id == 0)
     assert site.last_round == -1 and site.site.ledger.epsilon() == 0.0  # nothing spent
+    assert hello["0"].kind == "error" and hello["0"].meta["error"] == "ProtocolError"
+    assert agent.run_id == run_before and agent.site is site_before  # no new run started
