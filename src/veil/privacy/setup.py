@@ -46,6 +46,9 @@ __all__ = ["PrivacySetup", "PrivacyHook", "SecureSum", "build_privacy", "FEDERAT
 
 FEDERATION = "federation"
 _TOL = 1e-9
+#: calibrated sample-level σ by (schedule event, q, steps, rounds, ε, δ, accountant): a
+#: pure function of public settings, computed once per process (sweeps, searches)
+_SAMPLE_SIGMA: dict[tuple[Any, ...], float] = {}
 
 
 class PrivacyHook:
@@ -92,6 +95,26 @@ class PrivacyHook:
         if self.plan is None:
             raise ConfigError("privacy hook used before before_run(plan)")
         return self.plan
+
+    def planned_events(self, rounds: int) -> dict[str, list[dpe.DpEvent]]:
+        """The DP events ``rounds`` rounds spend if every site trains in every one.
+
+        ``"client"``: the federation's event (one entry, site sampling included);
+        ``"sample"``: each site's own DP-SGD event (one entry per site, in site order).
+        An upper bound on what the run spends; call after :meth:`before_run`.
+        """
+        out: dict[str, list[dpe.DpEvent]] = {}
+        if self.client_event is not None:
+            out["client"] = [dpe.SelfComposedDpEvent(self._need_client_sampled(), rounds)]
+        if self.site_ledgers:
+            out["sample"] = [dpe.SelfComposedDpEvent(led.round_event, int(rounds))
+                             for led in self.site_ledgers]
+        return out
+
+    def _need_client_sampled(self) -> dpe.DpEvent:
+        if self._client_sampled is None:
+            raise ConfigError("privacy hook used before before_run(plan)")
+        return self._client_sampled
 
     def _planned_epsilons(self, rounds: int) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -487,23 +510,26 @@ def _build_trainer(
         sigma: float | dict[int, float] = float(sl.noise_multiplier)
     else:
         sigma = {}
-        by_plan: dict[tuple[float, int], float] = {}
         for n in sorted({int(s) for s in plan.site_sizes}):
             q, t = probe.schedule.rate(n), probe.steps(n)  # type: ignore[attr-defined]
-            if (q, t) not in by_plan:
+            probe_event = probe.schedule.compose(dpe.GaussianDpEvent(1.0), n)
+            # the calibration depends only on the schedule's event and the budget
+            key = (repr(probe_event), q, t, plan.rounds, cfg.target_epsilon, cfg.delta,
+                   cfg.accountant)
+            if key not in _SAMPLE_SIGMA:
 
                 def round_events(z: float, n: int = n) -> dpe.DpEvent:
                     step = dpe.GaussianDpEvent(z)
                     return dpe.SelfComposedDpEvent(probe.schedule.compose(step, n), plan.rounds)
 
-                by_plan[(q, t)] = calibrate_noise(
+                _SAMPLE_SIGMA[key] = calibrate_noise(
                     round_events,
                     cfg.target_epsilon,
                     cfg.delta,
                     cfg.accountant,
                     "privacy.sample_level.noise_multiplier",
                 )
-            sigma[n] = by_plan[(q, t)]
+            sigma[n] = _SAMPLE_SIGMA[key]
     return dpsgd_trainer(model, task, local, noise_multiplier=sigma, **kw)
 
 
