@@ -12,6 +12,8 @@ import pytest
 from dp_accounting import dp_event as dpe
 from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
+from tests.privacy.by_hand import ORDERS
+from tests.privacy.by_hand import search_epsilon_by_hand as _hand_epsilon
 from veil.crypto.prg import SecureRng
 from veil.errors import ConfigError
 from veil.privacy import PrivacyLedger
@@ -52,26 +54,6 @@ def test_one_trial_plan_is_the_trial_itself() -> None:
     event = dpe.GaussianDpEvent(2.0)
     assert plan.event(event) == event
     assert plan.draw(SecureRng.from_seed(0, "x")) == 1
-
-
-ORDERS = np.concatenate([np.linspace(1.01, 8, 200), np.arange(8, 257)])
-
-
-def _hand_epsilon(
-    sigma: float, mean: float, shape: float, delta: float, rdp_curve: np.ndarray | None = None
-) -> float:
-    """Papernot & Steinke 2022, Theorem 2, for a Gaussian trial (RDP λ/2σ²) or a trial with
-    the given RDP curve on ``ORDERS``, converted to (ε, δ) by Canonne-Kamath-Steinke's
-    Proposition 12; both minimised on the grid. Independent of dp-accounting's
-    RepeatAndSelect code."""
-    orders = ORDERS
-    gauss = orders / (2 * sigma**2) if rdp_curve is None else rdp_curve
-    gamma = TuningPlan(mean, shape).gamma
-    # ε'(λ) = ε(λ) + (1+η)(1 − 1/λ̂)ε(λ̂) + (1+η) log(1/γ)/λ̂ + log E[K]/(λ − 1)
-    tail = np.min((1 + shape) * ((1 - 1 / orders) * gauss + math.log(1 / gamma) / orders))
-    search = gauss + tail + math.log(mean) / (orders - 1)
-    eps = search + np.log1p(-1 / orders) - (math.log(delta) + np.log(orders)) / (orders - 1)
-    return float(eps.min())
 
 
 @pytest.mark.parametrize(("mean", "shape"), [(2.0, 0.5), (3.0, 1.0), (5.0, 2.0)])

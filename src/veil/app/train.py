@@ -88,6 +88,9 @@ class TrainOutput:
     result: RunResult
     run_dir: Path
     record: dict[str, Any] = field(default_factory=dict)
+    #: the simulation that ran (its sites and final model), for callers that score the
+    #: run in process (:func:`veil.app.tune.tune_run`); never written anywhere
+    federation: Simulation | None = field(default=None, repr=False, compare=False)
 
     @property
     def final_accuracy(self) -> float | None:
@@ -132,6 +135,13 @@ def train(
     """
     if resume and restart:
         raise ConfigError("--resume continues a run and --restart starts it afresh; pick one")
+    if cfg.tuning is not None:
+        raise ConfigError(
+            "this config has a [tuning] section: run it with `veil tune CONFIG` "
+            "(veil.app.tune_run), which accounts the search in ε; remove [tuning] to train "
+            "one configuration",
+            key="tuning",
+        )
     run_dir = cfg.run_dir()
     for d in (Path(cfg.output_dir), run_dir):
         if d.exists() and not d.is_dir():
@@ -286,7 +296,7 @@ def _train_locked(
         from veil.audit.log import AuditLog
 
         AuditLog(Path(cfg.output_dir) / "audit.log").append_run(record)  # once per result
-    return TrainOutput(result, run_dir, record)
+    return TrainOutput(result, run_dir, record, fed)
 
 
 def round_outcomes(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The ``veil`` command: a thin layer over the Python API.
 
-Commands: ``demo``, ``train``, ``sweep``, ``bench``, ``audit``, ``report``, ``log``.
+Commands: ``demo``, ``train``, ``tune``, ``sweep``, ``bench``, ``audit``, ``report``, ``log``.
 Errors veil raises on purpose print as one clear line and exit with status 2; anything
 else is a bug and shows its traceback.
 """
@@ -25,6 +25,7 @@ EXTRA_COMMANDS: dict[str, str] = {
     "deploy": "veil.cli.cmd_deploy",
     "infer": "veil.cli.cmd_infer",
     "mpc": "veil.cli.cmd_mpc",
+    "tune": "veil.cli.cmd_tune",
 }
 
 

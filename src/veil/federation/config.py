@@ -429,6 +429,11 @@ class RunConfig(_Section):
         None, description="[policy] targets checked by veil train --enforce-policy: "
         "max_epsilon, delta, max_mia_tpr, min_accuracy (docs/policy.md)"
     )
+    tuning: dict[str, Any] | None = Field(
+        None, description="[tuning] accounted hyper-parameter search, run by veil tune: "
+        "candidates, mean_runs, shape, score_noise, client_score_noise "
+        "(docs/differential-privacy.md)"
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
@@ -536,6 +541,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
 def config_hash(cfg: RunConfig, ignore: tuple[str, ...] = ("rounds",)) -> str:
     """SHA-256 of the config (minus keys that may change on resume)."""
     d = cfg.model_dump(mode="json")
+    d.pop("tuning", None)  # a search's trials are configs without it
     for k in ignore:
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()

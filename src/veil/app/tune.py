@@ -1,0 +1,499 @@
+"""Accounted hyper-parameter search over whole runs: ``veil tune CONFIG``.
+
+A run config with a ``[tuning]`` section names candidate settings (learning rates,
+momentum, the server optimiser: keys that do not change the DP mechanism). The search
+(:func:`veil.privacy.tuning.tune`, Papernot & Steinke 2022) draws the number of trials
+``K`` from the CSPRNG, trains ``K`` runs with candidates drawn uniformly, scores each by a
+*noisy* accuracy on the sites' own training data, releases only the best run and deletes
+the others. The whole search, ``RepeatAndSelect`` of one trial's events (RDP accountant),
+is inside ``privacy.target_epsilon``: veil calibrates each trial's own target ``ε'`` so
+that it is.
+
+Example (the TOML equivalent is a ``[tuning]`` table with the same keys)::
+
+    >>> cfg = parse_config({..., "tuning": {"candidates": [{"local.lr": 0.05},
+    ...                                                   {"local.lr": 0.2}]}})  # doctest: +SKIP
+    >>> out = tune_run(cfg)                                                     # doctest: +SKIP
+    >>> out.epsilon, out.selected, out.trials                                   # doctest: +SKIP
+
+The score, per trial (what it releases besides the model):
+
+* sample-level DP: every site adds ``N(0, score_noise²)`` to its count of correct
+  predictions on its own training examples (sensitivity 1 under add/remove one example);
+  each site spends ``Gaussian(score_noise)`` per trial;
+* client-level DP: the server adds ``N(0, client_score_noise²)`` to the sum over sites of
+  each site's (noisy) accuracy clipped to ``[0, 1]`` (sensitivity 1 under add/remove one
+  site), like the server adds the run's central noise; ``Gaussian(client_score_noise)``.
+
+Refused, with the reason: no ``[privacy]``; ``privacy.secure_rng = false`` (trials'
+noise must be independent); distributed client-level noise (the score's noise would be
+the server's); buffered or Flower runs; canaries; regression tasks; candidate keys that
+are not in :data:`TUNABLE`. A search cannot be resumed: its trials already spent privacy,
+so a run directory left by an interrupted search is refused unless ``restart``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from dp_accounting import dp_event as dpe
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from veil.app.train import TrainOutput, set_aside, train
+from veil.crypto.prg import SecureRng
+from veil.errors import BudgetExceededError, ConfigError
+from veil.federation.config import RunConfig, parse_config
+from veil.federation.record import RECORD
+from veil.privacy.accounting import epsilon
+from veil.privacy.tuning import TuningPlan, tune
+
+__all__ = ["TUNABLE", "TuningConfig", "TuneOutput", "parse_tuning", "search_epsilon", "tune_run"]
+
+#: Config keys a candidate may set: none of them changes a trial's DP events.
+TUNABLE: frozenset[str] = frozenset(
+    {
+        "local.lr",
+        "local.momentum",
+        "local.weight_decay",
+        "federation.server_optimizer",
+        "federation.server_lr",
+        "federation.server_momentum",
+    }
+)
+TRIALS_DIR = "trials"
+_KEY = "tuning"
+_ACCOUNTANT = "rdp"  # dp-accounting composes RepeatAndSelect on RDP only
+_TOL = 1e-9
+#: a trial's own privacy figures, kept under ``privacy.trial`` in the released record
+_TRIAL_KEYS = ("privacy_target_epsilon", "privacy_planned_epsilon", "epsilon_client",
+               "epsilon_sample_max", "epsilon_sample_per_site", "epsilon_sample_bound")
+
+
+class TuningConfig(BaseModel):
+    """The ``[tuning]`` section.
+
+    Attributes:
+        candidates: config overrides to draw from (dotted keys from :data:`TUNABLE`).
+        mean_runs: expected number of trials ``E[K]`` (the cost grows slowly with it).
+        shape: ``η`` of the truncated negative binomial law of ``K`` (0: logarithmic).
+        score_noise: std of the noise each site adds to its count of correct predictions
+            (sample-level DP).
+        client_score_noise: std of the noise on the sum of the sites' accuracies
+            (client-level DP).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    candidates: list[dict[str, Any]] = Field(min_length=1)
+    mean_runs: float = Field(2.0, ge=1.0, le=1000.0)
+    shape: float = Field(0.0, ge=0.0, le=100.0)
+    score_noise: float = Field(20.0, gt=0.0)
+    client_score_noise: float = Field(1.0, gt=0.0)
+
+    @property
+    def plan(self) -> TuningPlan:
+        """The law of ``K``."""
+        return TuningPlan(self.mean_runs, self.shape)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"local": {"lr": 1}}`` and ``{"local.lr": 1}`` both become ``{"local.lr": 1}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def parse_tuning(raw: Mapping[str, Any] | None) -> TuningConfig:
+    """Validate a ``[tuning]`` table.
+
+    Raises:
+        ConfigError: no table, unknown keys, or a candidate that sets a key outside
+            :data:`TUNABLE` (naming the candidate and the key).
+    """
+    if raw is None:
+        raise ConfigError("the config has no [tuning] section (candidates to search)", key=_KEY)
+    if not isinstance(raw, Mapping):
+        raise ConfigError("[tuning] must be a table", key=_KEY)
+    try:
+        tc = TuningConfig.model_validate(dict(raw))
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"tuning.{where}: {first['msg']}", key=f"{_KEY}.{where}") from None
+    flat = []
+    for i, cand in enumerate(tc.candidates):
+        f = _flatten(cand)
+        if not f:
+            raise ConfigError(f"tuning.candidates[{i}] sets nothing", key=f"{_KEY}.candidates")
+        bad = sorted(set(f) - TUNABLE)
+        if bad:
+            raise ConfigError(
+                f"tuning.candidates[{i}] sets {', '.join(bad)}, which may change the DP "
+                f"mechanism or the data; a candidate may set only {', '.join(sorted(TUNABLE))}",
+                key=f"{_KEY}.candidates",
+            )
+        flat.append(f)
+    return tc.model_copy(update={"candidates": flat})
+
+
+@dataclass
+class TuneOutput:
+    """A finished search: the released run and what may be said about the search.
+
+    Attributes:
+        run_dir: where the released (selected) run's files are.
+        record: its ``record.json`` (with a ``tuning`` section).
+        trials: ``K``, the number of trials made.
+        selected: the released trial's candidate overrides.
+        epsilon: the whole search's ε per level (``"client"``, ``"sample"``: largest over
+            sites) at ``privacy.delta``, RDP accountant.
+        trial_target_epsilon: the ``ε'`` every trial was calibrated to.
+    """
+
+    run_dir: Path
+    record: dict[str, Any]
+    trials: int
+    selected: dict[str, Any]
+    epsilon: dict[str, float]
+    trial_target_epsilon: float
+    result: TrainOutput | None = field(default=None, repr=False)
+
+    @property
+    def final_accuracy(self) -> float | None:
+        """The released run's last test accuracy."""
+        return self.result.final_accuracy if self.result is not None else None
+
+
+def _check_supported(cfg: RunConfig) -> None:
+    p = cfg.privacy
+    why = None
+    if not p.enabled:
+        why = ("the search is accounted in ε: enable [privacy] (without DP, `veil sweep` "
+               "compares configurations)", "privacy.enabled")
+    elif p.debug_unnoised_statistics:
+        why = ("privacy.debug_unnoised_statistics = true: the search's ε would not be a valid "
+               "claim", "privacy.debug_unnoised_statistics")
+    elif not p.secure_rng:
+        why = ("privacy.secure_rng = false would give every trial the same noise streams; "
+               "the search needs independent trials", "privacy.secure_rng")
+    elif p.client_on and p.client_level.mechanism == "distributed":
+        why = ("the client-level score is noised by the server; with distributed noise the "
+               "server is not trusted to add it: use privacy.client_level.mechanism = "
+               "'central' to tune", "privacy.client_level.mechanism")
+    elif cfg.federation.mode != "sync" or cfg.federation.transport != "simulation":
+        why = ("veil tune runs synchronous simulated trials (federation.mode = 'sync', "
+               "federation.transport = 'simulation')", "federation.mode")
+    elif cfg.audit.canaries:
+        why = ("canary audits of a search are not supported: set audit.canaries = 0",
+               "audit.canaries")
+    if why is not None:
+        raise ConfigError(why[0], key=why[1])
+
+
+def _trial_config(cfg: RunConfig, cand: Mapping[str, Any], **top: Any) -> RunConfig:
+    """``cfg`` with a candidate's overrides (and top-level ``name``/``output_dir``...)."""
+    d = cfg.model_dump(mode="json", by_alias=True)
+    d["tuning"] = None
+    for dotted, value in cand.items():
+        node = d
+        *parents, leaf = dotted.split(".")
+        for k in parents:
+            node = node[k]
+        node[leaf] = value
+    for k, v in top.items():
+        if k == "target_epsilon":
+            d["privacy"]["target_epsilon"] = v
+        elif k == "audit_log":
+            d["audit"]["log"] = v
+        else:
+            d[k] = v
+    return parse_config(d)
+
+
+def _planned(cfg: RunConfig) -> dict[str, list[dpe.DpEvent]]:
+    """One trial's DP events per level, as the run would plan and charge them."""
+    from veil.federation.build import build_federation
+    from veil.privacy.setup import PrivacyHook
+
+    fed = build_federation(cfg)
+    hook = next(h for h in fed.hooks if isinstance(h, PrivacyHook))
+    hook.before_run(fed.plan())  # raises BudgetExceededError when a trial alone is over
+    return hook.planned_events(cfg.rounds)
+
+
+def search_epsilon(
+    events: Mapping[str, list[dpe.DpEvent]], tc: TuningConfig, delta: float
+) -> dict[str, float]:
+    """The whole search's ε per level: ``RepeatAndSelect`` of (run + score) on RDP.
+
+    Args:
+        events: one trial's planned events (``"client"``: the federation's; ``"sample"``:
+            each site's), from the run's privacy hook.
+        tc: the search (law of ``K``, score noise).
+        delta: δ of the run.
+    """
+    plan, out = tc.plan, {}
+    if events.get("sample"):
+        score = dpe.GaussianDpEvent(tc.score_noise)
+        distinct: list[dpe.DpEvent] = []
+        for e in events["sample"]:
+            if e not in distinct:
+                distinct.append(e)
+        out["sample"] = max(
+            epsilon(plan.event(dpe.ComposedDpEvent([e, score])), delta, _ACCOUNTANT)
+            for e in distinct
+        )
+    if events.get("client"):
+        score = dpe.GaussianDpEvent(tc.client_score_noise)
+        out["client"] = epsilon(
+            plan.event(dpe.ComposedDpEvent([events["client"][0], score])), delta, _ACCOUNTANT
+        )
+    return out
+
+
+def _calibrate(
+    cfg: RunConfig, tc: TuningConfig, say: Callable[[str], None]
+) -> tuple[float, dict[str, float], dict[str, list[dpe.DpEvent]]]:
+    """The largest per-trial target ``ε'`` whose search fits ``privacy.target_epsilon``."""
+    target, delta = cfg.privacy.target_epsilon, cfg.privacy.delta
+    cand0 = tc.candidates[0]
+
+    def at(e_trial: float) -> tuple[dict[str, float], dict[str, list[dpe.DpEvent]]] | None:
+        try:
+            ev = _planned(_trial_config(cfg, cand0, target_epsilon=e_trial))
+        except (BudgetExceededError, ConfigError):
+            return None  # no noise reaches this ε', or a fixed noise is over it
+        return search_epsilon(ev, tc, delta), ev
+
+    def fits(got: tuple[dict[str, float], Any] | None) -> bool:
+        return got is not None and max(got[0].values()) <= target + _TOL
+
+    pl, sl = cfg.privacy.client_level, cfg.privacy.sample_level
+    fixed = (cfg.privacy.client_on and pl.noise_multiplier is not None) or (
+        cfg.privacy.sample_on and sl.noise_multiplier is not None
+    )
+    # at the full target: a bad config or a fixed noise over budget is reported as it is
+    ev = _planned(_trial_config(cfg, cand0, target_epsilon=target))
+    top = (search_epsilon(ev, tc, delta), ev)
+    if fits(top):
+        return target, top[0], top[1]
+    if fixed:
+        spent = ", ".join(f"{k} ε={v:.3f}" for k, v in top[0].items())
+        raise BudgetExceededError(
+            f"the search would cost {spent} > target "
+            f"{target:g} at δ={delta:g}: leave the noise multipliers unset so veil calibrates "
+            "each trial for the whole search, or raise tuning.score_noise / "
+            "client_score_noise, lower tuning.mean_runs, or raise privacy.target_epsilon"
+        )
+    # Illinois (regula falsi) on log ε': a handful of calibrations instead of a bisection
+    def gap(got: tuple[dict[str, float], Any] | None) -> float:
+        return math.inf if got is None else math.log(max(got[0].values()) / target)
+
+    hi, f_hi = math.log(target), gap(top)
+    lo = got = None
+    for div in (2.0, 8.0, 64.0):
+        got = at(target / div)
+        if fits(got):
+            lo = math.log(target / div)
+            break
+        hi, f_hi = math.log(target / div), gap(got)
+    if lo is None or got is None:
+        raise BudgetExceededError(
+            f"even trials at ε'={target / 64:.3g} make the search cost more than {target:g} "
+            f"at δ={delta:g}: raise tuning.score_noise / client_score_noise, lower "
+            "tuning.mean_runs, or raise privacy.target_epsilon"
+        )
+    f_lo, best, side = gap(got), (math.exp(lo), got), 0
+    for _ in range(12):
+        if f_lo > -0.005 or hi - lo < 0.005:  # within 0.5 % of the budget, or of ε'
+            break
+        mid = hi - f_hi * (hi - lo) / (f_hi - f_lo) if math.isfinite(f_hi) else (lo + hi) / 2
+        mid = min(max(mid, lo + 1e-4), hi - 1e-4)
+        got = at(math.exp(mid))
+        f_mid = gap(got)
+        say(f"calibrating trials: ε' in [{math.exp(lo):.4g}, {math.exp(hi):.4g}]")
+        if fits(got):
+            assert got is not None
+            lo, f_lo, best = mid, f_mid, (math.exp(mid), got)
+            f_hi, side = (f_hi / 2 if side == -1 else f_hi), -1
+        else:
+            hi, f_hi = mid, f_mid
+            f_lo, side = (f_lo / 2 if side == 1 else f_lo), 1
+    return best[0], best[1][0], best[1][1]
+
+
+def _score(out: TrainOutput, cfg: RunConfig, tc: TuningConfig) -> float:
+    """The trial's noisy accuracy on the sites' own training data (module docstring)."""
+    from veil.models.params import load_flat_params
+
+    fed = out.federation
+    if fed is None:
+        raise ConfigError("the trial returned no simulation to score", key=_KEY)
+    if fed.dataset.task != "classification":
+        raise ConfigError("veil tune scores by accuracy: classification tasks only", key=_KEY)
+    model = copy.deepcopy(fed.model)
+    load_flat_params(model, out.result.params.detach().reshape(-1))
+    model.eval()
+    p = cfg.privacy
+    fractions, counts, sizes = [], 0.0, 0
+    with torch.no_grad():
+        for site in fed.sites:
+            x, y = np.asarray(site.x), np.asarray(site.y)
+            right = 0
+            for a in range(0, len(y), 4096):
+                xb = torch.as_tensor(x[a : a + 4096], dtype=torch.float32)
+                pred = model(xb).argmax(1).numpy()
+                right += int((pred == y[a : a + 4096]).sum())
+            c = float(right)
+            if p.sample_on:  # the site's own noise, from a fresh OS-keyed stream
+                c += float(SecureRng.fresh().normal(1, std=tc.score_noise)[0])
+            counts += c
+            sizes += len(y)
+            fractions.append(min(1.0, max(0.0, c / max(1, len(y)))))
+    if p.client_on:
+        total = sum(fractions) + float(SecureRng.fresh().normal(1, std=tc.client_score_noise)[0])
+        return total / len(fractions)
+    return counts / max(1, sizes)
+
+
+def tune_run(
+    cfg: RunConfig,
+    *,
+    restart: bool = False,
+    progress: Callable[[str], None] | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> TuneOutput:
+    """Run the accounted search of ``cfg``'s ``[tuning]`` section; release the best trial.
+
+    Args:
+        cfg: a run config with ``[tuning]``; ``privacy.target_epsilon`` bounds the whole
+            search at every enabled level.
+        restart: set aside the files of an earlier (possibly interrupted) search in the
+            run directory (``previous-N/``) and search again, spending the budget again.
+        progress: called with one line of text per step (calibration, trials; never a
+            score).
+        on_round: per-round callback of every trial.
+
+    Returns:
+        The released run (in ``cfg.run_dir()``) and the search's ε.
+
+    Raises:
+        ConfigError: no or bad ``[tuning]``, an unsupported setting (module docstring),
+            or a run directory that already holds a run or an earlier search.
+        BudgetExceededError: the search cannot fit the budget.
+    """
+    from veil._fs import LOCK_FILE, RunLock, write_json_atomic
+
+    say = progress or (lambda _msg: None)
+    tc = parse_tuning(cfg.tuning)
+    _check_supported(cfg)
+    for i, cand in enumerate(tc.candidates):  # every candidate valid before any trial
+        try:
+            _trial_config(cfg, cand)
+        except ConfigError as e:
+            raise ConfigError(f"tuning.candidates[{i}]: {e}", key=f"{_KEY}.candidates") from None
+    run_dir = cfg.run_dir()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} exists and is not a directory", key="output_dir")
+    held = [n for n in (RECORD, "checkpoint.pt", TRIALS_DIR) if (run_dir / n).exists()]
+    if held and not restart:
+        raise ConfigError(
+            f"{run_dir} already holds {' and '.join(held)} (an earlier run or search; an "
+            "interrupted search's trials have spent privacy already); use --restart to set "
+            "them aside in previous-N/ and search again, spending the budget again, or a new "
+            "name",
+            key="name",
+        )
+    if cfg.audit.log:
+        from veil.audit.log import verify_before_run
+
+        verify_before_run(Path(cfg.output_dir) / "audit.log")
+    t0 = time.perf_counter()
+    with RunLock(run_dir):
+        if restart:
+            set_aside(run_dir)
+        e_trial, eps, events = _calibrate(cfg, tc, say)
+        # candidates set only TUNABLE keys, which leave the events as they are (tested)
+        say(f"each trial calibrated to ε'={e_trial:.4g}; whole search: "
+            + ", ".join(f"{k} ε={v:.4f}" for k, v in eps.items()))
+        trials_dir = run_dir / TRIALS_DIR
+
+        def trial(ci: int, i: int) -> tuple[TrainOutput, float]:
+            tcfg = _trial_config(cfg, tc.candidates[ci], name=f"t{i}",
+                                 output_dir=str(trials_dir), target_epsilon=e_trial,
+                                 audit_log=False)
+            out = train(tcfg, on_round=on_round)
+            score = _score(out, cfg, tc)
+            out.federation = None  # the simulation (the sites' data) is not kept
+            return out, score
+
+        def step(i: int, k: int) -> None:
+            say(f"trial {i} of {k} done ({time.perf_counter() - t0:.0f} s)")
+
+        best = tune(list(range(len(tc.candidates))), trial, tc.plan, SecureRng.fresh(),
+                    progress=step)
+        out: TrainOutput = best.output
+        for d in trials_dir.iterdir():  # an unselected trial is never released
+            if d != out.run_dir:
+                shutil.rmtree(d)
+        # more rounds would spend privacy outside the search: no checkpoint to resume from
+        (out.run_dir / "checkpoint.pt").unlink(missing_ok=True)
+        for f in out.run_dir.iterdir():
+            if f.name != LOCK_FILE:
+                f.rename(run_dir / f.name)
+        shutil.rmtree(trials_dir)
+        selected = dict(tc.candidates[best.candidate])
+        record = dict(out.record)
+        released = _trial_config(cfg, selected, target_epsilon=e_trial)
+        record["name"] = cfg.name
+        record["config"] = released.model_dump(mode="json")
+        privacy = dict(record.get("privacy") or {})
+        # the released trial's own figures move under "trial"; the top level is the search
+        trial_own = {k: privacy.pop(k) for k in _TRIAL_KEYS if k in privacy}
+        privacy["privacy_target_epsilon"] = cfg.privacy.target_epsilon
+        privacy["epsilon_spent"] = dict(eps)  # what audits, reports and [policy] read
+        privacy["epsilon_spent_accountant"] = _ACCOUNTANT
+        privacy["trial"] = {"target_epsilon": e_trial, **trial_own}
+        record["privacy"] = privacy
+        record["tuning"] = {
+            "method": "random search with a random number of trials, best released "
+            "(Papernot & Steinke 2022); RepeatAndSelect on dp-accounting's RDP accountant",
+            "mean_runs": tc.mean_runs,
+            "shape": tc.shape,
+            "trials": best.trials,
+            "candidates": [dict(c) for c in tc.candidates],
+            "selected": selected,
+            "selected_score": best.score,
+            "score": "noisy accuracy on the sites' own training data",
+            "score_noise": tc.score_noise if cfg.privacy.sample_on else None,
+            "client_score_noise": tc.client_score_noise if cfg.privacy.client_on else None,
+            "target_epsilon": cfg.privacy.target_epsilon,
+            "delta": cfg.privacy.delta,
+            "trial_target_epsilon": e_trial,
+            "epsilon_search": dict(eps),
+            "released": "the selected trial only; the others' files were deleted, and the "
+            "checkpoint too (more rounds would spend privacy outside the search)",
+            "wall_s": time.perf_counter() - t0,
+        }
+        write_json_atomic(run_dir / RECORD, record, default=str)
+    if cfg.audit.log:
+        from veil.audit.log import AuditLog
+
+        AuditLog(Path(cfg.output_dir) / "audit.log").append_run(record)
+    out.record = record
+    out.run_dir = run_dir
+    return TuneOutput(run_dir, record, best.trials, selected, dict(eps), e_trial, out)

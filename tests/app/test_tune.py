@@ -1,0 +1,270 @@
+"""`veil tune` (veil.app.tune): an accounted search over whole runs.
+
+The search's ε is checked against Papernot & Steinke's bound computed by hand from the
+run's recorded σ and schedule (add/remove one example at a site); the search runs
+exactly K trials and releases only the best one; the score it releases is noisy; keys a
+candidate may set leave the DP events unchanged; unsupported settings are refused."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from dp_accounting import dp_event as dpe
+from dp_accounting.rdp import rdp_privacy_accountant as rdp
+
+import veil.app.tune as tune_mod
+from tests.privacy.by_hand import ORDERS, search_epsilon_by_hand
+from veil.app import train, tune_run
+from veil.app.tune import TRIALS_DIR, TUNABLE, parse_tuning
+from veil.audit.run import claimed_epsilon
+from veil.crypto.prg import SecureRng
+from veil.errors import BudgetExceededError, ConfigError
+from veil.federation.config import RunConfig, parse_config
+from veil.privacy.tuning import TuningPlan
+
+B, ROUNDS = 40, 3
+
+
+def _raw(tmp_path: Path, **over: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "name": "tuned", "rounds": ROUNDS, "output_dir": str(tmp_path / "runs"),
+        "data": {"dataset": "digits", "sites": 3, "limit": 600},
+        "model": {"name": "logreg"},
+        "privacy": {"enabled": True, "target_epsilon": 3.0, "delta": 1e-5,
+                    "accountant": "rdp",
+                    "sample_level": {"enabled": True, "expected_batch_size": B}},
+        "tuning": {"candidates": [{"local.lr": 0.05}, {"local": {"lr": 0.5}}],
+                   "mean_runs": 2.0, "score_noise": 10.0},
+    }
+    for dotted, v in over.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = v
+    return raw
+
+
+def _cfg(tmp_path: Path, **over: Any) -> RunConfig:
+    return parse_config(_raw(tmp_path, **over))
+
+
+def test_search_epsilon_matches_the_bound_by_hand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _cfg(tmp_path)
+    # the law of K is tested in tests/privacy/test_tuning.py; here K = 2 bounds the time
+    # (the accounting does not depend on the K drawn)
+    monkeypatch.setattr(TuningPlan, "draw", lambda self, rng: 2)
+    out = tune_run(cfg)
+    rec = out.record
+    eps = out.epsilon["sample"]
+    # calibrated: the whole search spends the budget (to 0.5 %), never more
+    assert 0.99 * 3.0 <= eps <= 3.0 + 1e-9
+    # independent route: σ and site sizes from the record, the schedule from the config's
+    # rule (q = B/n, round(1/q) steps per round), the search's bound by hand
+    sig = rec["privacy"]["noise"]["sample_noise_multiplier"]
+    hand = []
+    for n in sorted(set(rec["plan"]["site_sizes"])):
+        s = sig[str(n)] if isinstance(sig, dict) else sig
+        q = B / n
+        steps = round(1 / q) * ROUNDS
+        acc = rdp.RdpAccountant(list(ORDERS))
+        acc.compose(dpe.SelfComposedDpEvent(dpe.PoissonSampledDpEvent(q, dpe.GaussianDpEvent(s)),
+                                            steps))
+        curve = np.asarray(acc._rdp) + ORDERS / (2 * 10.0**2)  # + the noisy score
+        hand.append(search_epsilon_by_hand(s, 2.0, 0.0, 1e-5, curve))
+    assert max(hand) == pytest.approx(eps, rel=0.01)
+    # what audits, reports and [policy] read is the search's ε, not one trial's
+    assert rec["privacy"]["epsilon_spent"]["sample"] == eps
+    assert claimed_epsilon(rec)[0] == pytest.approx(eps)
+    trial = rec["privacy"]["trial"]  # the released trial's own ledger, inside the search
+    assert trial["epsilon_sample_max"] <= trial["target_epsilon"] + 1e-9
+    assert trial["target_epsilon"] == out.trial_target_epsilon
+    assert rec["privacy"]["privacy_target_epsilon"] == 3.0  # the budget is the search's
+    assert out.trial_target_epsilon < 3.0  # each trial pays for the selection
+    assert rec["tuning"]["trials"] == out.trials == 2
+    assert out.selected in ({"local.lr": 0.05}, {"local.lr": 0.5})
+    assert rec["config"]["local"]["lr"] == out.selected["local.lr"]
+    files = {p.name for p in out.run_dir.iterdir()}
+    assert "model.pt" in files and TRIALS_DIR not in files and "checkpoint.pt" not in files
+
+
+def test_client_level_search_matches_the_bound_by_hand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every site in every round: no amplification, so one trial's RDP is closed-form,
+    # ROUNDS·λ/(2z²) for the updates plus λ/(2·s²) for the server's noisy score
+    cfg = _cfg(tmp_path, **{"data.sites": 5, "privacy.sample_level.enabled": False,
+                            "privacy.client_level": {"enabled": True},
+                            "privacy.target_epsilon": 8.0,
+                            "tuning.client_score_noise": 2.0})
+    monkeypatch.setattr(TuningPlan, "draw", lambda self, rng: 1)
+    out = tune_run(cfg)
+    z = out.record["privacy"]["noise"]["client_noise_multiplier"]
+    curve = ORDERS * (ROUNDS / (2 * z**2) + 1 / (2 * 2.0**2))
+    hand = search_epsilon_by_hand(z, 2.0, 0.0, 1e-5, curve)
+    assert set(out.epsilon) == {"client"}
+    assert out.epsilon["client"] == pytest.approx(hand, rel=0.01)
+    assert 0.99 * 8.0 <= out.epsilon["client"] <= 8.0 + 1e-9
+    assert out.record["tuning"]["client_score_noise"] == 2.0
+    assert out.record["tuning"]["score_noise"] is None
+
+
+def test_exactly_k_trials_run_and_only_the_best_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fixed noise: no calibration; K forced to 4; scores chosen by the test (a tie keeps
+    # the earlier trial)
+    cfg = _cfg(tmp_path, **{"privacy.sample_level.noise_multiplier": 2.0,
+                            "privacy.target_epsilon": 50.0})
+    monkeypatch.setattr(TuningPlan, "draw", lambda self, rng: 4)
+    scores = iter([0.2, 0.9, 0.4, 0.9])
+    monkeypatch.setattr(tune_mod, "_score", lambda out, cfg, tc: next(scores))
+    seen: list[tuple[float, Path, list[dict[str, Any]]]] = []
+
+    def spy(tcfg: RunConfig, **kw: Any) -> Any:
+        out = train(tcfg, **kw)
+        seen.append((tcfg.local.lr, out.run_dir, copy.deepcopy(out.record["rounds"])))
+        return out
+
+    monkeypatch.setattr(tune_mod, "train", spy)
+    out = tune_run(cfg)
+    assert len(seen) == 4 and out.trials == 4
+    lr, _, rounds = seen[1]
+    assert out.selected == {"local.lr": lr}
+    assert out.record["rounds"] == rounds  # the released run is trial 1's
+    assert all(not d.exists() for _, d, _ in seen)  # no trial's own files remain
+    assert not (out.run_dir / TRIALS_DIR).exists()
+    assert out.record["tuning"]["selected_score"] == 0.9
+    # the released record says what the search cost, at the fixed noise
+    assert out.epsilon["sample"] <= 50.0
+    # the report says the model was selected and which ε covers what
+    from veil.report.ledger import claimed, privacy_section
+
+    assert claimed(out.record, None) == (pytest.approx(out.epsilon["sample"]), 50.0)
+    html = privacy_section(out.record, None)
+    assert "accounted search" in html and "4 trial(s)" in html
+    assert "this trial: ε budget" in html
+
+
+def _scores(out: Any, cfg: RunConfig, n: int, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
+    counter = iter(range(10**6))
+    monkeypatch.setattr(tune_mod.SecureRng, "fresh",
+                        classmethod(lambda cls: SecureRng.from_seed(next(counter), "test/tune")))
+    tc = parse_tuning(cfg.tuning)
+    return np.array([tune_mod._score(out, cfg, tc) for _ in range(n)])
+
+
+def test_the_released_score_is_noisy_with_the_stated_noise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _cfg(tmp_path, **{"privacy.sample_level.noise_multiplier": 2.0,
+                            "privacy.target_epsilon": 50.0, "tuning": None})
+    out = train(cfg)
+    fed = out.federation
+    assert fed is not None
+    sizes = [len(s.y) for s in fed.sites]
+    # sample level: each site adds N(0, 10²) to its count; score = Σ counts / Σ sizes
+    s = _scores(out, _cfg(tmp_path), 400, monkeypatch)
+    exact = float(np.median(s))
+    want = 10.0 * np.sqrt(len(sizes)) / sum(sizes)
+    # 400 draws: the std's relative error is ~3.5 %; tolerance 15 % (seeded streams)
+    assert s.std() == pytest.approx(want, rel=0.15)
+    assert abs(s.mean() - exact) < 4 * want / np.sqrt(400) + want
+    # client level: the server adds N(0, 0.5²) to the sum of the sites' accuracies
+    ccfg = _cfg(tmp_path, **{"privacy.sample_level.enabled": False,
+                             "privacy.client_level": {"enabled": True},
+                             "tuning.client_score_noise": 0.5})
+    c = _scores(out, ccfg, 400, monkeypatch)
+    assert c.std() == pytest.approx(0.5 / len(sizes), rel=0.15)
+
+
+def test_tunable_keys_leave_the_dp_events_unchanged(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, **{"privacy.sample_level.noise_multiplier": 1.5,
+                            "privacy.client_level": {"enabled": True, "noise_multiplier": 1.0},
+                            "privacy.target_epsilon": 1e4})
+    base = tune_mod._planned(tune_mod._trial_config(cfg, {}))
+    assert set(base) == {"client", "sample"}
+    values = {"local.lr": 0.7, "local.momentum": 0.5, "local.weight_decay": 0.01,
+              "federation.server_optimizer": "fedadam", "federation.server_lr": 0.3,
+              "federation.server_momentum": 0.5}
+    assert set(values) == TUNABLE
+    for key, v in values.items():
+        assert tune_mod._planned(tune_mod._trial_config(cfg, {key: v})) == base, key
+    # a key that is not tunable does change them (the check can fail)
+    other = tune_mod._planned(tune_mod._trial_config(cfg, {"local.epochs": 3}))
+    assert other != base
+
+
+@pytest.mark.parametrize(
+    ("over", "match"),
+    [
+        ({"tuning.candidates": [{"local.epochs": 2}]}, "local.epochs"),
+        ({"tuning.candidates": [{"privacy": {"sample_level": {"max_grad_norm": 9.0}}}]},
+         "privacy.sample_level.max_grad_norm"),
+        ({"tuning.candidates": []}, "candidates"),
+        ({"tuning.candidates": [{}]}, "sets nothing"),
+        ({"tuning.candidates": [{"local.lr": -1.0}]}, r"candidates\[0\]"),
+        ({"tuning.mean_runs": 0.5}, "mean_runs"),
+        ({"tuning.extra": 1}, "extra"),
+        ({"tuning": None}, "no \\[tuning\\]"),
+        ({"privacy.enabled": False}, "enable \\[privacy\\]"),
+        ({"privacy.secure_rng": False}, "secure_rng"),
+        ({"privacy.debug_unnoised_statistics": True}, "not be a valid"),
+        ({"audit.canaries": 5}, "canar"),
+    ],
+)
+def test_unsupported_searches_are_refused(tmp_path: Path, over: dict[str, Any],
+                                          match: str) -> None:
+    cfg = _cfg(tmp_path, **over)
+    with pytest.raises(ConfigError, match=match):
+        tune_run(cfg)
+    assert not (tmp_path / "runs" / "tuned" / TRIALS_DIR).exists()
+
+
+def test_over_budget_and_existing_runs_are_refused(tmp_path: Path) -> None:
+    # a fixed noise whose single trial is already over the budget
+    cfg = _cfg(tmp_path, **{"privacy.sample_level.noise_multiplier": 0.3})
+    with pytest.raises(BudgetExceededError):
+        tune_run(cfg)
+    # a score noise so small that no trial fits
+    with pytest.raises(BudgetExceededError, match="score_noise"):
+        tune_run(_cfg(tmp_path, **{"tuning.score_noise": 0.05}))
+    # a run config with [tuning] is not trained as one run
+    with pytest.raises(ConfigError, match="veil tune"):
+        train(_cfg(tmp_path))
+    # a run directory that holds an interrupted search
+    (tmp_path / "runs" / "tuned" / TRIALS_DIR / "t0").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="already holds trials"):
+        tune_run(_cfg(tmp_path))
+
+
+def test_cli_tune_writes_the_selected_run(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from veil.cli.main import main
+
+    path = tmp_path / "tune.toml"
+    path.write_text(
+        f'name = "cli"\nrounds = 2\noutput_dir = "{tmp_path / "runs"}"\n'
+        '[data]\ndataset = "digits"\nsites = 3\nlimit = 300\n'
+        '[model]\nname = "logreg"\n'
+        '[privacy]\nenabled = true\ntarget_epsilon = 40.0\naccountant = "rdp"\n'
+        '[privacy.sample_level]\nenabled = true\nexpected_batch_size = 40\n'
+        'noise_multiplier = 2.0\n'
+        '[tuning]\nmean_runs = 1.5\ncandidates = [{ local = { lr = 0.1 } }, '
+        '{ "local.lr" = 0.3 }]\n'
+    )
+    assert main(["tune", str(path), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "trials (K)" in text and "whole search" in text
+    run = tmp_path / "runs" / "cli"
+    assert (run / "record.json").exists() and not (run / TRIALS_DIR).exists()
+    assert main(["train", str(path), "--quiet"]) == 2  # [tuning] goes through veil tune
+    assert main(["tune", str(path), "--quiet"]) == 2  # the run is there already
+    assert main(["tune", str(path), "--quiet", "--restart"]) == 0
+    assert (run / "previous-1" / "record.json").exists()
