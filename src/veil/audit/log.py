@@ -307,6 +307,8 @@ def run_entry(record: dict[str, Any]) -> dict[str, Any]:
         "rounds": rounds,
         "final": record.get("final", {}),
     }
+    if record.get("tuning"):  # an accounted search: K, candidates, the search's ε
+        out["tuning"] = record["tuning"]
     from veil._fs import json_safe
 
     return dict(json_safe(out))  # NaN/inf (e.g. a diverged loss) become null

@@ -32,6 +32,7 @@ _LABELS = {
     "privacy_secure_rng": "privacy randomness from a CSPRNG",
     "epsilon_sample_bound": "sample-level ε released as",
     "private": "run is private",
+    "epsilon_spent_accountant": "accountant of ε spent (the whole search)",
 }
 _SKIP = ("privacy_accounting", "not_private_reason")  # shown in their own paragraphs
 
@@ -83,6 +84,10 @@ def ledger_rows(pv: dict[str, Any]) -> list[tuple[str, str]]:
             rows += [(f"ε spent, {_level(str(lv))}", _value(x)) for lv, x in v.items()]
         elif k == "epsilon_sample_per_site" and isinstance(v, dict):
             rows += [(f"ε spent, sample level, site {s}", _value(x)) for s, x in v.items()]
+        elif k == "trial" and isinstance(v, dict):  # the released trial of a search
+            rows += [(f"this trial: {lab}", val) for lab, val in ledger_rows(
+                {("privacy_target_epsilon" if tk == "target_epsilon" else tk): tv
+                 for tk, tv in v.items()})]
         elif k == "noise" and isinstance(v, dict):
             for nk, nv in v.items():
                 if isinstance(nv, dict):  # {site size: σ}
@@ -114,5 +119,14 @@ def privacy_section(record: dict[str, Any], audit: dict[str, Any] | None) -> str
                      "model and the aggregates reveal about whether a site took part; "
                      f"sample-level ε ({e(_SAMPLE)}) about any one training example. Both are "
                      "computed by dp-accounting at the δ shown.</p>")
+    tuning = record.get("tuning")
+    if isinstance(tuning, dict):
+        parts.append(
+            '<p class="note">This model was selected by an accounted search '
+            f"(<code>veil tune</code>): {e(tuning.get('trials'))} trial(s), each a full run "
+            f"with ε ≤ {_value(tuning.get('trial_target_epsilon'))}, scored by a noisy "
+            "accuracy; only the best was kept. The ε spent above covers the whole search "
+            f"(RepeatAndSelect, RDP). Selected: {e(json.dumps(tuning.get('selected')))}.</p>"
+        )
     parts.append("</section>")
     return "".join(parts)
