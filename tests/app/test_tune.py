@@ -244,10 +244,7 @@ def test_over_budget_and_existing_runs_are_refused(tmp_path: Path) -> None:
         tune_run(_cfg(tmp_path))
 
 
-def test_cli_tune_writes_the_selected_run(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from veil.cli.main import main
-
+def _toml(tmp_path: Path) -> Path:
     path = tmp_path / "tune.toml"
     path.write_text(
         f'name = "cli"\nrounds = 2\noutput_dir = "{tmp_path / "runs"}"\n'
@@ -259,6 +256,14 @@ def test_cli_tune_writes_the_selected_run(tmp_path: Path,
         '[tuning]\nmean_runs = 1.5\ncandidates = [{ local = { lr = 0.1 } }, '
         '{ "local.lr" = 0.3 }]\n'
     )
+    return path
+
+
+def test_cli_tune_writes_the_selected_run(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from veil.cli.main import main
+
+    path = _toml(tmp_path)
     assert main(["tune", str(path), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "trials (K)" in text and "whole search" in text
@@ -268,3 +273,25 @@ def test_cli_tune_writes_the_selected_run(tmp_path: Path,
     assert main(["tune", str(path), "--quiet"]) == 2  # the run is there already
     assert main(["tune", str(path), "--quiet", "--restart"]) == 0
     assert (run / "previous-1" / "record.json").exists()
+
+
+def test_an_interrupted_search_is_not_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from veil.cli.main import main
+
+    path = _toml(tmp_path)
+    monkeypatch.setattr(TuningPlan, "draw", lambda self, rng: 3)
+    calls = iter(range(10))
+
+    def stop_in_second(tcfg: RunConfig, **kw: Any) -> Any:
+        if next(calls) == 1:
+            raise KeyboardInterrupt
+        return train(tcfg, **kw)
+
+    monkeypatch.setattr(tune_mod, "train", stop_in_second)
+    assert main(["tune", str(path), "--quiet"]) == 130
+    assert "cannot be resumed" in " ".join(capsys.readouterr().err.split())
+    run = tmp_path / "runs" / "cli"
+    assert (run / TRIALS_DIR / "t0").exists() and not (run / "record.json").exists()
+    assert main(["tune", str(path), "--quiet"]) == 2  # its trials spent privacy already
+    assert "already holds trials" in " ".join(capsys.readouterr().err.split())

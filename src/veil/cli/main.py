@@ -149,10 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         Console(stderr=True).print(f"[bold red]error:[/] {type(e).__name__}: {e}", highlight=False)
         return 2
     except KeyboardInterrupt:
-        print(
-            "\ninterrupted; a run can be continued with `veil train --resume CONFIG`",
-            file=sys.stderr,
+        hint = (
+            "a search cannot be resumed: its trials have spent privacy; `veil tune --restart "
+            "CONFIG` searches again, spending the budget again"
+            if args.command == "tune"
+            else "a run can be continued with `veil train --resume CONFIG`"
         )
+        print(f"\ninterrupted; {hint}", file=sys.stderr)
         return 130
 
 
