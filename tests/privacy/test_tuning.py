@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import fields
+from typing import Any
 
 import numpy as np
 import pytest
@@ -93,16 +94,54 @@ def test_search_makes_exactly_k_trials_and_releases_only_the_best() -> None:
         calls.clear()
         plan = TuningPlan(3.0, 1.0)
         res = tune(["a", "b", "c"], trial, plan, SecureRng.from_seed(seed, "test/tuning"))
-        assert res.trials == len(calls) >= 1
-        assert [i for _, i in calls] == list(range(res.trials))
+        k = plan.draw(SecureRng.from_seed(seed, "test/tuning"))  # K is the stream's first draw
+        assert len(calls) == k >= 1
+        assert [i for _, i in calls] == list(range(k))
         best = max(calls, key=lambda c: scores[c[0]])  # max keeps the first of ties
         assert (res.candidate, res.output, res.score) == (
             best[0],
             f"model-{best[0]}-{best[1]}",
             scores[best[0]],
         )
-    # the result has room for the best trial only: no other trial's score or model
-    assert {f.name for f in fields(TuningResult)} == {"candidate", "output", "score", "trials"}
+    # the result has room for the best trial only: no other trial's score or model, and
+    # not K either (publishing K voids the bound: the next test)
+    assert {f.name for f in fields(TuningResult)} == {"candidate", "output", "score"}
+
+
+def _exact_epsilon(p: np.ndarray, q: np.ndarray, delta: float) -> float:
+    """Smallest ε with both hockey-stick divergences ≤ δ (discrete outputs), by bisection."""
+    lo, hi = 0.0, 100.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        over = max(np.maximum(0, p - math.exp(mid) * q).sum(),
+                   np.maximum(0, q - math.exp(mid) * p).sum())
+        lo, hi = (mid, hi) if over > delta else (lo, mid)
+    return hi
+
+
+def test_revealing_k_would_void_the_bound() -> None:
+    """Why K stays secret. Trial: randomized response with ε₀ = 1 on one bit (score = the
+    bit; the best of K outputs 1 iff any trial does). Exact ε(δ) of the search, computed
+    from the output distributions: within the RepeatAndSelect bound when only the best
+    is released, far above it when K is released with it."""
+    eps0, delta, plan = 1.0, 1e-5, TuningPlan(2.0, 0.0)
+    ks = np.arange(1, 4_000)
+    pk = np.array([plan.pmf(int(k)) for k in ks])
+    p1 = math.exp(eps0) / (1 + math.exp(eps0))  # P[output 1 | bit 1]; 1 − p1 given bit 0
+    none_1, none_0 = (1 - p1) ** ks, p1**ks  # P[every trial outputs 0 | bit]
+    hidden = _exact_epsilon(np.array([pk @ none_1, 1 - pk @ none_1]),
+                            np.array([pk @ none_0, 1 - pk @ none_0]), delta)
+    revealed = _exact_epsilon(np.concatenate([pk * none_1, pk * (1 - none_1)]),
+                              np.concatenate([pk * none_0, pk * (1 - none_0)]), delta)
+    # randomized response changes one bit: the replace-one relation (veil's ledger is
+    # add/remove), so dp-accounting's RDP accountant directly
+    from dp_accounting.privacy_accountant import NeighboringRelation
+
+    acc = rdp.RdpAccountant(neighboring_relation=NeighboringRelation.REPLACE_ONE)
+    rr = dpe.RandomizedResponseDpEvent(noise_parameter=2 / (1 + math.exp(eps0)), num_buckets=2)
+    bound = acc.compose(plan.event(rr)).get_epsilon(delta)
+    assert hidden <= bound  # the bound holds for what tune releases
+    assert revealed > 5 * bound  # ~13 against ~2: a released K is not covered
 
 
 def test_the_number_of_trials_is_not_chosen_by_the_caller() -> None:
@@ -114,7 +153,14 @@ def test_the_number_of_trials_is_not_chosen_by_the_caller() -> None:
         def trial(c: int, i: int, bias: float = bias) -> tuple[None, float]:
             return None, bias + c
 
-        ks.append(tune([1, 2], trial, plan, SecureRng.from_seed(5, "k")).trials)
+        n = [0]
+
+        def counted(c: int, i: int, trial: Any = trial, n: list[int] = n) -> tuple[None, float]:
+            n[0] += 1
+            return trial(c, i)  # type: ignore[no-any-return]
+
+        tune([1, 2], counted, plan, SecureRng.from_seed(5, "k"))
+        ks.append(n[0])
     assert ks[0] == ks[1]
 
 
@@ -147,7 +193,8 @@ def test_bench_search_spends_the_search_event_and_refuses_mixed_mechanisms() -> 
     assert w.shape == (10, x.shape[1] + 1) and mean.shape == var.shape == (81,)
     assert info["accountant"] == "rdp"
     assert 2.9 < info["epsilon_spent_max"] <= 3.0 + 1e-6
-    assert info["selected"]["lr"] in (0.5, 1.0) and info["tuning"]["trials"] >= 1
+    assert info["selected"]["lr"] in (0.5, 1.0)
+    assert "not released" in info["tuning"]["trials"]  # K stays secret
     with pytest.raises(ConfigError, match="noise multiplier"):
         from veil.bench.utility import train_dp_linear
 

@@ -19,7 +19,13 @@ What the guarantee needs, and what :func:`tune` does:
 * ``K ≥ 1`` is drawn from the plan's distribution with a CSPRNG and is not chosen by
   anyone; the search stops after exactly ``K`` trials;
 * only the best trial's ``(model, score, configuration)`` is released; the other trials'
-  scores and models are dropped (:class:`TuningResult` holds nothing else of them).
+  scores and models are dropped (:class:`TuningResult` holds nothing else of them);
+* **``K`` stays secret.** The bound mixes over a ``K`` the observer does not know; given
+  ``K = k``, best-of-``k`` can leak about ``k`` times one trial (for randomized response
+  with ε₀ = 1 and E[K] = 2, ε at δ = 1e-5 is 1.99 with ``K`` hidden and about 13 with it
+  known). So :class:`TuningResult` does not carry ``K``, ``progress`` is not told it, and
+  nothing that is published may reveal it: not a count of trials, not the search's wall
+  time, not per-trial progress lines.
 
 Distribution of ``K`` (shape ``η``, success probability ``γ`` set from the mean):
 ``P[K = k] ∝ (1 − γ)^k · Π_{ℓ<k} (ℓ + η) / (ℓ + 1)`` for ``k ≥ 1`` (``η = 0`` is the
@@ -155,13 +161,13 @@ class TuningResult(Generic[C]):
         candidate: the configuration of the best trial.
         output: that trial's output (e.g. the trained model).
         score: that trial's (DP) score.
-        trials: ``K``, the number of trials made (drawn independently of the data).
+
+    ``K`` is deliberately absent: publishing it voids the bound (module docstring).
     """
 
     candidate: C
     output: Any
     score: float
-    trials: int
 
 
 def tune(
@@ -170,7 +176,7 @@ def tune(
     plan: TuningPlan,
     rng: SecureRng,
     *,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> TuningResult[C]:
     """Random search with a random number of trials; releases only the best one.
 
@@ -183,7 +189,9 @@ def tune(
         plan: the distribution of the number of trials; spend :meth:`TuningPlan.event`
             of the trial's event in the ledger.
         rng: CSPRNG stream for ``K`` and for the draws of candidates.
-        progress: called as ``progress(i, K)`` after each trial (no score is passed).
+        progress: called as ``progress(i)`` after trial ``i`` (1-based; no score, no
+            ``K``). Whoever watches it learns ``K`` at the end: keep it off anything
+            published.
 
     Raises:
         ConfigError: no candidates, ``rng`` not a CSPRNG stream, or a trial returned a
@@ -201,8 +209,8 @@ def tune(
         if not (isinstance(score, int | float) and math.isfinite(score)):
             raise ConfigError(f"trial {i} returned a score that is not a finite number", key=_KEY)
         if best is None or score > best.score:
-            best = TuningResult(cand, output, float(score), k)
+            best = TuningResult(cand, output, float(score))
         if progress is not None:
-            progress(i + 1, k)
+            progress(i + 1)
     assert best is not None  # k ≥ 1
     return best
