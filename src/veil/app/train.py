@@ -26,7 +26,10 @@ from veil.federation.record import MODEL, RECORD, now_iso, versions
 from veil.federation.simulation import RunResult, Simulation
 from veil.models import n_parameters
 
-__all__ = ["train", "threat_model", "TrainOutput", "round_outcomes"]
+__all__ = ["train", "threat_model", "TrainOutput", "round_outcomes", "INTERRUPTED"]
+
+#: left in a run directory by a ``veil tune`` search that stopped before it finished
+INTERRUPTED = "search-interrupted.json"
 
 
 def threat_model(cfg: RunConfig) -> str:
@@ -152,6 +155,13 @@ def train(
             "it afresh (its files are kept in previous-N/), or a new name",
             key="name",
         )
+    if not restart and _holds_a_search(run_dir):
+        raise ConfigError(
+            f"{run_dir} holds the released run of an accounted search (veil tune); "
+            "training into it would replace that release: use a new name, or --restart to "
+            "keep its files in previous-N/",
+            key="name",
+        )
     from veil._fs import RunLock
 
     if cfg.audit.log:
@@ -162,6 +172,18 @@ def train(
         if restart:
             set_aside(run_dir)
         return _train_locked(cfg, resume, hooks, dataset, model, on_round)
+
+
+def _holds_a_search(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds what ``veil tune`` released (or an interrupted search)."""
+    import json
+
+    if (run_dir / INTERRUPTED).exists():
+        return True
+    try:
+        return "tuning" in json.loads((run_dir / RECORD).read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def set_aside(run_dir: Path) -> Path | None:

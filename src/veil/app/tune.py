@@ -7,14 +7,16 @@ momentum, the server optimiser: keys that do not change the DP mechanism). The s
 *noisy* accuracy on the sites' own training data, releases only the best run and deletes
 the others. The whole search, ``RepeatAndSelect`` of one trial's events (RDP accountant),
 is inside ``privacy.target_epsilon``: veil calibrates each trial's own target ``ε'`` so
-that it is.
+that it is. The bound holds only while ``K`` stays secret (:mod:`veil.privacy.tuning`):
+nothing veil writes holds ``K`` or the search's wall time, and the progress lines, which
+tell ``K`` to whoever watches them, must not be published.
 
 Example (the TOML equivalent is a ``[tuning]`` table with the same keys)::
 
     >>> cfg = parse_config({..., "tuning": {"candidates": [{"local.lr": 0.05},
     ...                                                   {"local.lr": 0.2}]}})  # doctest: +SKIP
     >>> out = tune_run(cfg)                                                     # doctest: +SKIP
-    >>> out.epsilon, out.selected, out.trials                                   # doctest: +SKIP
+    >>> out.epsilon, out.selected                                               # doctest: +SKIP
 
 The score, per trial (what it releases besides the model):
 
@@ -25,11 +27,13 @@ The score, per trial (what it releases besides the model):
   each site's (noisy) accuracy clipped to ``[0, 1]`` (sensitivity 1 under add/remove one
   site), like the server adds the run's central noise; ``Gaussian(client_score_noise)``.
 
-Refused, with the reason: no ``[privacy]``; ``privacy.secure_rng = false`` (trials'
-noise must be independent); distributed client-level noise (the score's noise would be
-the server's); buffered or Flower runs; canaries; regression tasks; candidate keys that
-are not in :data:`TUNABLE`. A search cannot be resumed: its trials already spent privacy,
-so a run directory left by an interrupted search is refused unless ``restart``.
+Refused before any trial, with the reason: no ``[privacy]``; ``privacy.secure_rng =
+false`` (trials' noise must be independent); distributed client-level noise (the score's
+noise would be the server's); client-level DP with secure aggregation (the score would
+show the server each site's accuracy); buffered or Flower runs; canaries; regression
+tasks; candidate keys that are not in :data:`TUNABLE`. A search cannot be resumed: its
+trials already spent privacy. An interrupted search deletes its trials and leaves
+``search-interrupted.json``; that directory is refused unless ``restart``.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ from __future__ import annotations
 import copy
 import math
 import shutil
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +51,7 @@ import torch
 from dp_accounting import dp_event as dpe
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from veil.app.train import TrainOutput, set_aside, train
+from veil.app.train import INTERRUPTED, TrainOutput, set_aside, train
 from veil.crypto.prg import SecureRng
 from veil.errors import BudgetExceededError, ConfigError
 from veil.federation.config import RunConfig, parse_config
@@ -96,8 +99,8 @@ class TuningConfig(BaseModel):
     candidates: list[dict[str, Any]] = Field(min_length=1)
     mean_runs: float = Field(2.0, ge=1.0, le=1000.0)
     shape: float = Field(0.0, ge=0.0, le=100.0)
-    score_noise: float = Field(20.0, gt=0.0)
-    client_score_noise: float = Field(1.0, gt=0.0)
+    score_noise: float = Field(20.0, gt=0.0, allow_inf_nan=False)
+    client_score_noise: float = Field(1.0, gt=0.0, allow_inf_nan=False)
 
     @property
     def plan(self) -> TuningPlan:
@@ -110,10 +113,10 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
+        for kk, vv in (_flatten(v, key + ".") if isinstance(v, Mapping) else {key: v}).items():
+            if kk in out:
+                raise ConfigError(f"a candidate sets {kk} twice", key=f"{_KEY}.candidates")
+            out[kk] = vv
     return out
 
 
@@ -157,7 +160,6 @@ class TuneOutput:
     Attributes:
         run_dir: where the released (selected) run's files are.
         record: its ``record.json`` (with a ``tuning`` section).
-        trials: ``K``, the number of trials made.
         selected: the released trial's candidate overrides.
         epsilon: the whole search's ε per level (``"client"``, ``"sample"``: largest over
             sites) at ``privacy.delta``, RDP accountant.
@@ -166,7 +168,6 @@ class TuneOutput:
 
     run_dir: Path
     record: dict[str, Any]
-    trials: int
     selected: dict[str, Any]
     epsilon: dict[str, float]
     trial_target_epsilon: float
@@ -194,6 +195,11 @@ def _check_supported(cfg: RunConfig) -> None:
         why = ("the client-level score is noised by the server; with distributed noise the "
                "server is not trusted to add it: use privacy.client_level.mechanism = "
                "'central' to tune", "privacy.client_level.mechanism")
+    elif p.client_on and cfg.aggregation.summation in ("secagg", "ckks"):
+        why = ("the client-level score sums the sites' exact accuracies at the server, which "
+               f"aggregation.summation = '{cfg.aggregation.summation}' is there to prevent: "
+               "tune with summation = 'plain' (or sample-level DP only)",
+               "aggregation.summation")
     elif cfg.federation.mode != "sync" or cfg.federation.transport != "simulation":
         why = ("veil tune runs synchronous simulated trials (federation.mode = 'sync', "
                "federation.transport = 'simulation')", "federation.mode")
@@ -230,6 +236,8 @@ def _planned(cfg: RunConfig) -> dict[str, list[dpe.DpEvent]]:
     from veil.privacy.setup import PrivacyHook
 
     fed = build_federation(cfg)
+    if fed.dataset.task != "classification":
+        raise ConfigError("veil tune scores by accuracy: classification tasks only", key=_KEY)
     hook = next(h for h in fed.hooks if isinstance(h, PrivacyHook))
     hook.before_run(fed.plan())  # raises BudgetExceededError when a trial alone is over
     return hook.planned_events(cfg.rounds)
@@ -336,6 +344,11 @@ def _calibrate(
     return best[0], best[1][0], best[1][1]
 
 
+#: the score of a trial that produced no model (every round aborted, which its own
+#: record shows): below any accuracy, so such a trial is released only if every one failed
+FAILED_SCORE = -1e300
+
+
 def _score(out: TrainOutput, cfg: RunConfig, tc: TuningConfig) -> float:
     """The trial's noisy accuracy on the sites' own training data (module docstring)."""
     from veil.models.params import load_flat_params
@@ -343,8 +356,8 @@ def _score(out: TrainOutput, cfg: RunConfig, tc: TuningConfig) -> float:
     fed = out.federation
     if fed is None:
         raise ConfigError("the trial returned no simulation to score", key=_KEY)
-    if fed.dataset.task != "classification":
-        raise ConfigError("veil tune scores by accuracy: classification tasks only", key=_KEY)
+    if out.failed:
+        return FAILED_SCORE
     model = copy.deepcopy(fed.model)
     load_flat_params(model, out.result.params.detach().reshape(-1))
     model.eval()
@@ -375,28 +388,27 @@ def tune_run(
     *,
     restart: bool = False,
     progress: Callable[[str], None] | None = None,
-    on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> TuneOutput:
     """Run the accounted search of ``cfg``'s ``[tuning]`` section; release the best trial.
 
     Args:
         cfg: a run config with ``[tuning]``; ``privacy.target_epsilon`` bounds the whole
             search at every enabled level.
-        restart: set aside the files of an earlier (possibly interrupted) search in the
-            run directory (``previous-N/``) and search again, spending the budget again.
-        progress: called with one line of text per step (calibration, trials; never a
-            score).
-        on_round: per-round callback of every trial.
+        restart: set aside an earlier run in the run directory (``previous-N/``), delete
+            what an interrupted search left, and search again, spending the budget again.
+        progress: called with one line of text per step (calibration, each finished
+            trial; never a score). The lines tell ``K``: do not publish them.
 
     Returns:
         The released run (in ``cfg.run_dir()``) and the search's ε.
 
     Raises:
         ConfigError: no or bad ``[tuning]``, an unsupported setting (module docstring),
-            or a run directory that already holds a run or an earlier search.
+            or a run directory that already holds a run or an interrupted search.
         BudgetExceededError: the search cannot fit the budget.
     """
     from veil._fs import LOCK_FILE, RunLock, write_json_atomic
+    from veil.federation.record import now_iso
 
     say = progress or (lambda _msg: None)
     tc = parse_tuning(cfg.tuning)
@@ -409,91 +421,134 @@ def tune_run(
     run_dir = cfg.run_dir()
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir} exists and is not a directory", key="output_dir")
-    held = [n for n in (RECORD, "checkpoint.pt", TRIALS_DIR) if (run_dir / n).exists()]
-    if held and not restart:
-        raise ConfigError(
-            f"{run_dir} already holds {' and '.join(held)} (an earlier run or search; an "
-            "interrupted search's trials have spent privacy already); use --restart to set "
-            "them aside in previous-N/ and search again, spending the budget again, or a new "
-            "name",
-            key="name",
-        )
     if cfg.audit.log:
         from veil.audit.log import verify_before_run
 
         verify_before_run(Path(cfg.output_dir) / "audit.log")
-    t0 = time.perf_counter()
+    trials_dir = run_dir / TRIALS_DIR
     with RunLock(run_dir):
+        # anything but the lock and set-aside runs: an earlier run, or a stopped search
+        held = sorted(p.name for p in run_dir.iterdir()
+                      if p.name != LOCK_FILE and not p.name.startswith("previous-"))
+        if held and not restart:
+            raise ConfigError(
+                f"{run_dir} already holds {', '.join(held)} (an earlier run, or a search "
+                "that stopped after its trials spent privacy); use --restart to set it "
+                "aside in previous-N/ and search again, spending the budget again, or a new "
+                "name",
+                key="name",
+            )
         if restart:
+            if trials_dir.exists():  # unselected trials of a killed search: never kept
+                shutil.rmtree(trials_dir)
             set_aside(run_dir)
-        e_trial, eps, events = _calibrate(cfg, tc, say)
+        e_trial, eps, _events = _calibrate(cfg, tc, say)
         # candidates set only TUNABLE keys, which leave the events as they are (tested)
         say(f"each trial calibrated to ε'={e_trial:.4g}; whole search: "
             + ", ".join(f"{k} ε={v:.4f}" for k, v in eps.items()))
-        trials_dir = run_dir / TRIALS_DIR
+
+        kept: dict[str, Any] = {}  # the best trial so far: the only one with files
 
         def trial(ci: int, i: int) -> tuple[TrainOutput, float]:
             tcfg = _trial_config(cfg, tc.candidates[ci], name=f"t{i}",
                                  output_dir=str(trials_dir), target_epsilon=e_trial,
                                  audit_log=False)
-            out = train(tcfg, on_round=on_round)
+            out = train(tcfg)
             score = _score(out, cfg, tc)
             out.federation = None  # the simulation (the sites' data) is not kept
+            # tune() keeps the first of the highest scores; so do the files, at once
+            if not kept or score > kept["score"]:
+                if kept:
+                    shutil.rmtree(kept["dir"])
+                kept.update(score=score, dir=out.run_dir)
+            else:
+                shutil.rmtree(out.run_dir)
             return out, score
 
-        def step(i: int, k: int) -> None:
-            say(f"trial {i} of {k} done ({time.perf_counter() - t0:.0f} s)")
+        try:
+            best = tune(list(range(len(tc.candidates))), trial, tc.plan, SecureRng.fresh(),
+                        progress=lambda i: say(f"trial {i} done"))
+        except BaseException:
+            # an unfinished search releases nothing: its trials go, a marker stays (they
+            # spent privacy; the marker says so and blocks a silent second search)
+            shutil.rmtree(trials_dir, ignore_errors=True)
+            stopped = {
+                "name": cfg.name, "created": now_iso(),
+                "config": cfg.model_dump(mode="json"),
+                "tuning": {"stopped": "this search stopped before it finished; its trials "
+                           "ran on the sites' data and were deleted unreleased; `veil tune "
+                           "--restart` searches again, spending the budget again"},
+            }
+            write_json_atomic(run_dir / INTERRUPTED, stopped)
+            if cfg.audit.log:  # the log shows that a search ran, though nothing came of it
+                from veil.audit.log import AuditLog
 
-        best = tune(list(range(len(tc.candidates))), trial, tc.plan, SecureRng.fresh(),
-                    progress=step)
+                AuditLog(Path(cfg.output_dir) / "audit.log").append_run(stopped)
+            raise
         out: TrainOutput = best.output
-        for d in trials_dir.iterdir():  # an unselected trial is never released
-            if d != out.run_dir:
-                shutil.rmtree(d)
+        if out.run_dir != kept["dir"]:  # the files kept are the trial tune() released
+            raise AssertionError("veil tune kept the files of another trial than the best")
+        selected = dict(tc.candidates[best.candidate])
+        record = _released_record(out.record, cfg, tc, selected, best.score, e_trial, eps)
+        # the final record first, inside the kept trial, then everything moves at once
+        write_json_atomic(out.run_dir / RECORD, record, default=str)
         # more rounds would spend privacy outside the search: no checkpoint to resume from
         (out.run_dir / "checkpoint.pt").unlink(missing_ok=True)
         for f in out.run_dir.iterdir():
             if f.name != LOCK_FILE:
                 f.rename(run_dir / f.name)
         shutil.rmtree(trials_dir)
-        selected = dict(tc.candidates[best.candidate])
-        record = dict(out.record)
-        released = _trial_config(cfg, selected, target_epsilon=e_trial)
-        record["name"] = cfg.name
-        record["config"] = released.model_dump(mode="json")
-        privacy = dict(record.get("privacy") or {})
-        # the released trial's own figures move under "trial"; the top level is the search
-        trial_own = {k: privacy.pop(k) for k in _TRIAL_KEYS if k in privacy}
-        privacy["privacy_target_epsilon"] = cfg.privacy.target_epsilon
-        privacy["epsilon_spent"] = dict(eps)  # what audits, reports and [policy] read
-        privacy["epsilon_spent_accountant"] = _ACCOUNTANT
-        privacy["trial"] = {"target_epsilon": e_trial, **trial_own}
-        record["privacy"] = privacy
-        record["tuning"] = {
-            "method": "random search with a random number of trials, best released "
-            "(Papernot & Steinke 2022); RepeatAndSelect on dp-accounting's RDP accountant",
-            "mean_runs": tc.mean_runs,
-            "shape": tc.shape,
-            "trials": best.trials,
-            "candidates": [dict(c) for c in tc.candidates],
-            "selected": selected,
-            "selected_score": best.score,
-            "score": "noisy accuracy on the sites' own training data",
-            "score_noise": tc.score_noise if cfg.privacy.sample_on else None,
-            "client_score_noise": tc.client_score_noise if cfg.privacy.client_on else None,
-            "target_epsilon": cfg.privacy.target_epsilon,
-            "delta": cfg.privacy.delta,
-            "trial_target_epsilon": e_trial,
-            "epsilon_search": dict(eps),
-            "released": "the selected trial only; the others' files were deleted, and the "
-            "checkpoint too (more rounds would spend privacy outside the search)",
-            "wall_s": time.perf_counter() - t0,
-        }
-        write_json_atomic(run_dir / RECORD, record, default=str)
     if cfg.audit.log:
         from veil.audit.log import AuditLog
 
         AuditLog(Path(cfg.output_dir) / "audit.log").append_run(record)
     out.record = record
     out.run_dir = run_dir
-    return TuneOutput(run_dir, record, best.trials, selected, dict(eps), e_trial, out)
+    return TuneOutput(run_dir, record, selected, dict(eps), e_trial, out)
+
+
+def _released_record(
+    trial_record: Mapping[str, Any],
+    cfg: RunConfig,
+    tc: TuningConfig,
+    selected: dict[str, Any],
+    score: float,
+    e_trial: float,
+    eps: Mapping[str, float],
+) -> dict[str, Any]:
+    """The kept trial's record, restated as the search's release (no K, no search time)."""
+    from veil.federation.record import now_iso
+
+    record = dict(trial_record)
+    record["name"] = cfg.name
+    record["created"] = now_iso()  # the release's time: the search's start would tell K
+    record["config"] = _trial_config(cfg, selected, target_epsilon=e_trial).model_dump(
+        mode="json")
+    privacy = dict(record.get("privacy") or {})
+    # the released trial's own figures move under "trial"; the top level is the search
+    trial_own = {k: privacy.pop(k) for k in _TRIAL_KEYS if k in privacy}
+    privacy["privacy_target_epsilon"] = cfg.privacy.target_epsilon
+    privacy["epsilon_spent"] = dict(eps)  # what audits, reports and [policy] read
+    privacy["epsilon_spent_accountant"] = _ACCOUNTANT
+    privacy["trial"] = {"target_epsilon": e_trial, **trial_own}
+    record["privacy"] = privacy
+    record["tuning"] = {
+        "method": "random search with a random number of trials K, best released "
+        "(Papernot & Steinke 2022); RepeatAndSelect on dp-accounting's RDP accountant",
+        "mean_runs": tc.mean_runs,
+        "shape": tc.shape,
+        "trials": "not released: the bound holds only while K stays secret",
+        "candidates": [dict(c) for c in tc.candidates],
+        "selected": selected,
+        "selected_score": score,
+        "score": "noisy accuracy on the sites' own training data",
+        "score_noise": tc.score_noise if cfg.privacy.sample_on else None,
+        "client_score_noise": tc.client_score_noise if cfg.privacy.client_on else None,
+        "target_epsilon": cfg.privacy.target_epsilon,
+        "delta": cfg.privacy.delta,
+        "trial_target_epsilon": e_trial,
+        "epsilon_search": dict(eps),
+        "released": "the selected trial only; the others' files were deleted, and the "
+        "checkpoint too (more rounds would spend privacy outside the search)",
+    }
+    return record

@@ -53,13 +53,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     policy = _check_policy_config(cfg, args.enforce_policy)
     console = Console()
-    say = None if args.quiet else (lambda msg: console.print(f"tune {cfg.name}: {msg}",
-                                                            highlight=False))
+    # progress goes to stderr: its lines tell K, which must stay off published output
+    err = Console(stderr=True)
+    say = None if args.quiet else (lambda msg: err.print(f"tune {cfg.name}: {msg}",
+                                                        highlight=False))
     out = tune_run(cfg, restart=args.restart, progress=say)
     t = Table(title=f"{cfg.name}: accounted search", title_justify="left")
     t.add_column("")
     t.add_column("")
-    t.add_row("trials (K)", str(out.trials))
     t.add_row("selected", ", ".join(f"{k} = {v}" for k, v in out.selected.items()))
     for level, eps in out.epsilon.items():
         t.add_row(f"ε, whole search ({level} level)",

@@ -123,7 +123,7 @@ def privacy_section(record: dict[str, Any], audit: dict[str, Any] | None) -> str
     if isinstance(tuning, dict):
         parts.append(
             '<p class="note">This model was selected by an accounted search '
-            f"(<code>veil tune</code>): {e(tuning.get('trials'))} trial(s), each a full run "
+            "(<code>veil tune</code>): a secret, random number of trials, each a full run "
             f"with ε ≤ {_value(tuning.get('trial_target_epsilon'))}, scored by a noisy "
             "accuracy; only the best was kept. The ε spent above covers the whole search "
             f"(RepeatAndSelect, RDP). Selected: {e(json.dumps(tuning.get('selected')))}.</p>"
