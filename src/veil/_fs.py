@@ -305,6 +305,19 @@ class RunLock:
         self._fd = fd
         return self
 
+    def forget_since(self) -> None:
+        """Rewrite the held lock's info without its start time (``veil tune``: when a search
+        began, beside when it released, would tell how many trials it ran)."""
+        if self._fd is None:
+            return
+        info = {"pid": os.getpid(), "host": socket.gethostname()}
+        try:
+            os.ftruncate(self._fd, 0)
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            os.write(self._fd, json.dumps(info).encode())
+        except OSError as e:
+            raise output_error(e, self.path, "lock") from None
+
     def release(self) -> None:
         """Drop the lock (the lock file stays; it is not a lock by itself existing)."""
         if self._fd is None:

@@ -161,6 +161,14 @@ def test_exactly_k_trials_run_and_only_the_best_is_kept(
     # a later `veil train` of the same name would replace the release: refused
     with pytest.raises(ConfigError, match="accounted search"):
         train(_cfg(tmp_path, tuning=None))
+    # nor do the lock or the file times say when the search began: one time for all files
+    import json
+
+    from veil._fs import LOCK_FILE
+
+    assert "since" not in json.loads((out.run_dir / LOCK_FILE).read_text())
+    times = {p.stat().st_mtime for p in out.run_dir.rglob("*")}
+    assert max(times) - min(times) < 1e-3
 
 
 def _scores(out: Any, cfg: RunConfig, n: int, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
@@ -337,3 +345,37 @@ def test_an_interrupted_search_is_not_resumed(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(tune_mod, "train", train)
     assert main(["tune", str(path), "--quiet", "--restart"]) == 0
     assert (run / "record.json").exists() and (run / "previous-1" / INTERRUPTED).exists()
+
+
+def test_a_stopped_search_deletes_its_trials_and_is_logged_each_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+
+    cfg = _cfg(tmp_path, **{"privacy.sample_level.noise_multiplier": 2.0,
+                            "privacy.target_epsilon": 50.0})
+    monkeypatch.setattr(TuningPlan, "draw", lambda self, rng: 3)
+    run = cfg.run_dir()
+
+    def killed_in_second(tcfg: RunConfig, **kw: Any) -> Any:
+        if tcfg.name == "t1":  # `kill` (SIGTERM) while the second trial runs
+            os.kill(os.getpid(), signal.SIGTERM)
+        return train(tcfg, **kw)
+
+    monkeypatch.setattr(tune_mod, "train", killed_in_second)
+    for restart in (False, True):
+        with pytest.raises(SystemExit):
+            tune_run(cfg, restart=restart)
+        assert not (run / TRIALS_DIR).exists() and (run / INTERRUPTED).exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    # two stopped searches of one config: two entries in the hash-chained log
+    assert (tmp_path / "runs" / "audit.log").read_text().count("stopped before it finished") == 2
+    # a search killed outright (SIGKILL) leaves trials/: veil train refuses it, and its
+    # --restart deletes those trials instead of keeping them in previous-N/
+    (run / TRIALS_DIR / "t0").mkdir(parents=True)
+    (run / TRIALS_DIR / "t0" / "model.pt").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="accounted search"):
+        train(_cfg(tmp_path, tuning=None))
+    train(_cfg(tmp_path, tuning=None), restart=True)
+    assert not list(run.rglob("trials"))

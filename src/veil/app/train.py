@@ -157,9 +157,10 @@ def train(
         )
     if not restart and _holds_a_search(run_dir):
         raise ConfigError(
-            f"{run_dir} holds the released run of an accounted search (veil tune); "
-            "training into it would replace that release: use a new name, or --restart to "
-            "keep its files in previous-N/",
+            f"{run_dir} holds an accounted search (veil tune): its release, or one that "
+            "stopped; training into it would replace or hide it: use a new name, or "
+            "--restart (a released search's files go to previous-N/, a stopped one's "
+            "unreleased trials are deleted)",
             key="name",
         )
     from veil._fs import RunLock
@@ -170,6 +171,10 @@ def train(
         verify_before_run(Path(cfg.output_dir) / "audit.log")  # a broken log stops us now
     with RunLock(run_dir):  # one writer per run directory
         if restart:
+            if (run_dir / "trials").is_dir():  # a killed search's unreleased trials
+                import shutil
+
+                shutil.rmtree(run_dir / "trials")
             set_aside(run_dir)
         return _train_locked(cfg, resume, hooks, dataset, model, on_round)
 
@@ -178,8 +183,8 @@ def _holds_a_search(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds what ``veil tune`` released (or an interrupted search)."""
     import json
 
-    if (run_dir / INTERRUPTED).exists():
-        return True
+    if (run_dir / INTERRUPTED).exists() or (run_dir / "trials").is_dir():
+        return True  # a stopped (or killed) search: its trials are not to be kept
     try:
         return "tuning" in json.loads((run_dir / RECORD).read_text())
     except (OSError, ValueError):

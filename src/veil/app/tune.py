@@ -38,10 +38,12 @@ trials already spent privacy. An interrupted search deletes its trials and leave
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import shutil
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -426,7 +428,7 @@ def tune_run(
 
         verify_before_run(Path(cfg.output_dir) / "audit.log")
     trials_dir = run_dir / TRIALS_DIR
-    with RunLock(run_dir):
+    with RunLock(run_dir) as lock, _sigterm_as_exit():
         # anything but the lock and set-aside runs: an earlier run, or a stopped search
         held = sorted(p.name for p in run_dir.iterdir()
                       if p.name != LOCK_FILE and not p.name.startswith("previous-"))
@@ -468,6 +470,22 @@ def tune_run(
         try:
             best = tune(list(range(len(tc.candidates))), trial, tc.plan, SecureRng.fresh(),
                         progress=lambda i: say(f"trial {i} done"))
+            out: TrainOutput = best.output
+            if out.run_dir != kept["dir"]:  # the files kept are the trial tune() released
+                raise AssertionError("veil tune kept another trial's files than the best's")
+            selected = dict(tc.candidates[best.candidate])
+            record = _released_record(out.record, cfg, tc, selected, best.score, e_trial,
+                                      eps)
+            # the final record first, inside the kept trial, then everything moves
+            write_json_atomic(out.run_dir / RECORD, record, default=str)
+            # more rounds would spend outside the search: no checkpoint to resume from
+            (out.run_dir / "checkpoint.pt").unlink(missing_ok=True)
+            for f in out.run_dir.iterdir():
+                if f.name != LOCK_FILE:
+                    f.rename(run_dir / f.name)
+            shutil.rmtree(trials_dir)
+            _touch_release(run_dir)
+            lock.forget_since()
         except BaseException:
             # an unfinished search releases nothing: its trials go, a marker stays (they
             # spent privacy; the marker says so and blocks a silent second search)
@@ -475,6 +493,9 @@ def tune_run(
             stopped = {
                 "name": cfg.name, "created": now_iso(),
                 "config": cfg.model_dump(mode="json"),
+                # a random id: the log keeps every stopped search, even of one config
+                "seeds": {"seed": cfg.seed, "search_id": SecureRng.fresh().bytes(8).hex()},
+                "privacy": {"released": False, "epsilon_if_finished": dict(eps)},
                 "tuning": {"stopped": "this search stopped before it finished; its trials "
                            "ran on the sites' data and were deleted unreleased; `veil tune "
                            "--restart` searches again, spending the budget again"},
@@ -485,19 +506,6 @@ def tune_run(
 
                 AuditLog(Path(cfg.output_dir) / "audit.log").append_run(stopped)
             raise
-        out: TrainOutput = best.output
-        if out.run_dir != kept["dir"]:  # the files kept are the trial tune() released
-            raise AssertionError("veil tune kept the files of another trial than the best")
-        selected = dict(tc.candidates[best.candidate])
-        record = _released_record(out.record, cfg, tc, selected, best.score, e_trial, eps)
-        # the final record first, inside the kept trial, then everything moves at once
-        write_json_atomic(out.run_dir / RECORD, record, default=str)
-        # more rounds would spend privacy outside the search: no checkpoint to resume from
-        (out.run_dir / "checkpoint.pt").unlink(missing_ok=True)
-        for f in out.run_dir.iterdir():
-            if f.name != LOCK_FILE:
-                f.rename(run_dir / f.name)
-        shutil.rmtree(trials_dir)
     if cfg.audit.log:
         from veil.audit.log import AuditLog
 
@@ -505,6 +513,40 @@ def tune_run(
     out.record = record
     out.run_dir = run_dir
     return TuneOutput(run_dir, record, selected, dict(eps), e_trial, out)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """While a search runs, SIGTERM (``kill``, ``timeout``, a scheduler) raises SystemExit,
+    so the unreleased trials are deleted as for Ctrl-C (SIGKILL cannot be caught: then
+    ``trials/`` stays, and both ``veil tune`` and ``veil train`` refuse the directory)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _touch_release(run_dir: Path) -> None:
+    """Give every released file one time: the kept trial's own times would tell how many
+    trials ran after it."""
+    import os
+
+    now = time.time()
+    for p in sorted(run_dir.rglob("*"), reverse=True):
+        if not any(part.startswith("previous-") for part in p.relative_to(run_dir).parts):
+            os.utime(p, (now, now))
+    os.utime(run_dir, (now, now))
 
 
 def _released_record(
