@@ -37,8 +37,10 @@ Hyper-parameters come from an *accounted* random search (:func:`tuned_dp_linear`
 mean 2), each a fresh DP normalisation + DP-SGD run with a configuration drawn from a
 small grid, scored by its noisy training accuracy; only the best trial is released and
 the whole search, ``RepeatAndSelect`` on the RDP accountant, is inside ε = 3. ``K`` is not
-recorded (the bound needs it secret); the JSON's total ``seconds`` still tells it roughly,
-which a benchmark on a public data set may show and a real release must not. The grid
+recorded (the bound needs it secret). But, like every noise stream here, ``K`` comes from
+a stream seeded by the public ``SEED``, and the JSON's total ``seconds`` tells it roughly:
+this benchmark's ε describes the mechanism run with fresh OS-keyed randomness (what
+``veil tune`` uses), not the benchmark's own published artefacts. The grid
 itself was written after earlier, unaccounted looks at a held-out split of the training
 set (the docs say so). For comparison the fixed configurations those looks picked are
 also run (``reference_fixed_config``: PLD accountant, selection not accounted). The test
