@@ -53,6 +53,25 @@ def _cfg(tmp_path: Path, **over: Any) -> RunConfig:
     return parse_config(_raw(tmp_path, **over))
 
 
+def _sample_epsilon_by_hand(rec: dict[str, Any], score_noise: float = 10.0,
+                            mean_runs: float = 2.0) -> float:
+    """The search's sample-level ε by an independent route: σ and site sizes from the
+    record, the schedule from the config's rule (q = B/n, round(1/q) steps per round),
+    Papernot & Steinke's bound by hand on dp-accounting's per-event RDP curve."""
+    sig = rec["privacy"]["noise"]["sample_noise_multiplier"]
+    hand = []
+    for n in sorted(set(rec["plan"]["site_sizes"])):
+        s = sig[str(n)] if isinstance(sig, dict) else sig
+        q = B / n
+        steps = round(1 / q) * ROUNDS
+        acc = rdp.RdpAccountant(list(ORDERS))
+        acc.compose(dpe.SelfComposedDpEvent(dpe.PoissonSampledDpEvent(q, dpe.GaussianDpEvent(s)),
+                                            steps))
+        curve = np.asarray(acc._rdp) + ORDERS / (2 * score_noise**2)  # + the noisy score
+        hand.append(search_epsilon_by_hand(s, mean_runs, 0.0, 1e-5, curve))
+    return max(hand)
+
+
 def test_search_epsilon_matches_the_bound_by_hand(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -65,20 +84,7 @@ def test_search_epsilon_matches_the_bound_by_hand(
     eps = out.epsilon["sample"]
     # calibrated: the whole search spends the budget (to 0.5 %), never more
     assert 0.99 * 3.0 <= eps <= 3.0 + 1e-9
-    # independent route: σ and site sizes from the record, the schedule from the config's
-    # rule (q = B/n, round(1/q) steps per round), the search's bound by hand
-    sig = rec["privacy"]["noise"]["sample_noise_multiplier"]
-    hand = []
-    for n in sorted(set(rec["plan"]["site_sizes"])):
-        s = sig[str(n)] if isinstance(sig, dict) else sig
-        q = B / n
-        steps = round(1 / q) * ROUNDS
-        acc = rdp.RdpAccountant(list(ORDERS))
-        acc.compose(dpe.SelfComposedDpEvent(dpe.PoissonSampledDpEvent(q, dpe.GaussianDpEvent(s)),
-                                            steps))
-        curve = np.asarray(acc._rdp) + ORDERS / (2 * 10.0**2)  # + the noisy score
-        hand.append(search_epsilon_by_hand(s, 2.0, 0.0, 1e-5, curve))
-    assert max(hand) == pytest.approx(eps, rel=0.01)
+    assert _sample_epsilon_by_hand(rec) == pytest.approx(eps, rel=0.01)
     # what audits, reports and [policy] read is the search's ε, not one trial's
     assert rec["privacy"]["epsilon_spent"]["sample"] == eps
     assert claimed_epsilon(rec)[0] == pytest.approx(eps)
@@ -149,6 +155,8 @@ def test_exactly_k_trials_run_and_only_the_best_is_kept(
     assert not hasattr(out, "trials")
     assert "not released" in out.record["tuning"]["trials"]
     assert "wall_s" not in out.record["tuning"]
+    # the search's ε at the fixed noise, by the independent route
+    assert out.epsilon["sample"] == pytest.approx(_sample_epsilon_by_hand(out.record), rel=0.01)
     assert [x for x in lines if x.startswith("trial")] == [f"trial {i} done" for i in (1, 2, 3, 4)]
     # the report says the model was selected and which ε covers what
     from veil.report.ledger import claimed, privacy_section
@@ -262,10 +270,19 @@ def test_tunable_keys_leave_the_dp_events_unchanged(tmp_path: Path) -> None:
 )
 def test_unsupported_searches_are_refused(tmp_path: Path, over: dict[str, Any],
                                           match: str) -> None:
-    cfg = _cfg(tmp_path, **over)
+    # a bad [tuning] table is refused when the config is read; the rest by veil tune,
+    # before any trial
     with pytest.raises(ConfigError, match=match):
-        tune_run(cfg)
-    assert not (tmp_path / "runs" / "tuned" / TRIALS_DIR).exists()
+        tune_run(_cfg(tmp_path, **over))
+    assert not (tmp_path / "runs" / "tuned").exists() or not any(
+        (tmp_path / "runs" / "tuned").rglob("model.pt"))
+
+
+def test_a_bad_tuning_table_is_refused_when_the_config_is_read(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="local.epochs"):
+        parse_config(_raw(tmp_path, **{"tuning.candidates": [{"local.epochs": 2}]}))
+    with pytest.raises(ConfigError, match="mean_runs"):
+        parse_config(_raw(tmp_path, **{"tuning.mean_runs": 0.0}))
 
 
 def test_over_budget_and_existing_runs_are_refused(tmp_path: Path) -> None:

@@ -460,6 +460,13 @@ class RunConfig(_Section):
         if secure and self.cohort < MIN_SECURE_COHORT:
             raise ValueError(secure_cohort_message(self.cohort))
         check_buffered(self)
+        if self.tuning is not None:  # a bad [tuning] is refused when the config is read
+            from veil.federation.tuning_config import parse_tuning
+
+            try:
+                parse_tuning(self.tuning)
+            except ConfigError as e:  # reported under its own key, not the whole config
+                raise ValueError(str(e)) from None
         if self.model.name == "cnn" and not self.data.image:
             raise ValueError("model.name = 'cnn' needs data.image = true")
         if any(c in self.name for c in "/\\") or self.name in (".", ".."):
