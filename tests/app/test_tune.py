@@ -396,3 +396,23 @@ def test_a_stopped_search_deletes_its_trials_and_is_logged_each_time(
         train(_cfg(tmp_path, tuning=None))
     train(_cfg(tmp_path, tuning=None), restart=True)
     assert not list(run.rglob("trials"))
+
+
+def test_enforce_policy_reads_the_search_epsilon(tmp_path: Path) -> None:
+    import json
+
+    from veil.cli.main import main
+
+    path = _toml(tmp_path)
+    base = path.read_text()
+    assert main(["tune", str(path), "--quiet"]) == 0
+    rec = json.loads((tmp_path / "runs" / "cli" / "record.json").read_text())
+    trial = rec["privacy"]["trial"]["epsilon_sample_max"]
+    search = rec["privacy"]["epsilon_spent"]["sample"]
+    assert trial < search  # the selection costs something
+    # a bound between one trial's ε and the search's: missed, since [policy] reads the
+    # search's ε (a policy reading the trial's would pass)
+    path.write_text(base + f"[policy]\nmax_epsilon = {(trial + search) / 2}\n")
+    assert main(["tune", str(path), "--quiet", "--restart", "--enforce-policy"]) == 3
+    path.write_text(base + f"[policy]\nmax_epsilon = {search * 1.01}\n")
+    assert main(["tune", str(path), "--quiet", "--restart", "--enforce-policy"]) == 0
