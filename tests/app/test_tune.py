@@ -91,6 +91,15 @@ def test_search_epsilon_matches_the_bound_by_hand(
     trial = rec["privacy"]["trial"]  # the released trial's own ledger, inside the search
     assert trial["epsilon_sample_max"] <= trial["target_epsilon"] + 1e-9
     assert trial["target_epsilon"] == out.trial_target_epsilon
+    # what the kept run's sites charged is what the search was accounted for: every site
+    # trained in every round here, so each site's ε equals that of its planned event
+    from veil.privacy.accounting import epsilon
+
+    planned = tune_mod._planned(tune_mod._trial_config(
+        cfg, out.selected, target_epsilon=out.trial_target_epsilon))["sample"]
+    for i, ev in enumerate(planned):
+        assert trial["epsilon_sample_per_site"][str(i)] == pytest.approx(
+            epsilon(ev, 1e-5, "rdp"), rel=1e-9)
     assert rec["privacy"]["privacy_target_epsilon"] == 3.0  # the budget is the search's
     assert out.trial_target_epsilon < 3.0  # each trial pays for the selection
     assert "not released" in rec["tuning"]["trials"]  # K stays secret
