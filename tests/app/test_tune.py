@@ -53,6 +53,16 @@ def _cfg(tmp_path: Path, **over: Any) -> RunConfig:
     return parse_config(_raw(tmp_path, **over))
 
 
+#: a fixed noise (no calibration) and a budget it fits: the fast searches of these tests
+FIXED = {"privacy.sample_level.noise_multiplier": 2.0, "privacy.target_epsilon": 50.0}
+
+
+def _fixed_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, k: int) -> RunConfig:
+    """A fixed-noise search whose K is forced to ``k`` (the law of K is tested elsewhere)."""
+    monkeypatch.setattr(TuningPlan, "draw", lambda self, rng: k)
+    return _cfg(tmp_path, **FIXED)
+
+
 def _sample_epsilon_by_hand(rec: dict[str, Any], score_noise: float = 10.0,
                             mean_runs: float = 2.0) -> float:
     """The search's sample-level ε by an independent route: σ and site sizes from the
@@ -96,7 +106,7 @@ def test_search_epsilon_matches_the_bound_by_hand(
     from veil.privacy.accounting import epsilon
 
     planned = tune_mod._planned(tune_mod._trial_config(
-        cfg, out.selected, target_epsilon=out.trial_target_epsilon))["sample"]
+        cfg, out.selected, {"privacy.target_epsilon": out.trial_target_epsilon}))["sample"]
     for i, ev in enumerate(planned):
         assert trial["epsilon_sample_per_site"][str(i)] == pytest.approx(
             epsilon(ev, 1e-5, "rdp"), rel=1e-9)
@@ -135,9 +145,7 @@ def test_exactly_k_trials_run_and_only_the_best_is_kept(
 ) -> None:
     # fixed noise: no calibration; K forced to 4; scores chosen by the test (a tie keeps
     # the earlier trial)
-    cfg = _cfg(tmp_path, **{"privacy.sample_level.noise_multiplier": 2.0,
-                            "privacy.target_epsilon": 50.0})
-    monkeypatch.setattr(TuningPlan, "draw", lambda self, rng: 4)
+    cfg = _fixed_search(tmp_path, monkeypatch, k=4)
     scores = iter([0.2, 0.9, 0.4, 0.9])
     monkeypatch.setattr(tune_mod, "_score", lambda out, cfg, tc: next(scores))
     seen: list[tuple[float, Path, list[dict[str, Any]]]] = []
@@ -199,8 +207,7 @@ def _scores(out: Any, cfg: RunConfig, n: int, monkeypatch: pytest.MonkeyPatch) -
 def test_the_released_score_is_noisy_with_the_stated_noise(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = _cfg(tmp_path, **{"privacy.sample_level.noise_multiplier": 2.0,
-                            "privacy.target_epsilon": 50.0, "tuning": None})
+    cfg = _cfg(tmp_path, **{**FIXED, "tuning": None})
     out = train(cfg)
     fed = out.federation
     assert fed is not None
@@ -379,9 +386,7 @@ def test_a_stopped_search_deletes_its_trials_and_is_logged_each_time(
     import os
     import signal
 
-    cfg = _cfg(tmp_path, **{"privacy.sample_level.noise_multiplier": 2.0,
-                            "privacy.target_epsilon": 50.0})
-    monkeypatch.setattr(TuningPlan, "draw", lambda self, rng: 3)
+    cfg = _fixed_search(tmp_path, monkeypatch, k=3)
     run = cfg.run_dir()
 
     def killed_in_second(tcfg: RunConfig, **kw: Any) -> Any:

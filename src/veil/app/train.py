@@ -26,10 +26,13 @@ from veil.federation.record import MODEL, RECORD, now_iso, versions
 from veil.federation.simulation import RunResult, Simulation
 from veil.models import n_parameters
 
-__all__ = ["train", "threat_model", "TrainOutput", "round_outcomes", "INTERRUPTED"]
+__all__ = ["train", "threat_model", "TrainOutput", "round_outcomes", "INTERRUPTED",
+           "TRIALS_DIR"]
 
 #: left in a run directory by a ``veil tune`` search that stopped before it finished
 INTERRUPTED = "search-interrupted.json"
+#: where a ``veil tune`` search runs its trials, inside its run directory
+TRIALS_DIR = "trials"
 
 
 def threat_model(cfg: RunConfig) -> str:
@@ -171,10 +174,10 @@ def train(
         verify_before_run(Path(cfg.output_dir) / "audit.log")  # a broken log stops us now
     with RunLock(run_dir):  # one writer per run directory
         if restart:
-            if (run_dir / "trials").is_dir():  # a killed search's unreleased trials
+            if (run_dir / TRIALS_DIR).is_dir():  # a killed search's unreleased trials
                 import shutil
 
-                shutil.rmtree(run_dir / "trials")
+                shutil.rmtree(run_dir / TRIALS_DIR)
             set_aside(run_dir)
         return _train_locked(cfg, resume, hooks, dataset, model, on_round)
 
@@ -183,7 +186,7 @@ def _holds_a_search(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds what ``veil tune`` released (or an interrupted search)."""
     import json
 
-    if (run_dir / INTERRUPTED).exists() or (run_dir / "trials").is_dir():
+    if (run_dir / INTERRUPTED).exists() or (run_dir / TRIALS_DIR).is_dir():
         return True  # a stopped (or killed) search: its trials are not to be kept
     try:
         return "tuning" in json.loads((run_dir / RECORD).read_text())

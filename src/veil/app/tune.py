@@ -49,13 +49,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from dp_accounting import dp_event as dpe
 
-from veil.app.train import INTERRUPTED, TrainOutput, set_aside, train
+from veil.app.train import INTERRUPTED, TRIALS_DIR, TrainOutput, set_aside, train
 from veil.crypto.prg import SecureRng
 from veil.errors import BudgetExceededError, ConfigError
-from veil.federation.config import RunConfig, parse_config
+from veil.federation.config import RunConfig, parse_config, set_dotted
 from veil.federation.record import RECORD
 from veil.federation.tuning_config import TUNABLE, TuningConfig, parse_tuning
 from veil.privacy.accounting import epsilon
@@ -63,7 +62,6 @@ from veil.privacy.tuning import tune
 
 __all__ = ["TUNABLE", "TuningConfig", "TuneOutput", "parse_tuning", "search_epsilon", "tune_run"]
 
-TRIALS_DIR = "trials"
 _KEY = "tuning"
 _ACCOUNTANT = "rdp"  # dp-accounting composes RepeatAndSelect on RDP only
 _TOL = 1e-9
@@ -77,25 +75,32 @@ class TuneOutput:
     """A finished search: the released run and what may be said about the search.
 
     Attributes:
-        run_dir: where the released (selected) run's files are.
-        record: its ``record.json`` (with a ``tuning`` section).
+        result: the released (selected) run, moved to the search's run directory.
         selected: the released trial's candidate overrides.
         epsilon: the whole search's ε per level (``"client"``, ``"sample"``: largest over
             sites) at ``privacy.delta``, RDP accountant.
         trial_target_epsilon: the ``ε'`` every trial was calibrated to.
     """
 
-    run_dir: Path
-    record: dict[str, Any]
+    result: TrainOutput = field(repr=False)
     selected: dict[str, Any]
     epsilon: dict[str, float]
     trial_target_epsilon: float
-    result: TrainOutput | None = field(default=None, repr=False)
+
+    @property
+    def run_dir(self) -> Path:
+        """Where the released run's files are."""
+        return self.result.run_dir
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """Its ``record.json`` (with a ``tuning`` section)."""
+        return self.result.record
 
     @property
     def final_accuracy(self) -> float | None:
         """The released run's last test accuracy."""
-        return self.result.final_accuracy if self.result is not None else None
+        return self.result.final_accuracy
 
 
 def _check_supported(cfg: RunConfig) -> None:
@@ -129,23 +134,13 @@ def _check_supported(cfg: RunConfig) -> None:
         raise ConfigError(why[0], key=why[1])
 
 
-def _trial_config(cfg: RunConfig, cand: Mapping[str, Any], **top: Any) -> RunConfig:
-    """``cfg`` with a candidate's overrides (and top-level ``name``/``output_dir``...)."""
+def _trial_config(cfg: RunConfig, *overrides: Mapping[str, Any]) -> RunConfig:
+    """``cfg`` without ``[tuning]``, with dotted-key overrides (a candidate, then the
+    trial's own settings) applied in order."""
     d = cfg.model_dump(mode="json", by_alias=True)
     d["tuning"] = None
-    for dotted, value in cand.items():
-        node = d
-        *parents, leaf = dotted.split(".")
-        for k in parents:
-            node = node[k]
-        node[leaf] = value
-    for k, v in top.items():
-        if k == "target_epsilon":
-            d["privacy"]["target_epsilon"] = v
-        elif k == "audit_log":
-            d["audit"]["log"] = v
-        else:
-            d[k] = v
+    for o in overrides:
+        set_dotted(d, o)
     return parse_config(d)
 
 
@@ -201,7 +196,7 @@ def _calibrate(
 
     def at(e_trial: float) -> tuple[dict[str, float], dict[str, list[dpe.DpEvent]]] | None:
         try:
-            ev = _planned(_trial_config(cfg, cand0, target_epsilon=e_trial))
+            ev = _planned(_trial_config(cfg, cand0, {"privacy.target_epsilon": e_trial}))
         except (BudgetExceededError, ConfigError):
             return None  # no noise reaches this ε', or a fixed noise is over it
         return search_epsilon(ev, tc, delta), ev
@@ -214,7 +209,7 @@ def _calibrate(
         cfg.privacy.sample_on and sl.noise_multiplier is not None
     )
     # at the full target: a bad config or a fixed noise over budget is reported as it is
-    ev = _planned(_trial_config(cfg, cand0, target_epsilon=target))
+    ev = _planned(_trial_config(cfg, cand0, {"privacy.target_epsilon": target}))
     top = (search_epsilon(ev, tc, delta), ev)
     if fits(top):
         return target, top[0], top[1]
@@ -270,6 +265,7 @@ FAILED_SCORE = -1e300
 
 def _score(out: TrainOutput, cfg: RunConfig, tc: TuningConfig) -> float:
     """The trial's noisy accuracy on the sites' own training data (module docstring)."""
+    from veil.audit.mia import model_outputs
     from veil.models.params import load_flat_params
 
     fed = out.federation
@@ -279,23 +275,16 @@ def _score(out: TrainOutput, cfg: RunConfig, tc: TuningConfig) -> float:
         return FAILED_SCORE
     model = copy.deepcopy(fed.model)
     load_flat_params(model, out.result.params.detach().reshape(-1))
-    model.eval()
     p = cfg.privacy
     fractions, counts, sizes = [], 0.0, 0
-    with torch.no_grad():
-        for site in fed.sites:
-            x, y = np.asarray(site.x), np.asarray(site.y)
-            right = 0
-            for a in range(0, len(y), 4096):
-                xb = torch.as_tensor(x[a : a + 4096], dtype=torch.float32)
-                pred = model(xb).argmax(1).numpy()
-                right += int((pred == y[a : a + 4096]).sum())
-            c = float(right)
-            if p.sample_on:  # the site's own noise, from a fresh OS-keyed stream
-                c += float(SecureRng.fresh().normal(1, std=tc.score_noise)[0])
-            counts += c
-            sizes += len(y)
-            fractions.append(min(1.0, max(0.0, c / max(1, len(y)))))
+    for site in fed.sites:
+        y = np.asarray(site.y)
+        c = float((model_outputs(model, site.x).argmax(1) == y).sum())
+        if p.sample_on:  # the site's own noise, from a fresh OS-keyed stream
+            c += float(SecureRng.fresh().normal(1, std=tc.score_noise)[0])
+        counts += c
+        sizes += len(y)
+        fractions.append(min(1.0, max(0.0, c / max(1, len(y)))))
     if p.client_on:
         total = sum(fractions) + float(SecureRng.fresh().normal(1, std=tc.client_score_noise)[0])
         return total / len(fractions)
@@ -369,9 +358,9 @@ def tune_run(
         kept: dict[str, Any] = {}  # the best trial so far: the only one with files
 
         def trial(ci: int, i: int) -> tuple[TrainOutput, float]:
-            tcfg = _trial_config(cfg, tc.candidates[ci], name=f"t{i}",
-                                 output_dir=str(trials_dir), target_epsilon=e_trial,
-                                 audit_log=False)
+            tcfg = _trial_config(cfg, tc.candidates[ci], {
+                "name": f"t{i}", "output_dir": str(trials_dir),
+                "privacy.target_epsilon": e_trial, "audit.log": False})
             out = train(tcfg)
             score = _score(out, cfg, tc)
             out.federation = None  # the simulation (the sites' data) is not kept
@@ -429,7 +418,7 @@ def tune_run(
         AuditLog(Path(cfg.output_dir) / "audit.log").append_run(record)
     out.record = record
     out.run_dir = run_dir
-    return TuneOutput(run_dir, record, selected, dict(eps), e_trial, out)
+    return TuneOutput(out, selected, dict(eps), e_trial)
 
 
 @contextlib.contextmanager
@@ -481,7 +470,7 @@ def _released_record(
     record = dict(trial_record)
     record["name"] = cfg.name
     record["created"] = now_iso()  # the release's time: the search's start would tell K
-    record["config"] = _trial_config(cfg, selected, target_epsilon=e_trial).model_dump(
+    record["config"] = _trial_config(cfg, selected, {"privacy.target_epsilon": e_trial}).model_dump(
         mode="json")
     privacy = dict(record.get("privacy") or {})
     # the released trial's own figures move under "trial"; the top level is the search

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ __all__ = [
     "parse_config",
     "describe_keys",
     "config_hash",
+    "set_dotted",
 ]
 
 
@@ -536,13 +538,19 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         raw = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p} is not valid TOML: {e}") from None
-    for dotted, value in (overrides or {}).items():
+    return parse_config(set_dotted(raw, overrides or {}))
+
+
+def set_dotted(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``{"privacy.target_epsilon": 2.0}``) in a raw config, in place;
+    missing tables are created. Returns ``raw``."""
+    for dotted, value in overrides.items():
         node = raw
         *parents, leaf = dotted.split(".")
         for k in parents:
             node = node.setdefault(k, {})
         node[leaf] = value
-    return parse_config(raw)
+    return raw
 
 
 def config_hash(cfg: RunConfig, ignore: tuple[str, ...] = ("rounds",)) -> str:

@@ -46,7 +46,7 @@ __all__ = ["PrivacySetup", "PrivacyHook", "SecureSum", "build_privacy", "FEDERAT
 
 FEDERATION = "federation"
 _TOL = 1e-9
-#: calibrated sample-level σ by (schedule event, q, steps, rounds, ε, δ, accountant): a
+#: calibrated sample-level σ by (schedule event, rounds, ε, δ, accountant): a
 #: pure function of public settings, computed once per process (sweeps, searches)
 _SAMPLE_SIGMA: dict[tuple[Any, ...], float] = {}
 
@@ -511,10 +511,10 @@ def _build_trainer(
     else:
         sigma = {}
         for n in sorted({int(s) for s in plan.site_sizes}):
-            q, t = probe.schedule.rate(n), probe.steps(n)  # type: ignore[attr-defined]
             probe_event = probe.schedule.compose(dpe.GaussianDpEvent(1.0), n)
-            # the calibration depends only on the schedule's event and the budget
-            key = (repr(probe_event), q, t, plan.rounds, cfg.target_epsilon, cfg.delta,
+            # the calibration depends only on the schedule's event (its rate and steps
+            # included) and the budget
+            key = (repr(probe_event), plan.rounds, cfg.target_epsilon, cfg.delta,
                    cfg.accountant)
             if key not in _SAMPLE_SIGMA:
 
